@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# check: read-only facts about one host, for `0km check`.
+# Changes nothing. Prints one machine-readable line last:
+#   0km-result {"os":"...","kernel":"...","uptime_s":N,"disk_free_bytes":N,"disk_size_bytes":N,"charms":["..."]}
+set -euo pipefail
+
+json_str() {
+    # Escapes a value as a JSON string (backslash, quote, control characters).
+    local s=$1 out="" c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            \\) out+=\\\\ ;;
+            '"') out+='\"' ;;
+            $'\n') out+='\n' ;;
+            $'\t') out+='\t' ;;
+            $'\r') out+='\r' ;;
+            *)
+                if [[ $c < ' ' ]]; then
+                    printf -v c '\\u%04x' "'$c"
+                fi
+                out+=$c
+                ;;
+        esac
+    done
+    printf '"%s"' "$out"
+}
+
+os=unknown
+if [[ -r /etc/os-release ]]; then
+    # shellcheck disable=SC1091
+    os=$(. /etc/os-release && printf '%s' "${PRETTY_NAME:-${NAME:-unknown}}")
+fi
+kernel=$(uname -r)
+uptime_s=$(cut -d. -f1 /proc/uptime 2>/dev/null || echo 0)
+read -r disk_size disk_free < <(df -P -B1 / | awk 'NR == 2 { print $2, $4 }')
+
+charms=()
+if [[ -d /srv/charm-store ]]; then
+    for d in /srv/charm-store/*/; do
+        [[ -f "$d/metadata.yml" ]] && charms+=("$(basename "$d")")
+    done
+fi
+charm_json=""
+for c in "${charms[@]+"${charms[@]}"}"; do
+    charm_json+="${charm_json:+,}$(json_str "$c")"
+done
+
+printf '0km-result {"os":%s,"kernel":%s,"uptime_s":%s,"disk_free_bytes":%s,"disk_size_bytes":%s,"charms":[%s]}\n' \
+    "$(json_str "$os")" "$(json_str "$kernel")" "${uptime_s:-0}" "${disk_free:-0}" "${disk_size:-0}" "$charm_json"

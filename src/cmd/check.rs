@@ -1,0 +1,148 @@
+//! `0km check TARGETS`: who is up, and what they run: OS release, kernel, uptime, free disk on
+//! `/`, and which 0km charms are installed. Read-only.
+
+use crate::app::App;
+use crate::cmd::{rerun_line, Status};
+use crate::fleet::{Done, RunLog, StepFailure};
+use crate::playbook;
+use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo};
+use clap::Args;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Hosts: names, @group, globs; several or comma-separated
+    #[arg(required = true, value_name = "TARGETS")]
+    pub targets: Vec<String>,
+}
+
+pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
+    let targets = crate::target::resolve(&args.targets, &app.config.config)?;
+    let start = Instant::now();
+    let fleet = app.fleet()?;
+    let log = RunLog::create("check");
+    let results = fleet
+        .run(&targets, app.ui.reporter(targets.len()), log.clone(), |ctx| async move {
+            let pb = &playbook::CHECK;
+            let out = ctx
+                .step("facts", &pb.command_line(&[]), Some(pb.script.as_bytes()))
+                .await?;
+            let facts = playbook::result(&out.stdout).ok_or_else(|| StepFailure {
+                step: "facts".into(),
+                reason: "the check playbook printed no result line".into(),
+                exit_code: out.code,
+                stderr_tail: crate::ui::tail(&out.stderr, 5),
+                data: serde_json::Value::Null,
+            })?;
+            Ok(Done {
+                changed: false,
+                data: facts,
+            })
+        })
+        .await?;
+    if !app.ui.json {
+        print_table(app, &results);
+    }
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|failed| rerun_line(&args.targets, failed),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+fn print_table(app: &App, results: &[HostResult]) {
+    let header = ["HOST", "STATE", "OS", "KERNEL", "UPTIME", "FREE /", "CHARMS"];
+    let rows: Vec<[String; 7]> = results
+        .iter()
+        .map(|r| {
+            let d = &r.data;
+            let ok = matches!(r.status, Outcome::Ok | Outcome::Changed);
+            let charms: Vec<&str> = d["charms"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
+            [
+                r.host.clone(),
+                if ok { "up".into() } else { r.status.label().into() },
+                d["os"].as_str().unwrap_or("-").to_string(),
+                d["kernel"].as_str().unwrap_or("-").to_string(),
+                d["uptime_s"].as_u64().map(human_uptime).unwrap_or_else(|| "-".into()),
+                match (d["disk_free_bytes"].as_u64(), d["disk_size_bytes"].as_u64()) {
+                    (Some(f), Some(s)) if s > 0 => {
+                        format!("{} ({}%)", human_bytes(f), f * 100 / s)
+                    }
+                    _ => "-".into(),
+                },
+                if !ok {
+                    "-".into()
+                } else if charms.is_empty() {
+                    "none".into()
+                } else {
+                    charms.join(",")
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let fmt = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths.iter())
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    app.ui.out(&fmt(header.to_vec()));
+    for row in &rows {
+        app.ui.out(&fmt(row.iter().map(String::as_str).collect()));
+    }
+}
+
+pub fn human_uptime(secs: u64) -> String {
+    match secs {
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humane_numbers() {
+        assert_eq!(human_uptime(59), "0m");
+        assert_eq!(human_uptime(3 * 3600 + 5 * 60), "3h05m");
+        assert_eq!(human_uptime(2 * 86_400 + 3600), "2d01h");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

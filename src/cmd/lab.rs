@@ -1,0 +1,165 @@
+//! `0km lab up N | status | down | demo`: the local lab of throwaway VPSes (see `docs/lab.md`).
+//! `demo` starts a small lab, runs `check` and `exec` on it, and tears it down.
+
+use crate::app::App;
+use crate::cmd::{Status, UsageError};
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Start N throwaway VPSes and one archive server on loopback addresses
+    Up(UpArgs),
+    /// List the lab's hosts and whether each is running
+    Status(DirArgs),
+    /// Stop exactly the processes the lab started and remove it
+    Down(DirArgs),
+    /// Start a 3-host lab, run `check` and `exec` on it, show the summary, tear it down
+    Demo(DirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Number of VPSes (1 to 253), besides the archive host
+    #[arg(default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=253))]
+    pub count: u16,
+    #[command(flatten)]
+    pub dir: DirArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DirArgs {
+    /// Lab directory [default: ~/.local/state/0km/lab]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArgs {
+    fn resolve(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(crate::lab::default_dir)
+    }
+}
+
+pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
+    match cmd {
+        LabCommand::Up(a) => {
+            let dir = a.dir.resolve();
+            let lab = up(dir.clone(), a.count as usize).await?;
+            describe(app, &lab);
+            Ok(Status::Success)
+        }
+        LabCommand::Status(a) => {
+            let dir = a.resolve();
+            let hosts = blocking(move || crate::lab::status(&dir)).await?;
+            let mut all_up = true;
+            for (h, alive) in &hosts {
+                all_up &= *alive;
+                app.ui.out(&format!(
+                    "{:<10} {:<16} {:<6} {}",
+                    h.name,
+                    h.address,
+                    h.port,
+                    if *alive { "running" } else { "STOPPED" }
+                ));
+            }
+            Ok(if all_up { Status::Success } else { Status::HostsFailed })
+        }
+        LabCommand::Down(a) => {
+            let dir = a.resolve();
+            let n = blocking(move || crate::lab::down(&dir)).await?;
+            app.ui.note(&format!("lab stopped: {n} processes ended, nothing left mounted"));
+            Ok(Status::Success)
+        }
+        LabCommand::Demo(a) => demo(app, a.dir.clone().unwrap_or_else(demo_dir)).await,
+    }
+}
+
+fn demo_dir() -> PathBuf {
+    crate::lab::default_dir().with_file_name("lab-demo")
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::lab::LabError> + Send + 'static,
+) -> anyhow::Result<T> {
+    let res = tokio::task::spawn_blocking(f).await.context("lab task")?;
+    res.map_err(|e| match e {
+        crate::lab::LabError::NotUp { .. } | crate::lab::LabError::AlreadyUp { .. } => {
+            UsageError(e.to_string()).into()
+        }
+        other => anyhow::Error::new(other),
+    })
+}
+
+async fn up(dir: PathBuf, count: usize) -> anyhow::Result<crate::lab::Lab> {
+    blocking(move || crate::lab::up(&dir, count)).await
+}
+
+fn describe(app: &App, lab: &crate::lab::Lab) {
+    let dir = &lab.dir;
+    app.ui.out(&format!("lab up in {}:", dir.display()));
+    for h in &lab.hosts {
+        app.ui.out(&format!("  {:<10} {}:{}", h.name, h.address, h.port));
+    }
+    app.ui.out(&format!(
+        "\nTry it:\n  0km --config {c} check @lab\n  0km --config {c} exec @vps -- uptime\n  ssh -F {s} vps1\nStop it:\n  0km lab down{d}",
+        c = dir.join("config.yml").display(),
+        s = dir.join("ssh_config").display(),
+        d = if *dir == crate::lab::default_dir() {
+            String::new()
+        } else {
+            format!(" --dir {}", dir.display())
+        }
+    ));
+}
+
+async fn demo(app: &App, dir: PathBuf) -> anyhow::Result<Status> {
+    app.ui.note(&format!("Starting a 3-VPS lab in {} ...", dir.display()));
+    let lab = up(dir.clone(), 3).await?;
+    let result = demo_steps(app, &lab.dir).await;
+    let down_dir = dir.clone();
+    let stopped = blocking(move || crate::lab::down(&down_dir)).await;
+    let status = result?;
+    stopped?;
+    app.ui
+        .note("\nDemo done: the lab was stopped and removed. `0km lab up` starts one to keep.");
+    Ok(status)
+}
+
+async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
+    let loaded = crate::config::load(Some(&dir.join("config.yml")))?;
+    let mut global = app.global.clone();
+    global.no_reuse = true;
+    global.reuse_idle = None;
+    let lab_app = App::new(global, loaded);
+    app.ui.out("\n$ 0km check @lab");
+    let check = crate::cmd::check::run(
+        &lab_app,
+        &crate::cmd::check::CheckArgs {
+            targets: vec!["@lab".into()],
+        },
+    )
+    .await;
+    app.ui.out("\n$ 0km exec @vps -- 'hostname; uptime -p'");
+    let exec = match &check {
+        Ok(_) => Some(
+            crate::cmd::exec::run(
+                &lab_app,
+                &crate::cmd::exec::ExecArgs {
+                    targets: vec!["@vps".into()],
+                    command: vec!["hostname; uptime -p".into()],
+                },
+            )
+            .await,
+        ),
+        Err(_) => None,
+    };
+    lab_app.shutdown().await;
+    let check = check?;
+    let exec = exec.transpose()?.unwrap_or(Status::HostsFailed);
+    Ok(if check == Status::Success && exec == Status::Success {
+        Status::Success
+    } else {
+        Status::HostsFailed
+    })
+}

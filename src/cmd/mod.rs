@@ -1,0 +1,68 @@
+//! One file per subcommand: its clap arguments and a `run` that builds options and calls the
+//! domain layer. The shared pieces: the exit status policy and the re-run command line.
+
+pub mod check;
+pub mod completions;
+pub mod exec;
+pub mod lab;
+
+use crate::ui::{HostResult, Outcome};
+
+/// What a command ended with; mapped to the process exit status in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 0: every host ok.
+    Success,
+    /// 1: some host failed or was unreachable.
+    HostsFailed,
+}
+
+impl Status {
+    pub fn from_results(results: &[HostResult]) -> Self {
+        if results
+            .iter()
+            .all(|r| matches!(r.status, Outcome::Ok | Outcome::Changed))
+        {
+            Status::Success
+        } else {
+            Status::HostsFailed
+        }
+    }
+}
+
+/// Errors that mean "the command was used wrongly" (exit 2) rather than "it failed" (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Whether an error is the user's input (exit 2): usage, config, targets, a question that
+/// needed a flag.
+pub fn is_usage_error(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<crate::config::ConfigError>().is_some()
+        || e.downcast_ref::<crate::target::TargetError>().is_some()
+        || matches!(
+            e.downcast_ref::<crate::fleet::FleetError>(),
+            Some(crate::fleet::FleetError::UnknownHosts { .. })
+        )
+}
+
+/// The command line that re-runs the current command on `failed` hosts only: the original
+/// arguments with the host selectors replaced by the failed names.
+pub fn rerun_line(selectors: &[String], failed: &[String]) -> String {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut replaced = false;
+    args.retain_mut(|a| {
+        if selectors.contains(a) {
+            if replaced {
+                return false;
+            }
+            *a = failed.join(",");
+            replaced = true;
+        }
+        true
+    });
+    let mut words = vec!["0km".to_string()];
+    words.extend(args);
+    crate::ssh::quote_join(&words)
+}

@@ -1,0 +1,223 @@
+//! The user's configuration file: where it lives, how it is parsed, and how its errors are
+//! reported. Parsing is strict (unknown keys are errors) and every error names the file, the
+//! line and the key, so a typo never silently changes what runs on a fleet.
+
+mod schema;
+
+pub use schema::Config;
+
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be used. Displayed as is to the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}:{line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A loaded configuration and the file it came from (if any).
+#[derive(Debug, Default, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: Option<PathBuf>,
+}
+
+/// Where the configuration is looked for when `--config` is not given: `/etc/0km/config.yml`
+/// for root (as the seed manual says), `$XDG_CONFIG_HOME/0km/config.yml` (default
+/// `~/.config/0km/config.yml`) otherwise, on every platform.
+pub fn default_path() -> PathBuf {
+    if crate::paths::is_root() {
+        return PathBuf::from("/etc/0km/config.yml");
+    }
+    crate::paths::config_home().join("0km").join("config.yml")
+}
+
+/// Loads the configuration. An explicit path must exist; the default path may be missing, in
+/// which case an empty configuration is returned (commands that need keys say so themselves).
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let (path, must_exist) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (default_path(), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok(Loaded::default())
+        }
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let config = parse(&text, &path)?;
+    Ok(Loaded {
+        config,
+        path: Some(path),
+    })
+}
+
+/// Parses and validates configuration text; `path` is only used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    let config: Config = serde_saphyr::from_str(text).map_err(|e| parse_error(&e, text, path))?;
+    config
+        .validate()
+        .map_err(|(line_key, message)| match find_line(text, &line_key) {
+            Some(line) => ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message,
+            },
+            None => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            },
+        })?;
+    Ok(config)
+}
+
+/// Turns a YAML error into one line `file:line: key `k`: message`. The parser's own snippet
+/// is not shown: it would echo the offending line, which may hold a secret.
+fn parse_error(e: &serde_saphyr::Error, text: &str, path: &Path) -> ConfigError {
+    let line = e.location().map(|l| l.line()).unwrap_or(0);
+    let raw = e.to_string();
+    let first = raw.lines().next().unwrap_or("").trim();
+    // "error: line 3 column 1: unknown field ..." -> "unknown field ..."
+    let message = first
+        .strip_prefix("error: ")
+        .unwrap_or(first)
+        .split_once(": ")
+        .filter(|(head, _)| head.starts_with("line "))
+        .map(|(_, m)| m)
+        .unwrap_or(first);
+    let message = friendly(message);
+    let key = key_on_line(text, line);
+    let message = match key {
+        Some(k) if !message.contains(&format!("`{k}`")) => format!("key `{k}`: {message}"),
+        _ => message,
+    };
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// The key written on a 1-based line (`  port: twenty` -> `port`).
+fn key_on_line(text: &str, line: u64) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
+    let (k, _) = l.trim_start().trim_start_matches("- ").split_once(':')?;
+    let k = k.trim().trim_matches(['"', '\'']);
+    (!k.is_empty() && !k.contains(' ')).then(|| k.to_string())
+}
+
+/// Rewords the parser's messages for an admin.
+fn friendly(message: &str) -> String {
+    let m = message
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+        .replace(", expected", "; expected")
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    match m.as_str() {
+        "invalid u16" => "expected a number from 1 to 65535".into(),
+        "invalid u64" | "invalid usize" => "expected a whole number".into(),
+        _ if m.starts_with("duplicate mapping key") => {
+            m.replace("duplicate mapping key:", "duplicate key:")
+        }
+        _ => m,
+    }
+}
+
+/// The 1-based line on which `key:` appears, used to place validation errors.
+fn find_line(text: &str, key: &str) -> Option<u64> {
+    let needle = format!("{key}:");
+    text.lines().enumerate().find_map(|(i, l)| {
+        l.match_indices(&needle)
+            .any(|(at, _)| {
+                at == 0 || !l[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            })
+            .then_some(i as u64 + 1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/cfg.yml"))
+    }
+
+    #[test]
+    fn example_config_parses_and_documents_every_section() {
+        let text = include_str!("../../config.example.yml");
+        let c = p(text).expect("config.example.yml must parse");
+        assert!(!c.ssh_access.public_keys.is_empty());
+        assert!(c.backup.server.is_some());
+        assert!(c.hosts.contains_key("mail.example.com"));
+        let web1 = &c.hosts["web1"];
+        assert_eq!(web1.address.as_deref(), Some("203.0.113.10"));
+        assert_eq!(web1.port, Some(22));
+        assert!(c.ssh.config_file.is_some());
+        assert!(c.ssh.connect_timeout.is_some());
+        assert!(c.ssh.reuse_idle.is_some());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = p("ssh-access:\n  public-keys: []\nhostz:\n  a: {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config /cfg.yml:3:"), "{err}");
+        assert!(err.contains("unknown key `hostz`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_host_key_is_an_error() {
+        let err = p("hosts:\n  web1:\n    adress: 1.2.3.4\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:"), "{err}");
+        assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let err = p("hosts:\n  web1:\n    port: twenty\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":3:"), "{err}");
+        assert!(err.contains("key `port`: expected a number"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_config() {
+        let c = p("\n").unwrap();
+        assert!(c.hosts.is_empty());
+    }
+
+    #[test]
+    fn bad_group_name_is_rejected_with_line() {
+        let err = p("hosts:\n  a:\n    groups: [\"pr od\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config /cfg.yml:3: "), "{err}");
+        assert!(err.contains("group `pr od`"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        let err = p("hosts:\n  a: {}\n  a: {}\n").unwrap_err().to_string();
+        assert!(err.contains(":3:") || err.contains("duplicate"), "{err}");
+    }
+}

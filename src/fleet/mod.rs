@@ -1,0 +1,321 @@
+//! The parallel runner: connects to every host (bounded by `--jobs`), settles unknown host
+//! keys with one question, then runs a command's per-host work on all connected hosts at
+//! once. A host's failure is data: it is recorded and reported, and the others go on.
+
+mod log;
+
+pub use log::{utc_stamp, RunLog};
+
+use crate::ssh::{ConnectError, Connection, Engine, ExecError, NewHostKey, Output};
+use crate::target::Target;
+use crate::ui::{self, HostResult, Outcome, Reporter};
+use futures::stream::{self, StreamExt};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a run is carried out, resolved once from flags and config.
+#[derive(Clone)]
+pub struct Fleet {
+    pub engine: Arc<Engine>,
+    pub jobs: usize,
+    pub step_timeout: Duration,
+    /// Ask about new host keys on a terminal (false: unknown keys are an error).
+    pub may_ask: bool,
+}
+
+/// Errors that stop a whole run before anything is done on any host.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{count} host{s} not known yet (no key in known_hosts): {hosts}.\nNothing was run. Check their fingerprints and run again on a terminal to be asked, or pass --accept-new to record them (changed keys are still refused).", s = if *count == 1 { " is" } else { "s are" })]
+    UnknownHosts { count: usize, hosts: String },
+    #[error("new host keys were not accepted; nothing was run")]
+    Declined,
+    #[error("cannot record host keys: {0}")]
+    Trust(std::io::Error),
+}
+
+/// What a host's work reports when it succeeds.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub changed: bool,
+    pub data: serde_json::Value,
+}
+
+/// A step that could not be run, or ran and failed. Carries what the summary shows.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub step: String,
+    pub reason: String,
+    pub exit_code: Option<i32>,
+    pub stderr_tail: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// What a host's work gets: its target, its connection, and ways to run steps.
+pub struct HostCtx {
+    pub target: Target,
+    pub conn: Connection,
+    reporter: Arc<dyn Reporter>,
+    log: Option<RunLog>,
+    step_timeout: Duration,
+    engine: Arc<Engine>,
+}
+
+impl HostCtx {
+    /// Runs a command line and returns its output whatever its exit code; only a command that
+    /// could not run to completion (timeout, lost connection) is an error.
+    pub async fn run(
+        &self,
+        step: &str,
+        command_line: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, StepFailure> {
+        self.reporter.step(&self.target.name, step);
+        let res = self.conn.run(command_line, stdin, self.step_timeout).await;
+        if let Some(log) = &self.log {
+            log.write(&self.target.name, &render_log(step, command_line, &res));
+        }
+        match res {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                if matches!(e, ExecError::Timeout(_) | ExecError::Disconnected) {
+                    // A host that stopped answering must not keep a master around.
+                    self.engine.close(self.conn.socket()).await;
+                }
+                Err(StepFailure {
+                    step: step.into(),
+                    reason: e.to_string(),
+                    exit_code: None,
+                    stderr_tail: None,
+                    data: serde_json::Value::Null,
+                })
+            }
+        }
+    }
+
+    /// Like [`run`](Self::run), but a non-zero exit is a failure.
+    pub async fn step(
+        &self,
+        step: &str,
+        command_line: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<Output, StepFailure> {
+        let out = self.run(step, command_line, stdin).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(StepFailure {
+                step: step.into(),
+                reason: match out.code {
+                    Some(c) => format!("exited with status {c}"),
+                    None => "killed by a signal".into(),
+                },
+                exit_code: out.code,
+                stderr_tail: ui::tail(&out.stderr, 5),
+                data: serde_json::Value::Null,
+            })
+        }
+    }
+}
+
+fn render_log(step: &str, command_line: &str, res: &Result<Output, ExecError>) -> String {
+    let mut s = format!("== {} step {step}\n$ {command_line}\n", utc_stamp(std::time::SystemTime::now()));
+    match res {
+        Ok(o) => {
+            s.push_str(&String::from_utf8_lossy(&o.stdout));
+            if !o.stderr.is_empty() {
+                s.push_str("-- stderr\n");
+                s.push_str(&String::from_utf8_lossy(&o.stderr));
+            }
+            s.push_str(&format!(
+                "-- exit {} ({})\n",
+                o.code.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
+                ui::format_duration(o.duration)
+            ));
+        }
+        Err(e) => s.push_str(&format!("-- error: {e}\n")),
+    }
+    s
+}
+
+impl Fleet {
+    /// Connects to all targets, then runs `work` on every connected host, at most `jobs` at
+    /// a time. Returns one result per target, in the targets' order.
+    pub async fn run<F, Fut>(
+        &self,
+        targets: &[Target],
+        reporter: Arc<dyn Reporter>,
+        log: Option<RunLog>,
+        work: F,
+    ) -> Result<Vec<HostResult>, FleetError>
+    where
+        F: Fn(HostCtx) -> Fut,
+        Fut: Future<Output = Result<Done, StepFailure>>,
+    {
+        let started: Vec<Instant> = targets.iter().map(|_| Instant::now()).collect();
+        let mut conns = self.connect_all(targets, &reporter).await;
+
+        // Hosts whose key is not known yet: one question for all of them, or an error.
+        let unknown: Vec<usize> = conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(c, Err(ConnectError::UnknownHostKey)))
+            .map(|(i, _)| i)
+            .collect();
+        if !unknown.is_empty() {
+            reporter.suspend();
+            let names: Vec<&str> = unknown.iter().map(|i| targets[*i].name.as_str()).collect();
+            if !self.may_ask || !ui::prompt::interactive() {
+                self.engine.shutdown().await;
+                return Err(FleetError::UnknownHosts {
+                    count: names.len(),
+                    hosts: names.join(", "),
+                });
+            }
+            let accepted = self.ask_new_keys(targets, &unknown, &mut conns).await?;
+            self.engine.trust(&accepted).await.map_err(FleetError::Trust)?;
+            let again: Vec<Target> = unknown
+                .iter()
+                .filter(|i| matches!(conns[**i], Err(ConnectError::UnknownHostKey)))
+                .map(|i| targets[*i].clone())
+                .collect();
+            let second = self.connect_all(&again, &reporter).await;
+            let mut second = second.into_iter();
+            for i in &unknown {
+                if matches!(conns[*i], Err(ConnectError::UnknownHostKey)) {
+                    conns[*i] = second.next().expect("one result per host");
+                }
+            }
+        }
+
+        let work = &work;
+        let jobs = stream::iter(conns.into_iter().enumerate().map(|(i, conn)| {
+            let target = targets[i].clone();
+            let reporter = reporter.clone();
+            let log = log.clone();
+            let start = started[i];
+            async move {
+                let result = match conn {
+                    Err(e) => HostResult {
+                        host: target.name.clone(),
+                        status: if e.is_unreachable() {
+                            Outcome::Unreachable
+                        } else {
+                            Outcome::Failed
+                        },
+                        step: Some("connect".into()),
+                        reason: Some(e.to_string()),
+                        exit_code: None,
+                        stderr_tail: None,
+                        duration_ms: start.elapsed().as_millis(),
+                        data: serde_json::Value::Null,
+                    },
+                    Ok(conn) => {
+                        let ctx = HostCtx {
+                            target: target.clone(),
+                            conn,
+                            reporter: reporter.clone(),
+                            log,
+                            step_timeout: self.step_timeout,
+                            engine: self.engine.clone(),
+                        };
+                        match work(ctx).await {
+                            Ok(done) => HostResult {
+                                host: target.name.clone(),
+                                status: if done.changed { Outcome::Changed } else { Outcome::Ok },
+                                step: None,
+                                reason: None,
+                                exit_code: None,
+                                stderr_tail: None,
+                                duration_ms: start.elapsed().as_millis(),
+                                data: done.data,
+                            },
+                            Err(f) => HostResult {
+                                host: target.name.clone(),
+                                status: Outcome::Failed,
+                                step: Some(f.step),
+                                reason: Some(f.reason),
+                                exit_code: f.exit_code,
+                                stderr_tail: f.stderr_tail,
+                                duration_ms: start.elapsed().as_millis(),
+                                data: f.data,
+                            },
+                        }
+                    }
+                };
+                reporter.done(&result);
+                (i, result)
+            }
+        }))
+        .buffer_unordered(self.jobs.max(1));
+        let mut results: Vec<(usize, HostResult)> = jobs.collect().await;
+        results.sort_by_key(|(i, _)| *i);
+        reporter.suspend();
+        Ok(results.into_iter().map(|(_, r)| r).collect())
+    }
+
+    async fn connect_all(
+        &self,
+        targets: &[Target],
+        reporter: &Arc<dyn Reporter>,
+    ) -> Vec<Result<Connection, ConnectError>> {
+        let mut out: Vec<(usize, Result<Connection, ConnectError>)> =
+            stream::iter(targets.iter().enumerate().map(|(i, t)| {
+                let reporter = reporter.clone();
+                async move {
+                    reporter.step(&t.name, "connecting");
+                    (i, self.engine.connect(t).await)
+                }
+            }))
+            .buffer_unordered(self.jobs.max(1))
+            .collect()
+            .await;
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// Scans the unknown hosts, shows every fingerprint, and asks once. Hosts that cannot be
+    /// scanned get that error in `conns`; the accepted keys are returned.
+    async fn ask_new_keys(
+        &self,
+        targets: &[Target],
+        unknown: &[usize],
+        conns: &mut [Result<Connection, ConnectError>],
+    ) -> Result<Vec<NewHostKey>, FleetError> {
+        let scans: Vec<_> = stream::iter(unknown.iter().map(|i| {
+            let t = &targets[*i];
+            async move { (*i, self.engine.scan_host_keys(t).await) }
+        }))
+        .buffer_unordered(self.jobs.max(1))
+        .collect()
+        .await;
+        let mut keys = Vec::new();
+        for (i, res) in scans {
+            match res {
+                Ok(k) => keys.extend(k),
+                Err(e) => conns[i] = Err(e),
+            }
+        }
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let mut question = String::from("These hosts are not known yet:\n");
+        for k in &keys {
+            let ty = k.key.split_whitespace().next().unwrap_or("");
+            question.push_str(&format!("  {:<24} {:<20} {}\n", k.host, ty, k.fingerprint));
+        }
+        question.push_str(&format!(
+            "Trust {} and record {} in known_hosts?",
+            if keys.len() == 1 { "this key" } else { "these keys" },
+            if keys.len() == 1 { "it" } else { "them" }
+        ));
+        match ui::prompt::confirm(&question) {
+            Some(true) => Ok(keys),
+            _ => {
+                self.engine.shutdown().await;
+                Err(FleetError::Declined)
+            }
+        }
+    }
+}

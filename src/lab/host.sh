@@ -1,0 +1,107 @@
+#!/bin/bash
+# One lab host. `lab::up` runs this as PID 1 of fresh mount, UTS and PID
+# namespaces (`unshare --mount --uts --pid --fork --kill-child --propagation
+# private`), with stdout and stderr appended to the host's sshd.log. It builds the host's
+# root as an overlay of the machine's / with its own /root, /srv, /run, /tmp,
+# hostname and host key, then becomes the host's sshd.
+#
+# Every mount below is made inside the private mount namespace: none of it is
+# visible on the machine, and all of it goes away with the namespace's last
+# process, so stopping the host is killing its process and nothing else.
+#
+# Inputs, all from the environment:
+#   LAB_NAME            host name (vps1, archive)
+#   LAB_ADDRESS         loopback address to listen on (127.0.X.Y)
+#   LAB_PORT            port to listen on
+#   LAB_BASE            an empty directory on the machine (/run/0km-lab/X/NAME)
+#   LAB_HOST_KEY        path of the host's ed25519 private key (.pub next to it)
+#   LAB_AUTHORIZED_KEY  the lab's public key, for root's authorized_keys
+#   LAB_ETC_HOSTS       contents of the host's /etc/hosts
+set -euo pipefail
+# As PID 1 of its namespace, this shell gets no signal it has no handler for, not even from
+# `lab down` outside: without this trap, a host still starting would ignore SIGTERM.
+trap 'exit 143' TERM
+
+# `up` writes "go" on our stdin once lab.json records our process. If `up` dies
+# before that, stdin ends and we quit: nothing it did not record keeps running.
+read -r go || true
+if [[ $go != go ]]; then
+	echo "0km lab: not recorded by lab up (it stopped?); quitting" >&2
+	exit 1
+fi
+exec </dev/null
+
+name=${LAB_NAME:?}
+address=${LAB_ADDRESS:?}
+port=${LAB_PORT:?}
+base=${LAB_BASE:?}
+host_key=${LAB_HOST_KEY:?}
+authorized_key=${LAB_AUTHORIZED_KEY:?}
+etc_hosts=${LAB_ETC_HOSTS:?}
+
+echo "0km lab: starting $name on $address:$port" >&2
+
+# overlayfs refuses an upper dir on the same filesystem as lowerdir=/, so the
+# upper and work dirs (the host's writable layer) live on a tmpfs of their own.
+mount -t tmpfs -o mode=755 "0km-lab-$name" "$base"
+mkdir "$base/upper" "$base/work" "$base/merged"
+root=$base/merged
+# lowerdir=/ is the machine's root filesystem only, not the mounts below it
+# (/proc, /dev, /sys, /run, ...): those are provided next.
+mount -t overlay "0km-lab-$name" \
+	-o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$root"
+
+mount -t proc proc "$root/proc" # this PID namespace's processes only
+mount --rbind /dev "$root/dev"
+mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm" # not the machine's /dev/shm
+mount --rbind /sys "$root/sys"
+mkdir -p "$root/run" "$root/tmp" "$root/root" "$root/srv"
+mount -t tmpfs -o mode=755 tmpfs "$root/run"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+# sshd's StrictModes refuses a home directory others can write to: 700, not
+# tmpfs's default 1777.
+mount -t tmpfs -o mode=700 tmpfs "$root/root"
+mount -t tmpfs -o mode=755 tmpfs "$root/srv"
+install -d -m 755 "$root/run/sshd" # sshd's privilege separation directory
+install -d -m 1777 "$root/run/lock"
+
+hostname "$name"
+printf '%s\n' "$name" >"$root/etc/hostname"
+printf '%s\n' "$etc_hosts" >"$root/etc/hosts"
+
+# The machine's own host keys must not be part of a lab host's identity.
+rm -f "$root"/etc/ssh/ssh_host_*
+install -m 600 "$host_key" "$root/etc/ssh/ssh_host_ed25519_key"
+install -m 644 "$host_key.pub" "$root/etc/ssh/ssh_host_ed25519_key.pub"
+
+install -d -m 700 "$root/root/.ssh"
+(umask 077 && printf '%s\n' "$authorized_key" >"$root/root/.ssh/authorized_keys")
+
+# Without PAM, sshd refuses every login to an account whose password is locked
+# ("!..." in /etc/shadow), keys included; "*" (no password) is not locked.
+if grep -q '^root:!' "$root/etc/shadow"; then
+	sed -i 's/^root:![^:]*:/root:*:/' "$root/etc/shadow"
+fi
+
+cat >"$root/etc/ssh/sshd_config" <<EOF
+# sshd_config of the 0km lab host $name (written by host.sh at start).
+ListenAddress $address:$port
+HostKey /etc/ssh/ssh_host_ed25519_key
+PidFile /run/sshd.pid
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+UseDNS no
+MaxStartups 200:30:400
+MaxSessions 20
+LogLevel INFO
+Subsystem sftp /usr/lib/openssh/sftp-server
+EOF
+
+# sshd itself is PID 1 of the namespace, no shell loop around it: its SIGCHLD
+# handler reaps every child with waitpid(-1), orphans re-parented to it
+# included; it has a SIGTERM handler, so it can be stopped from outside the
+# namespace; and when it exits the kernel kills whatever is left in the
+# namespace, which tears down all the mounts above. One process per host.
+exec chroot "$root" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config

@@ -1,0 +1,726 @@
+//! The local lab: throwaway "VPSes" on this machine, for trying 0km and for its integration
+//! tests. `up` starts N hosts `vps1..vpsN` and one `archive`, each a real OpenSSH server running
+//! as root in its own mount, UTS and PID namespaces over an overlay of the machine's `/` (so it
+//! has every package the machine has), with its own fresh `/root`, `/srv`, `/run`, `/tmp`,
+//! hostname and host key, listening on its own loopback address: a lab takes a slot X and the
+//! addresses 127.0.X.0/24, archive on 127.0.X.1:10023 and vpsI on 127.0.X.(I+1):22. `up` also
+//! writes an `ssh_config`, a `known_hosts` and a 0km `config.yml` into the lab directory;
+//! `down` stops exactly the processes `up` started, and as every mount lives only in a host's
+//! namespace, nothing is left behind. The per-host part is the shell script `host.sh`.
+//! Linux and root only.
+
+mod process;
+mod render;
+mod slot;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use process::ProcessId;
+
+/// A running lab, as `up` leaves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub slot: u8,
+    /// `archive` first, then `vps1..vpsN`.
+    pub hosts: Vec<LabHost>,
+}
+
+/// One lab host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabHost {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// The `unshare` process `up` started; the host's namespaces live as long as it does.
+    pub pid: u32,
+}
+
+impl Lab {
+    /// `DIR/ssh_config`, for `ssh -F`.
+    pub fn ssh_config(&self) -> PathBuf {
+        self.dir.join(SSH_CONFIG)
+    }
+
+    /// `DIR/config.yml`, a 0km config for the lab.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join(CONFIG_YML)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab needs Linux (namespaces and overlayfs); it cannot run on this system")]
+    NotLinux,
+    #[error(
+        "the lab needs root (it creates namespaces and mounts filesystems): run it as root or with sudo"
+    )]
+    NotRoot,
+    #[error(
+        "the lab needs the OpenSSH server, and /usr/sbin/sshd is missing: install it with `{hint}`"
+    )]
+    SshdMissing { hint: &'static str },
+    #[error("the lab needs `{tool}`, which is not on PATH: install it with `{hint}`")]
+    ToolMissing {
+        tool: &'static str,
+        hint: &'static str,
+    },
+    #[error(
+        "a lab has at most {max} VPSes (they share one /24 with the archive), not {requested}"
+    )]
+    TooManyHosts { requested: usize, max: usize },
+    #[error("cannot use {dir} as a lab directory: {reason}")]
+    BadDir { dir: PathBuf, reason: String },
+    #[error(
+        "{dir} is not a lab directory (it holds `{entry}`): give the lab a new or empty directory"
+    )]
+    DirNotLab { dir: PathBuf, entry: String },
+    #[error("a lab is already up in {dir}: use it, or stop it first with `0km lab down`")]
+    AlreadyUp { dir: PathBuf },
+    #[error("no lab is up in {dir} (it has no lab.json): start one with `0km lab up N`")]
+    NotUp { dir: PathBuf },
+    #[error(
+        "all 254 lab slots (127.0.1.0/24 to 127.0.254.0/24) are in use: stop a lab with \
+         `0km lab down`; each slot's lab directory is in /run/0km-lab/slots/*/owner.json"
+    )]
+    NoFreeSlot,
+    #[error(
+        "lab host address {address} is taken: {listener} listens there. Stop that listener or \
+         make it listen only on the addresses it needs (for the machine's sshd: `ListenAddress` \
+         in /etc/ssh/sshd_config, then `systemctl restart ssh`), then run `0km lab up` again"
+    )]
+    AddressInUse {
+        address: SocketAddrV4,
+        listener: String,
+    },
+    #[error("lab host {name} did not start ({failed} of the lab's hosts failed): {reason}; the end of {log}:\n{log_tail}")]
+    HostFailed {
+        name: String,
+        reason: String,
+        failed: usize,
+        log: PathBuf,
+        log_tail: String,
+    },
+    #[error(
+        "lab processes {pids:?} are still alive after SIGKILL (stuck in the kernel?): see \
+         `ps -o pid,stat,wchan:30,cmd -p {}`",
+        pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    )]
+    StopFailed { pids: Vec<u32> },
+    #[error("mounts of the lab are left on this machine: {}; remove them with `umount -R` on each", mounts.join(", "))]
+    MountsLeft { mounts: Vec<String> },
+    #[error("{what} failed ({status}): {stderr}")]
+    Command {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("cannot read the lab state {path}: {source}; stop any processes it names by hand and delete it")]
+    State {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+/// A closure for `map_err` that wraps an `io::Error` with what was being done.
+fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+pub(crate) const RUN_DIR: &str = "/run/0km-lab";
+const ARCHIVE: &str = "archive";
+const ARCHIVE_PORT: u16 = 10023;
+const VPS_PORT: u16 = 22;
+const MAX_VPS: usize = 253;
+/// For all hosts together to accept connections; 50 take a few seconds on 2 cores.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const HOST_SH: &str = include_str!("host.sh");
+
+// The files `up` writes into the lab directory: `up` accepts a directory holding nothing else,
+// and `down` removes exactly these.
+const STATE: &str = "lab.json";
+const LOCK: &str = "lab.lock";
+const CLIENT_KEY: &str = "id_ed25519";
+const CLIENT_KEY_PUB: &str = "id_ed25519.pub";
+const KNOWN_HOSTS: &str = "known_hosts";
+const SSH_CONFIG: &str = "ssh_config";
+const CONFIG_YML: &str = "config.yml";
+const SCRIPT: &str = "host.sh";
+const HOSTS: &str = "hosts";
+const LAB_FILES: [&str; 9] = [
+    STATE,
+    LOCK,
+    CLIENT_KEY,
+    CLIENT_KEY_PUB,
+    KNOWN_HOSTS,
+    SSH_CONFIG,
+    CONFIG_YML,
+    SCRIPT,
+    HOSTS,
+];
+
+/// `lab.json`: what `status` and `down` work from.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct State {
+    slot: u8,
+    hosts: Vec<HostRecord>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct HostRecord {
+    name: String,
+    address: Ipv4Addr,
+    port: u16,
+    pid: u32,
+    start_time: u64,
+}
+
+impl HostRecord {
+    fn process(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+
+    fn lab_host(&self) -> LabHost {
+        LabHost {
+            name: self.name.clone(),
+            address: self.address,
+            port: self.port,
+            pid: self.pid,
+        }
+    }
+}
+
+/// The lab directory's state, or `None` when it has no `lab.json`.
+pub(crate) fn read_state(dir: &Path) -> Result<Option<State>, LabError> {
+    let path = dir.join(STATE);
+    match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| LabError::State { path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+/// Writes `lab.json` through a temporary file, so a reader never sees half of it.
+fn write_state(dir: &Path, state: &State) -> Result<(), LabError> {
+    let path = dir.join(STATE);
+    let temporary = dir.join(format!("{STATE}.tmp"));
+    let json = serde_json::to_string_pretty(state).expect("state serializes");
+    fs::write(&temporary, json + "\n")
+        .and_then(|()| fs::rename(&temporary, &path))
+        .map_err(io_error(format!("cannot write {}", path.display())))
+}
+
+/// Where the lab lives unless told otherwise: `$XDG_STATE_HOME/0km/lab`, or
+/// `~/.local/state/0km/lab`.
+pub fn default_dir() -> PathBuf {
+    let state_home = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|path| path.is_absolute()) // the XDG spec says to ignore relative paths
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".local/state")
+        });
+    state_home.join("0km/lab")
+}
+
+/// Starts a lab of `vps` VPSes and one archive server in `dir` (created if needed), and waits
+/// until every sshd accepts connections. Fails if a lab is already up there. If anything fails
+/// half way, whatever was started is stopped again.
+pub fn up(dir: &Path, vps: usize) -> Result<Lab, LabError> {
+    check_machine()?;
+    if vps > MAX_VPS {
+        return Err(LabError::TooManyHosts {
+            requested: vps,
+            max: MAX_VPS,
+        });
+    }
+    let dir = lab_dir(dir)?;
+    fs::create_dir_all(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
+    // The lab key is in there: keep it to ourselves.
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_error(format!(
+        "cannot set the mode of {}",
+        dir.display()
+    )))?;
+    let _lock = lock_dir(&dir)?;
+    clear_dir(&dir)?;
+
+    let slot = slot::claim(&dir)?;
+    let mut started = Vec::new();
+    match start(&dir, slot, vps, &mut started) {
+        Ok(hosts) => Ok(Lab { dir, slot, hosts }),
+        Err(error) => {
+            // Report what made `up` fail, not a follow-up failure of the cleanup.
+            let _ = teardown(&dir, slot, &started);
+            Err(error)
+        }
+    }
+}
+
+/// The hosts of a lab and whether each one's process is alive.
+pub fn status(dir: &Path) -> Result<Vec<(LabHost, bool)>, LabError> {
+    let dir = lab_dir(dir)?;
+    let state = read_state(&dir)?.ok_or(LabError::NotUp { dir })?;
+    Ok(state
+        .hosts
+        .iter()
+        .map(|h| (h.lab_host(), h.process().is_alive()))
+        .collect())
+}
+
+/// Stops the lab in `dir`: the processes `up` recorded (SIGTERM, then SIGKILL), and only those.
+/// Then releases its slot, checks that none of its mounts remain, and removes the lab files
+/// (and `dir`, if nothing else is in it). Returns how many processes were still running.
+pub fn down(dir: &Path) -> Result<usize, LabError> {
+    check_machine()?;
+    let dir = lab_dir(dir)?;
+    let state = read_state(&dir)?.ok_or_else(|| LabError::NotUp { dir: dir.clone() })?;
+    let _lock = lock_dir(&dir)?;
+    teardown(&dir, state.slot, &state.hosts)
+}
+
+fn check_machine() -> Result<(), LabError> {
+    if !cfg!(target_os = "linux") {
+        return Err(LabError::NotLinux);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(LabError::NotRoot);
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        return Err(LabError::SshdMissing {
+            hint: "apt-get install -y openssh-server",
+        });
+    }
+    for (tool, hint) in [
+        ("unshare", "apt-get install -y util-linux"),
+        ("ssh-keygen", "apt-get install -y openssh-client"),
+        ("chroot", "apt-get install -y coreutils"),
+        ("hostname", "apt-get install -y hostname"),
+    ] {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()) {
+            return Err(LabError::ToolMissing { tool, hint });
+        }
+    }
+    Ok(())
+}
+
+/// `dir` made absolute (it ends up in ssh_config and config.yml), if ssh_config can hold it.
+fn lab_dir(dir: &Path) -> Result<PathBuf, LabError> {
+    let absolute =
+        std::path::absolute(dir).map_err(io_error(format!("cannot resolve {}", dir.display())))?;
+    let bad = |reason: &str| {
+        Err(LabError::BadDir {
+            dir: absolute.clone(),
+            reason: reason.into(),
+        })
+    };
+    match absolute.to_str() {
+        None => bad("its path is not UTF-8"),
+        Some(text) if text.contains(['"', '\n', '\r']) => {
+            bad("its path holds a quote or a line break")
+        }
+        Some(_) => Ok(absolute),
+    }
+}
+
+/// Holds `DIR/lab.lock` until dropped, so two `up`/`down` never work on one directory at once.
+fn lock_dir(dir: &Path) -> Result<File, LabError> {
+    let path = dir.join(LOCK);
+    let file = File::create(&path).map_err(io_error(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(LabError::AlreadyUp {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(e)) => {
+            Err(io_error(format!("cannot lock {}", path.display()))(e))
+        }
+    }
+}
+
+/// Makes `dir` ready for a new lab: refuses it if a lab is up there or it holds foreign files,
+/// and clears what a dead lab left.
+fn clear_dir(dir: &Path) -> Result<(), LabError> {
+    if let Some(state) = read_state(dir)? {
+        if state.hosts.iter().any(|h| h.process().is_alive()) {
+            return Err(LabError::AlreadyUp {
+                dir: dir.to_path_buf(),
+            });
+        }
+        slot::release(state.slot, dir)?;
+    }
+    for entry in fs::read_dir(dir).map_err(io_error(format!("cannot list {}", dir.display())))? {
+        let name = entry
+            .map_err(io_error(format!("cannot list {}", dir.display())))?
+            .file_name();
+        let name = name.to_string_lossy();
+        if !LAB_FILES.contains(&name.as_ref()) && !name.ends_with(".tmp") {
+            return Err(LabError::DirNotLab {
+                dir: dir.to_path_buf(),
+                entry: name.into_owned(),
+            });
+        }
+    }
+    remove_lab_files(dir)
+}
+
+/// Removes the files `up` writes, except the lock, which the caller holds.
+fn remove_lab_files(dir: &Path) -> Result<(), LabError> {
+    for name in LAB_FILES.iter().filter(|&&name| name != LOCK) {
+        let path = dir.join(name);
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error(format!("cannot remove {}", path.display()))(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Per-slot directory on the machine holding each host's mount point.
+fn slot_run_dir(slot: u8) -> PathBuf {
+    Path::new(RUN_DIR).join(slot.to_string())
+}
+
+/// Everything of `up` after the slot is taken. Each started process is pushed to `started` (and
+/// recorded in lab.json) as soon as it exists, so a failure, or a killed `up`, can stop it.
+fn start(
+    dir: &Path,
+    slot: u8,
+    vps: usize,
+    started: &mut Vec<HostRecord>,
+) -> Result<Vec<LabHost>, LabError> {
+    let hosts: Vec<LabHost> = std::iter::once((ARCHIVE.to_string(), ARCHIVE_PORT))
+        .chain((1..=vps).map(|i| (format!("vps{i}"), VPS_PORT)))
+        .enumerate()
+        .map(|(i, (name, port))| LabHost {
+            name,
+            address: Ipv4Addr::new(127, 0, slot, i as u8 + 1),
+            port,
+            pid: 0,
+        })
+        .collect();
+    for host in &hosts {
+        check_free(host)?;
+    }
+
+    // Keys: the lab's client key and one host key per host, all ssh-keygen runs at once.
+    let hosts_dir = dir.join(HOSTS);
+    let mut keys = vec![(dir.join(CLIENT_KEY), format!("0km-lab-{slot}"))];
+    for host in &hosts {
+        let host_dir = hosts_dir.join(&host.name);
+        fs::create_dir_all(&host_dir)
+            .map_err(io_error(format!("cannot create {}", host_dir.display())))?;
+        keys.push((
+            host_dir.join("ssh_host_ed25519_key"),
+            format!("root@{}", host.name),
+        ));
+    }
+    generate_keys(&keys)?;
+    let read = |path: PathBuf| {
+        fs::read_to_string(&path).map_err(io_error(format!("cannot read {}", path.display())))
+    };
+    let public_key = read(dir.join(CLIENT_KEY_PUB))?.trim().to_string();
+    let host_keys = hosts
+        .iter()
+        .map(|h| read(hosts_dir.join(&h.name).join("ssh_host_ed25519_key.pub")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(io_error(format!("cannot write {}", path.display())))
+    };
+    write(KNOWN_HOSTS, render::known_hosts(&hosts, &host_keys))?;
+    write(SSH_CONFIG, render::ssh_config(dir, &hosts))?;
+    write(CONFIG_YML, render::config_yml(dir, &public_key, &hosts))?;
+    write(SCRIPT, HOST_SH.to_string())?;
+
+    // Mount points on the machine; what a dead lab in this slot left there is of no use now.
+    let run_dir = slot_run_dir(slot);
+    match fs::remove_dir_all(&run_dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(io_error(format!("cannot remove {}", run_dir.display()))(e));
+        }
+        _ => {}
+    }
+    let etc_hosts = render::etc_hosts(&hosts);
+    let mut children = Vec::new();
+    for host in &hosts {
+        let base = run_dir.join(&host.name);
+        fs::create_dir_all(&base).map_err(io_error(format!("cannot create {}", base.display())))?;
+        let mut child = spawn_host(dir, host, &base, &public_key, &etc_hosts)?;
+        let pid = child.id();
+        let go = child.stdin.take();
+        children.push(child);
+        // Between fork and exec the start time is already the child's own: safe to read now.
+        let process = ProcessId::of(pid).unwrap_or(ProcessId { pid, start_time: 0 });
+        started.push(HostRecord {
+            name: host.name.clone(),
+            address: host.address,
+            port: host.port,
+            pid,
+            start_time: process.start_time,
+        });
+        write_state(
+            dir,
+            &State {
+                slot,
+                hosts: started.clone(),
+            },
+        )?;
+    }
+
+    // Wait for every sshd in parallel; the first failed host (in lab order) is the one reported.
+    let deadline = Instant::now() + START_TIMEOUT;
+    let failures: Vec<(String, String)> = thread::scope(|scope| {
+        let waiters: Vec<_> = children
+            .iter_mut()
+            .zip(&hosts)
+            .map(|(child, host)| {
+                scope.spawn(move || {
+                    wait_accepting(child, host, deadline).map_err(|why| (host.name.clone(), why))
+                })
+            })
+            .collect();
+        waiters
+            .into_iter()
+            .filter_map(|waiter| {
+                waiter
+                    .join()
+                    .unwrap_or_else(|_| Err(("?".into(), "its waiter panicked".into())))
+                    .err()
+            })
+            .collect()
+    });
+    if let Some((name, reason)) = failures.first() {
+        let log = hosts_dir.join(name).join("sshd.log");
+        return Err(LabError::HostFailed {
+            name: name.clone(),
+            reason: reason.clone(),
+            failed: failures.len(),
+            log_tail: tail(&log, 15),
+            log,
+        });
+    }
+    Ok(started.iter().map(HostRecord::lab_host).collect())
+}
+
+/// Fails with `AddressInUse` if `host`'s address and port cannot be bound, e.g. because the
+/// machine's sshd listens on 0.0.0.0:22.
+fn check_free(host: &LabHost) -> Result<(), LabError> {
+    let address = SocketAddrV4::new(host.address, host.port);
+    match TcpListener::bind(address) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(LabError::AddressInUse {
+            address,
+            listener: process::describe_listeners(host.address, host.port),
+        }),
+        Err(e) => Err(io_error(format!("cannot listen on {address}"))(e)),
+    }
+}
+
+/// Runs `ssh-keygen` for each (path, comment) at once and waits for all.
+fn generate_keys(keys: &[(PathBuf, String)]) -> Result<(), LabError> {
+    let mut runs = Vec::new();
+    for (path, comment) in keys {
+        let child = Command::new("ssh-keygen")
+            .args(["-t", "ed25519", "-N", "", "-q", "-C", comment, "-f"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io_error("cannot run ssh-keygen"))?;
+        runs.push((path, child));
+    }
+    // Wait for every run, even after a failure, so none is left behind.
+    let mut first_error = None;
+    for (path, child) in runs {
+        let outcome = child.wait_with_output();
+        let error = match outcome {
+            Ok(output) if output.status.success() => continue,
+            Ok(output) => LabError::Command {
+                what: format!("ssh-keygen -f {}", path.display()),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            },
+            Err(e) => io_error("cannot wait for ssh-keygen")(e),
+        };
+        first_error.get_or_insert(error);
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Starts `host.sh` for `host` in new namespaces, its output appended to its sshd.log.
+fn spawn_host(
+    dir: &Path,
+    host: &LabHost,
+    base: &Path,
+    public_key: &str,
+    etc_hosts: &str,
+) -> Result<Child, LabError> {
+    let log_path = dir.join(HOSTS).join(&host.name).join("sshd.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_error(format!("cannot open {}", log_path.display())))?;
+    let log_too = log
+        .try_clone()
+        .map_err(io_error(format!("cannot open {}", log_path.display())))?;
+    Command::new("unshare")
+        .args([
+            "--mount",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+        ])
+        .arg("bash")
+        .arg(dir.join(SCRIPT))
+        // Nothing of the caller's environment leaks into the hosts.
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C.UTF-8")
+        .env("LAB_NAME", &host.name)
+        .env("LAB_ADDRESS", host.address.to_string())
+        .env("LAB_PORT", host.port.to_string())
+        .env("LAB_BASE", base)
+        .env(
+            "LAB_HOST_KEY",
+            dir.join(HOSTS)
+                .join(&host.name)
+                .join("ssh_host_ed25519_key"),
+        )
+        .env("LAB_AUTHORIZED_KEY", public_key)
+        .env("LAB_ETC_HOSTS", etc_hosts.trim_end())
+        .current_dir("/")
+        .stdin(Stdio::piped()) // for the "go" of `start`
+        .stdout(log)
+        .stderr(log_too)
+        // A process group of its own: the Ctrl-C of the terminal that ran `lab up` (and later
+        // commands in it) must not reach the hosts, which outlive `up`.
+        .process_group(0)
+        .spawn()
+        .map_err(io_error("cannot run unshare"))
+}
+
+/// Polls until `host` answers with an SSH-2.0 banner. Fails if its process exits first or at
+/// `deadline`.
+fn wait_accepting(child: &mut Child, host: &LabHost, deadline: Instant) -> Result<(), String> {
+    let address = SocketAddr::V4(SocketAddrV4::new(host.address, host.port));
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return Err(format!("it exited ({status}) before accepting connections"))
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot wait for its process: {e}")),
+        }
+        if let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            // Read the whole line: closing with unread data would reset the connection.
+            let mut banner = Vec::new();
+            let mut byte = [0u8; 1];
+            while banner.len() < 255 && !banner.ends_with(b"\n") {
+                match stream.read(&mut byte) {
+                    Ok(1) => banner.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let banner = String::from_utf8_lossy(&banner);
+            return if banner.starts_with("SSH-2.0-") {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{address} answered {:?}, not an SSH-2.0 banner",
+                    banner.trim_end()
+                ))
+            };
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "it did not accept connections on {address} within {} s",
+                START_TIMEOUT.as_secs()
+            ));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `lines` lines of a log, or a note saying why there are none.
+fn tail(path: &Path, lines: usize) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read it: {e})"),
+    }
+}
+
+/// Stops `hosts`, checks that no mount of the slot is left, removes the slot's mount points,
+/// releases the slot and removes the lab files. Returns how many processes were running.
+fn teardown(dir: &Path, slot: u8, hosts: &[HostRecord]) -> Result<usize, LabError> {
+    let processes: Vec<ProcessId> = hosts.iter().map(HostRecord::process).collect();
+    let stopped = process::stop(&processes).map_err(|pids| LabError::StopFailed { pids })?;
+
+    // Mounts are made in the hosts' private mount namespaces only, so none should ever show
+    // here; if one does, removing its mount point below would be wrong.
+    let run_dir = slot_run_dir(slot);
+    let prefix = format!("{}/", run_dir.display());
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_error("cannot read /proc/self/mountinfo"))?;
+    let mounts: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| point.starts_with(&prefix) || *point == prefix.trim_end_matches('/'))
+        .map(str::to_string)
+        .collect();
+    if !mounts.is_empty() {
+        return Err(LabError::MountsLeft { mounts });
+    }
+    match fs::remove_dir_all(&run_dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(io_error(format!("cannot remove {}", run_dir.display()))(e));
+        }
+        _ => {}
+    }
+    slot::release(slot, dir)?;
+    remove_lab_files(dir)?;
+    // Last the lock (we still hold it; unlinking a locked file is fine) and the directory,
+    // unless someone put other files in it.
+    let _ = fs::remove_file(dir.join(LOCK));
+    let _ = fs::remove_dir(dir);
+    Ok(stopped)
+}

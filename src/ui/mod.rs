@@ -1,0 +1,171 @@
+//! The one output layer. Domain code reports events (a host started a step, a host finished)
+//! to a [`Reporter`]; on a terminal they drive a live view (one line per active host, a total
+//! bar, finished hosts scrolling above), otherwise plain `[host] ...` lines. Results go to
+//! stdout, progress to stderr. Nothing else in the program prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod live;
+pub mod prompt;
+mod summary;
+
+pub use summary::{print_summary, SummaryInfo};
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a host's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Changed,
+    Failed,
+    Unreachable,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Changed => "changed",
+            Outcome::Failed => "failed",
+            Outcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The result of one host, as shown in the summary and in `--json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostResult {
+    pub host: String,
+    pub status: Outcome,
+    /// The step that failed, or the last one run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+    pub duration_ms: u128,
+    /// Command-specific result (exec output, check facts, ...).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+/// Receives progress events from the fleet runner.
+pub trait Reporter: Send + Sync {
+    fn step(&self, host: &str, step: &str);
+    fn done(&self, result: &HostResult);
+    /// Stops drawing (before a prompt or final output); safe to call twice.
+    fn suspend(&self) {}
+}
+
+/// Output settings chosen once from the flags and the terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub json: bool,
+    pub live: bool,
+    pub quiet: bool,
+}
+
+impl Ui {
+    pub fn new(json: bool, quiet: bool) -> Self {
+        Self {
+            json,
+            live: !json && !quiet && std::io::stderr().is_terminal(),
+            quiet,
+        }
+    }
+
+    /// The reporter for a run over `total` hosts.
+    pub fn reporter(&self, total: usize) -> Arc<dyn Reporter> {
+        if self.live {
+            Arc::new(live::Live::new(total))
+        } else if self.json || self.quiet {
+            Arc::new(Silent)
+        } else {
+            Arc::new(Plain)
+        }
+    }
+
+    /// A line of results on stdout.
+    pub fn out(&self, line: &str) {
+        println!("{line}");
+    }
+
+    /// A note for the user on stderr (never results).
+    pub fn note(&self, line: &str) {
+        eprintln!("{line}");
+    }
+
+    /// An error on stderr, prefixed the same way everywhere.
+    pub fn error(&self, message: &str) {
+        eprintln!("error: {message}");
+    }
+
+    pub fn json_line(&self, value: &impl serde::Serialize) {
+        println!(
+            "{}",
+            serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+    }
+}
+
+struct Silent;
+impl Reporter for Silent {
+    fn step(&self, _: &str, _: &str) {}
+    fn done(&self, _: &HostResult) {}
+}
+
+/// Plain lines for pipes, CI and logs: `[host] step` and `[host] outcome`.
+struct Plain;
+impl Reporter for Plain {
+    fn step(&self, host: &str, step: &str) {
+        eprintln!("[{host}] {step}");
+    }
+    fn done(&self, r: &HostResult) {
+        eprintln!("[{}] {}", r.host, one_line(r));
+    }
+}
+
+/// `ok (1.2s)` / `FAILED at step x: reason`, used by both printers.
+pub fn one_line(r: &HostResult) -> String {
+    let secs = format_duration(Duration::from_millis(r.duration_ms as u64));
+    match r.status {
+        Outcome::Ok | Outcome::Changed => format!("{} ({secs})", r.status.label()),
+        Outcome::Failed => format!(
+            "FAILED{}: {}",
+            r.step
+                .as_deref()
+                .map(|s| format!(" at {s}"))
+                .unwrap_or_default(),
+            r.reason.as_deref().unwrap_or("unknown error")
+        ),
+        Outcome::Unreachable => format!(
+            "UNREACHABLE: {}",
+            r.reason.as_deref().unwrap_or("no answer")
+        ),
+    }
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// The last `n` non-empty lines of some output, for failure reports.
+pub fn tail(bytes: &[u8], n: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    Some(lines[lines.len().saturating_sub(n)..].join("\n"))
+}
