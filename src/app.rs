@@ -46,11 +46,6 @@ impl App {
         Ok(Self::new(global, loaded))
     }
 
-    /// The same flags with another config (the lab demo runs against the lab's config).
-    pub fn with_config(&self, loaded: Loaded) -> Self {
-        Self::new(self.global.clone(), loaded)
-    }
-
     pub fn settings(&self) -> Settings {
         let g = &self.global;
         let c = &self.config.config.ssh;
@@ -60,7 +55,11 @@ impl App {
             g.reuse_idle.or(c.reuse_idle).unwrap_or(DEFAULT_REUSE_IDLE)
         };
         Settings {
-            jobs: g.jobs.map(|j| j as usize).or(c.jobs).unwrap_or(DEFAULT_JOBS),
+            jobs: g
+                .jobs
+                .map(|j| j as usize)
+                .or(c.jobs)
+                .unwrap_or(DEFAULT_JOBS),
             step_timeout: Duration::from_secs(
                 g.timeout.or(c.step_timeout).unwrap_or(DEFAULT_STEP_TIMEOUT),
             ),

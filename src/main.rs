@@ -25,7 +25,10 @@ fn main() -> ExitCode {
         cmd::completions::run(a);
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             ui::Ui::new(false, false).error(&format!("cannot start the async runtime: {e}"));

@@ -6,7 +6,6 @@ use etcetera::BaseStrategy;
 use std::path::PathBuf;
 
 pub fn is_root() -> bool {
-    // SAFETY-free: geteuid has no preconditions; libc exposes it as a safe-to-call extern.
     uid() == 0
 }
 

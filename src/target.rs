@@ -39,7 +39,10 @@ pub enum TargetError {
 pub fn resolve(selectors: &[String], config: &Config) -> Result<Vec<Target>, TargetError> {
     let mut out: Vec<Target> = Vec::new();
     let push = |t: Target, out: &mut Vec<Target>| {
-        if !out.iter().any(|o| o.name == t.name && o.user == t.user && o.port == t.port) {
+        if !out
+            .iter()
+            .any(|o| o.name == t.name && o.user == t.user && o.port == t.port)
+        {
             out.push(t);
         }
     };
@@ -130,9 +133,15 @@ fn parse_adhoc(sel: &str, config: &Config) -> Result<Target, TargetError> {
         None => (None, sel),
     };
     let (name, port) = match rest.rsplit_once(':') {
-        Some((n, p)) if !n.contains(':') => {
-            (n, Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(invalid)?))
-        }
+        Some((n, p)) if !n.contains(':') => (
+            n,
+            Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(invalid)?,
+            ),
+        ),
         _ => (rest, None),
     };
     if !is_valid_host_name(name) || user.is_some_and(|u| !is_valid_user_name(u)) {
@@ -197,7 +206,9 @@ pub fn is_valid_host_name(s: &str) -> bool {
 }
 
 pub fn is_valid_group_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 pub fn is_valid_user_name(s: &str) -> bool {
@@ -222,14 +233,21 @@ mod tests {
 
     fn names(sel: &[&str]) -> Vec<String> {
         let sel: Vec<String> = sel.iter().map(|s| s.to_string()).collect();
-        resolve(&sel, &cfg()).unwrap().into_iter().map(|t| t.name).collect()
+        resolve(&sel, &cfg())
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
     }
 
     #[test]
     fn groups_globs_and_names_resolve_once_in_order() {
         assert_eq!(names(&["@prod"]), ["mail.example.com", "web1"]);
         assert_eq!(names(&["web*"]), ["web1", "web2"]);
-        assert_eq!(names(&["web2,@prod", "web1"]), ["web2", "mail.example.com", "web1"]);
+        assert_eq!(
+            names(&["web2,@prod", "web1"]),
+            ["web2", "mail.example.com", "web1"]
+        );
         assert_eq!(names(&["web[2-3]"]), ["web2"]);
         assert_eq!(names(&["w?b1"]), ["web1"]);
     }
@@ -255,11 +273,21 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let c = cfg();
         let e = resolve(&["@nope".into()], &c).unwrap_err();
-        assert_eq!(e.to_string(), "unknown group `@nope`: known groups are @mail, @prod, @staging");
+        assert_eq!(
+            e.to_string(),
+            "unknown group `@nope`: known groups are @mail, @prod, @staging"
+        );
         let e = resolve(&["db*".into()], &c).unwrap_err();
         assert!(matches!(e, TargetError::NoMatch { .. }));
         assert_eq!(resolve(&[], &c).unwrap_err(), TargetError::Empty);
-        for bad in ["-oProxyCommand=x", "a b", "h;rm", "h:99999", "h:0", "bad$(x)"] {
+        for bad in [
+            "-oProxyCommand=x",
+            "a b",
+            "h;rm",
+            "h:99999",
+            "h:0",
+            "bad$(x)",
+        ] {
             assert!(
                 matches!(resolve(&[bad.into()], &c), Err(TargetError::Invalid(_))),
                 "{bad} should be refused"

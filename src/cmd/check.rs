@@ -22,23 +22,28 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
     let fleet = app.fleet()?;
     let log = RunLog::create("check");
     let results = fleet
-        .run(&targets, app.ui.reporter(targets.len()), log.clone(), |ctx| async move {
-            let pb = &playbook::CHECK;
-            let out = ctx
-                .step("facts", &pb.command_line(&[]), Some(pb.script.as_bytes()))
-                .await?;
-            let facts = playbook::result(&out.stdout).ok_or_else(|| StepFailure {
-                step: "facts".into(),
-                reason: "the check playbook printed no result line".into(),
-                exit_code: out.code,
-                stderr_tail: crate::ui::tail(&out.stderr, 5),
-                data: serde_json::Value::Null,
-            })?;
-            Ok(Done {
-                changed: false,
-                data: facts,
-            })
-        })
+        .run(
+            &targets,
+            app.ui.reporter(targets.len()),
+            log.clone(),
+            |ctx| async move {
+                let pb = &playbook::CHECK;
+                let out = ctx
+                    .step(pb.name, &pb.command_line(&[]), Some(pb.script.as_bytes()))
+                    .await?;
+                let facts = playbook::result(&out.stdout).ok_or_else(|| StepFailure {
+                    step: pb.name.into(),
+                    reason: "the check playbook printed no result line".into(),
+                    exit_code: out.code,
+                    stderr_tail: crate::ui::tail(&out.stderr, 5),
+                    data: serde_json::Value::Null,
+                })?;
+                Ok(Done {
+                    changed: false,
+                    data: facts,
+                })
+            },
+        )
         .await?;
     if !app.ui.json {
         print_table(app, &results);
@@ -56,7 +61,9 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
 }
 
 fn print_table(app: &App, results: &[HostResult]) {
-    let header = ["HOST", "STATE", "OS", "KERNEL", "UPTIME", "FREE /", "CHARMS"];
+    let header = [
+        "HOST", "STATE", "OS", "KERNEL", "UPTIME", "FREE /", "CHARMS",
+    ];
     let rows: Vec<[String; 7]> = results
         .iter()
         .map(|r| {
@@ -68,10 +75,17 @@ fn print_table(app: &App, results: &[HostResult]) {
                 .unwrap_or_default();
             [
                 r.host.clone(),
-                if ok { "up".into() } else { r.status.label().into() },
+                if ok {
+                    "up".into()
+                } else {
+                    r.status.label().into()
+                },
                 d["os"].as_str().unwrap_or("-").to_string(),
                 d["kernel"].as_str().unwrap_or("-").to_string(),
-                d["uptime_s"].as_u64().map(human_uptime).unwrap_or_else(|| "-".into()),
+                d["uptime_s"]
+                    .as_u64()
+                    .map(human_uptime)
+                    .unwrap_or_else(|| "-".into()),
                 match (d["disk_free_bytes"].as_u64(), d["disk_size_bytes"].as_u64()) {
                     (Some(f), Some(s)) if s > 0 => {
                         format!("{} ({}%)", human_bytes(f), f * 100 / s)

@@ -63,12 +63,18 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
                     if *alive { "running" } else { "STOPPED" }
                 ));
             }
-            Ok(if all_up { Status::Success } else { Status::HostsFailed })
+            Ok(if all_up {
+                Status::Success
+            } else {
+                Status::HostsFailed
+            })
         }
         LabCommand::Down(a) => {
             let dir = a.resolve();
             let n = blocking(move || crate::lab::down(&dir)).await?;
-            app.ui.note(&format!("lab stopped: {n} processes ended, nothing left mounted"));
+            app.ui.note(&format!(
+                "lab stopped: {n} processes ended, nothing left mounted"
+            ));
             Ok(Status::Success)
         }
         LabCommand::Demo(a) => demo(app, a.dir.clone().unwrap_or_else(demo_dir)).await,
@@ -99,12 +105,13 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
     let dir = &lab.dir;
     app.ui.out(&format!("lab up in {}:", dir.display()));
     for h in &lab.hosts {
-        app.ui.out(&format!("  {:<10} {}:{}", h.name, h.address, h.port));
+        app.ui
+            .out(&format!("  {:<10} {}:{}", h.name, h.address, h.port));
     }
     app.ui.out(&format!(
         "\nTry it:\n  0km --config {c} check @lab\n  0km --config {c} exec @vps -- uptime\n  ssh -F {s} vps1\nStop it:\n  0km lab down{d}",
-        c = dir.join("config.yml").display(),
-        s = dir.join("ssh_config").display(),
+        c = lab.config_file().display(),
+        s = lab.ssh_config().display(),
         d = if *dir == crate::lab::default_dir() {
             String::new()
         } else {
@@ -114,7 +121,8 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
 }
 
 async fn demo(app: &App, dir: PathBuf) -> anyhow::Result<Status> {
-    app.ui.note(&format!("Starting a 3-VPS lab in {} ...", dir.display()));
+    app.ui
+        .note(&format!("Starting a 3-VPS lab in {} ...", dir.display()));
     let lab = up(dir.clone(), 3).await?;
     let result = demo_steps(app, &lab.dir).await;
     let down_dir = dir.clone();

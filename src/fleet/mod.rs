@@ -120,7 +120,10 @@ impl HostCtx {
 }
 
 fn render_log(step: &str, command_line: &str, res: &Result<Output, ExecError>) -> String {
-    let mut s = format!("== {} step {step}\n$ {command_line}\n", utc_stamp(std::time::SystemTime::now()));
+    let mut s = format!(
+        "== {} step {step}\n$ {command_line}\n",
+        utc_stamp(std::time::SystemTime::now())
+    );
     match res {
         Ok(o) => {
             s.push_str(&String::from_utf8_lossy(&o.stdout));
@@ -130,7 +133,9 @@ fn render_log(step: &str, command_line: &str, res: &Result<Output, ExecError>) -
             }
             s.push_str(&format!(
                 "-- exit {} ({})\n",
-                o.code.map(|c| c.to_string()).unwrap_or_else(|| "signal".into()),
+                o.code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "signal".into()),
                 ui::format_duration(o.duration)
             ));
         }
@@ -174,7 +179,10 @@ impl Fleet {
                 });
             }
             let accepted = self.ask_new_keys(targets, &unknown, &mut conns).await?;
-            self.engine.trust(&accepted).await.map_err(FleetError::Trust)?;
+            self.engine
+                .trust(&accepted)
+                .await
+                .map_err(FleetError::Trust)?;
             let again: Vec<Target> = unknown
                 .iter()
                 .filter(|i| matches!(conns[**i], Err(ConnectError::UnknownHostKey)))
@@ -212,6 +220,20 @@ impl Fleet {
                         data: serde_json::Value::Null,
                     },
                     Ok(conn) => {
+                        if let Some(log) = &log {
+                            log.write(
+                                &target.name,
+                                &format!(
+                                    "== connected to {} ({})\n",
+                                    target.destination(),
+                                    if conn.reused() {
+                                        "reused the master of a previous run"
+                                    } else {
+                                        "new master"
+                                    }
+                                ),
+                            );
+                        }
                         let ctx = HostCtx {
                             target: target.clone(),
                             conn,
@@ -223,7 +245,11 @@ impl Fleet {
                         match work(ctx).await {
                             Ok(done) => HostResult {
                                 host: target.name.clone(),
-                                status: if done.changed { Outcome::Changed } else { Outcome::Ok },
+                                status: if done.changed {
+                                    Outcome::Changed
+                                } else {
+                                    Outcome::Ok
+                                },
                                 step: None,
                                 reason: None,
                                 exit_code: None,
@@ -307,7 +333,11 @@ impl Fleet {
         }
         question.push_str(&format!(
             "Trust {} and record {} in known_hosts?",
-            if keys.len() == 1 { "this key" } else { "these keys" },
+            if keys.len() == 1 {
+                "this key"
+            } else {
+                "these keys"
+            },
             if keys.len() == 1 { "it" } else { "them" }
         ));
         match ui::prompt::confirm(&question) {

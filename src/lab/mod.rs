@@ -87,6 +87,8 @@ pub enum LabError {
     DirNotLab { dir: PathBuf, entry: String },
     #[error("a lab is already up in {dir}: use it, or stop it first with `0km lab down`")]
     AlreadyUp { dir: PathBuf },
+    #[error("another `0km lab up` or `0km lab down` is working on {dir}: wait for it to end")]
+    Busy { dir: PathBuf },
     #[error("no lab is up in {dir} (it has no lab.json): start one with `0km lab up N`")]
     NotUp { dir: PathBuf },
     #[error(
@@ -103,12 +105,11 @@ pub enum LabError {
         address: SocketAddrV4,
         listener: String,
     },
-    #[error("lab host {name} did not start ({failed} of the lab's hosts failed): {reason}; the end of {log}:\n{log_tail}")]
+    #[error("lab host {name} did not start ({failed} of the lab's hosts failed): {reason}; its log ended with:\n{log_tail}")]
     HostFailed {
         name: String,
         reason: String,
         failed: usize,
-        log: PathBuf,
         log_tail: String,
     },
     #[error(
@@ -140,7 +141,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
     move |source| LabError::Io { what, source }
 }
 
-pub(crate) const RUN_DIR: &str = "/run/0km-lab";
+const RUN_DIR: &str = "/run/0km-lab";
 const ARCHIVE: &str = "archive";
 const ARCHIVE_PORT: u16 = 10023;
 const VPS_PORT: u16 = 22;
@@ -174,7 +175,7 @@ const LAB_FILES: [&str; 9] = [
 
 /// `lab.json`: what `status` and `down` work from.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct State {
+struct State {
     slot: u8,
     hosts: Vec<HostRecord>,
 }
@@ -207,7 +208,7 @@ impl HostRecord {
 }
 
 /// The lab directory's state, or `None` when it has no `lab.json`.
-pub(crate) fn read_state(dir: &Path) -> Result<Option<State>, LabError> {
+fn read_state(dir: &Path) -> Result<Option<State>, LabError> {
     let path = dir.join(STATE);
     match fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
@@ -291,8 +292,10 @@ pub fn status(dir: &Path) -> Result<Vec<(LabHost, bool)>, LabError> {
 pub fn down(dir: &Path) -> Result<usize, LabError> {
     check_machine()?;
     let dir = lab_dir(dir)?;
-    let state = read_state(&dir)?.ok_or_else(|| LabError::NotUp { dir: dir.clone() })?;
+    let not_up = || LabError::NotUp { dir: dir.clone() };
+    read_state(&dir)?.ok_or_else(not_up)?; // before the lock, which would create a file in dir
     let _lock = lock_dir(&dir)?;
+    let state = read_state(&dir)?.ok_or_else(not_up)?;
     teardown(&dir, state.slot, &state.hosts)
 }
 
@@ -300,8 +303,7 @@ fn check_machine() -> Result<(), LabError> {
     if !cfg!(target_os = "linux") {
         return Err(LabError::NotLinux);
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::paths::is_root() {
         return Err(LabError::NotRoot);
     }
     if !Path::new("/usr/sbin/sshd").exists() {
@@ -348,7 +350,7 @@ fn lock_dir(dir: &Path) -> Result<File, LabError> {
     let file = File::create(&path).map_err(io_error(format!("cannot open {}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(LabError::AlreadyUp {
+        Err(fs::TryLockError::WouldBlock) => Err(LabError::Busy {
             dir: dir.to_path_buf(),
         }),
         Err(fs::TryLockError::Error(e)) => {
@@ -428,6 +430,14 @@ fn start(
     for host in &hosts {
         check_free(host)?;
     }
+    // From here on `down` can clean up after an `up` that was killed.
+    write_state(
+        dir,
+        &State {
+            slot,
+            hosts: Vec::new(),
+        },
+    )?;
 
     // Keys: the lab's client key and one host key per host, all ssh-keygen runs at once.
     let hosts_dir = dir.join(HOSTS);
@@ -493,6 +503,12 @@ fn start(
                 hosts: started.clone(),
             },
         )?;
+        // Recorded: now it may start. Had `up` died before this line, the pipe would close
+        // unwritten and host.sh quit, so no process runs that lab.json does not name.
+        if let Some(mut go) = go {
+            go.write_all(b"go\n")
+                .map_err(io_error(format!("cannot start lab host {}", host.name)))?;
+        }
     }
 
     // Wait for every sshd in parallel; the first failed host (in lab order) is the one reported.
@@ -518,13 +534,13 @@ fn start(
             .collect()
     });
     if let Some((name, reason)) = failures.first() {
-        let log = hosts_dir.join(name).join("sshd.log");
+        // The lab files go with the cleanup in `up`: the log's end goes into the error.
+        let log_tail = tail(&hosts_dir.join(name).join("sshd.log"), 15);
         return Err(LabError::HostFailed {
             name: name.clone(),
             reason: reason.clone(),
             failed: failures.len(),
-            log_tail: tail(&log, 15),
-            log,
+            log_tail,
         });
     }
     Ok(started.iter().map(HostRecord::lab_host).collect())

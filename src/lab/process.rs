@@ -68,6 +68,7 @@ impl ProcessId {
     }
 }
 
+#[allow(unsafe_code)]
 fn reap(pid: u32) {
     // Fails with ECHILD when it is not our child: then its parent reaps it, nothing to do.
     // SAFETY: waitpid with a null status pointer and WNOHANG only reaps; it cannot block.
@@ -76,6 +77,7 @@ fn reap(pid: u32) {
     }
 }
 
+#[allow(unsafe_code)]
 fn kill(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory effects; a pid that just exited gives ESRCH, which is fine.
     unsafe {

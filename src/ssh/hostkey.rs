@@ -67,7 +67,10 @@ pub fn parse_change(log: &str, fallback_host: &str) -> HostKeyChange {
         .map(|l| l.trim_end_matches('.').to_string());
     let offending = lines
         .iter()
-        .find_map(|l| l.split_once("key in ").filter(|_| l.starts_with("Offending")))
+        .find_map(|l| {
+            l.split_once("key in ")
+                .filter(|_| l.starts_with("Offending"))
+        })
         .map(|(_, loc)| loc.to_string());
     let (known_hosts, line) = match offending.as_deref().and_then(|o| o.rsplit_once(':')) {
         Some((file, n)) => (Some(file.to_string()), n.parse::<usize>().ok()),

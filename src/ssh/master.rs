@@ -80,9 +80,9 @@ pub async fn ensure(
     }
     // Another 0km run may be starting the same master right now: take the per-socket lock,
     // then look again before starting one.
-    let lock = SocketLock::acquire(socket).await.map_err(|e| {
-        ConnectError::Ssh(format!("cannot lock {}: {e}", socket.display()))
-    })?;
+    let lock = SocketLock::acquire(socket)
+        .await
+        .map_err(|e| ConnectError::Ssh(format!("cannot lock {}: {e}", socket.display())))?;
     if socket.exists() {
         if opts.reuse_idle.is_some() && check(opts, socket).await {
             drop(lock);
@@ -175,8 +175,7 @@ fn classify(log: &str, target: &Target, opts: &SshOptions) -> ConnectError {
     let last = log
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
-        .next_back()
+        .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
         .unwrap_or("ssh exited without saying why")
         .to_string();
     if log.contains("Permission denied") {

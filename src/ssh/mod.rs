@@ -106,21 +106,19 @@ impl Engine {
         }))
     }
 
-    pub fn options(&self) -> &SshOptions {
-        &self.opts
-    }
-
     /// Opens (or reuses) the master connection to `target`.
     pub async fn connect(&self, target: &Target) -> Result<Connection, ConnectError> {
         let socket = master::socket_path(&self.opts, target);
         let reused = master::ensure(&self.opts, target, &socket).await?;
-        self.masters.lock().expect("masters lock").push(socket.clone());
+        self.masters
+            .lock()
+            .expect("masters lock")
+            .push(socket.clone());
         Ok(Connection {
             session: Arc::new(openssh::Session::resume_mux(socket.clone().into(), None)),
             socket,
             channels: Arc::new(Semaphore::new(MAX_CHANNELS_PER_HOST)),
             reused,
-            ssh_hint: ssh_hint(&self.opts, target),
         })
     }
 
@@ -180,7 +178,6 @@ pub struct Connection {
     socket: PathBuf,
     channels: Arc<Semaphore>,
     reused: bool,
-    ssh_hint: String,
 }
 
 impl Connection {
@@ -193,11 +190,6 @@ impl Connection {
         &self.socket
     }
 
-    /// The `ssh` arguments that reach this host the way we do (for messages).
-    pub fn ssh_hint(&self) -> &str {
-        &self.ssh_hint
-    }
-
     /// Runs a shell command line (already quoted by the caller: see [`quote`]) with optional
     /// stdin, within `timeout`. Stdin is never the terminal's.
     pub async fn run(
@@ -206,7 +198,11 @@ impl Connection {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Output, ExecError> {
-        let _permit = self.channels.acquire().await.expect("semaphore never closed");
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
         let start = Instant::now();
         let fut = async {
             let mut cmd = self.session.raw_command(command_line);

@@ -6,9 +6,10 @@
 /// treats specially, otherwise wrapped in single quotes with embedded quotes as `'\''`.
 pub fn quote(word: &str) -> String {
     let safe = !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@' | '%' | '+' | ','  | '='));
+        && word.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '-' | '_' | '.' | '/' | ':' | '@' | '%' | '+' | ',' | '=')
+        });
     if safe {
         return word.to_string();
     }
@@ -52,7 +53,17 @@ mod tests {
 
     #[test]
     fn quoted_words_survive_a_real_shell() {
-        let words = ["it's", "$(id)", "*", "a\nb", "`x`", "\\", "\"q\"", "; rm -rf /", "~"];
+        let words = [
+            "it's",
+            "$(id)",
+            "*",
+            "a\nb",
+            "`x`",
+            "\\",
+            "\"q\"",
+            "; rm -rf /",
+            "~",
+        ];
         let script = format!("printf '%s\\0' {}", join(&words));
         let out = std::process::Command::new("sh")
             .arg("-c")

@@ -124,7 +124,10 @@ impl Reporter for Silent {
 struct Plain;
 impl Reporter for Plain {
     fn step(&self, host: &str, step: &str) {
-        eprintln!("[{host}] {step}");
+        // Every host connects first; a line each for that is noise in a log of 100 hosts.
+        if step != "connecting" {
+            eprintln!("[{host}] {step}");
+        }
     }
     fn done(&self, r: &HostResult) {
         eprintln!("[{}] {}", r.host, one_line(r));

@@ -1,0 +1,137 @@
+//! `0km exec`: many hosts at once, outputs grouped, arguments passed exactly as typed.
+
+use crate::support::Lab;
+use std::collections::BTreeSet;
+
+#[test]
+fn exec_runs_on_twenty_hosts_and_groups_identical_output() {
+    let lab = Lab::up(20);
+    let done = lab
+        .zerokm(["--json", "exec", "@vps", "--", "hostname"])
+        .run()
+        .success();
+    let results = done.json();
+    assert_eq!(results.len(), 20, "{}", done.all());
+    let seen: BTreeSet<(String, String)> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "ok", "{r}");
+            (
+                r["host"].as_str().unwrap().to_string(),
+                r["data"]["stdout"].as_str().unwrap().trim().to_string(),
+            )
+        })
+        .collect();
+    // Every host answered with its own name: the command really ran on each of them.
+    for name in lab.vps_names() {
+        assert!(
+            seen.contains(&(name.clone(), name.clone())),
+            "{name} missing: {seen:?}"
+        );
+    }
+
+    // Identical outputs are printed once, under all the hosts that produced them.
+    let done = lab
+        .zerokm(["exec", "@vps", "--", "echo", "same"])
+        .run()
+        .success()
+        .stdout_has("20 hosts)")
+        .stdout_has("Summary: 20 ok, 0 changed, 0 failed, 0 unreachable");
+    assert_eq!(done.stdout.matches("\nsame\n").count(), 1, "{}", done.all());
+    let header = done.stdout.lines().next().unwrap();
+    for name in lab.vps_names() {
+        assert!(
+            header.contains(&format!("{name},")) || header.contains(&format!("{name} (")),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn arguments_reach_the_host_exactly_as_typed() {
+    let lab = Lab::up(1);
+    let words = [
+        "it's",
+        "\"double\"",
+        "$(touch /tmp/pwned)",
+        "*",
+        "a\nb",
+        "`id`",
+        "; exit 3",
+        "~",
+        "\\",
+    ];
+    let mut args = vec!["--json", "exec", "vps1", "--", "printf", "%s\\0"];
+    args.extend(words);
+    let done = lab.zerokm(args).run().success();
+    let out = done.json()[0]["data"]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got: Vec<&str> = out.split_terminator('\0').collect();
+    assert_eq!(got, words);
+    // Nothing was evaluated on the host.
+    let probe = lab.ssh("vps1", "test -e /tmp/pwned && echo yes || echo no");
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "no");
+}
+
+#[test]
+fn a_single_argument_is_a_shell_line_and_exit_codes_are_per_host() {
+    let lab = Lab::up(2);
+    let done = lab
+        .zerokm([
+            "--json",
+            "exec",
+            "vps1,vps2",
+            "--",
+            "echo \"$(hostname)\" | tr a-z A-Z\ncase $(hostname) in vps2) exit 7;; esac",
+        ])
+        .run()
+        .code(1);
+    let r = done.json();
+    assert_eq!(r[0]["data"]["stdout"], "VPS1\n");
+    assert_eq!(r[0]["status"], "ok");
+    assert_eq!(r[1]["data"]["stdout"], "VPS2\n");
+    assert_eq!(r[1]["status"], "failed");
+    assert_eq!(r[1]["exit_code"], 7);
+
+    // The text summary names the failed host, its exit code and the re-run command.
+    lab.zerokm(["exec", "vps1,vps2", "--", "test $(hostname) = vps1"])
+        .run()
+        .code(1)
+        .stdout_has("vps2  failed at exec (exit 1)")
+        .stdout_has("Re-run the failed hosts: 0km --config")
+        .stdout_has("exec vps2 -- 'test $(hostname) = vps1'")
+        .stdout_has("Logs: ");
+}
+
+#[test]
+fn a_blackholed_host_is_unreachable_within_the_timeout_while_others_finish() {
+    let lab = Lab::up(2);
+    // Accepts TCP connections (the kernel completes the handshake) but never says a word.
+    let addr = format!("{}.250", lab.net());
+    let listener = std::net::TcpListener::bind((addr.as_str(), 22)).expect("bind blackhole");
+    let done = lab
+        .zerokm([
+            "--connect-timeout",
+            "2",
+            "--json",
+            "exec",
+            "vps1",
+            &addr,
+            "vps2",
+            "--",
+            "true",
+        ])
+        .run()
+        .code(1);
+    drop(listener);
+    let r = done.json();
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0]["status"], "ok");
+    assert_eq!(r[1]["status"], "unreachable", "{}", done.all());
+    assert!(r[1]["reason"].as_str().unwrap().contains("2s"), "{}", r[1]);
+    assert_eq!(r[2]["status"], "ok");
+    // Bounded by the connect timeout plus the login grace, not hung.
+    assert!(done.elapsed.as_secs() < 15, "took {:?}", done.elapsed);
+}

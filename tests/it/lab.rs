@@ -1,0 +1,68 @@
+//! `0km lab`: real sshd hosts in namespaces, and nothing left behind by `down`.
+
+use crate::support::{processes_mentioning, Lab};
+
+#[test]
+fn lab_hosts_are_separate_machines_and_down_leaves_nothing() {
+    let lab = Lab::up(2);
+    let out = lab.ssh("vps1", "hostname; cat /etc/hostname; ls -A /root/.ssh; ls -A /srv | wc -l; echo lab-only > /etc/0km-lab-probe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["vps1", "vps1", "authorized_keys", "0"],
+        "{text}"
+    );
+    assert!(
+        !std::path::Path::new("/etc/0km-lab-probe").exists(),
+        "lab writes must stay in the lab"
+    );
+    let other = lab.ssh("vps2", "cat /etc/0km-lab-probe 2>/dev/null || echo none");
+    assert_eq!(String::from_utf8_lossy(&other.stdout).trim(), "none");
+    let archive = lab.ssh("archive", "hostname");
+    assert_eq!(String::from_utf8_lossy(&archive.stdout).trim(), "archive");
+
+    let status = lab
+        .zerokm(["lab", "status", "--dir"])
+        .arg(lab.dir())
+        .run()
+        .success();
+    assert_eq!(
+        status.stdout.matches("running").count(),
+        3,
+        "{}",
+        status.all()
+    );
+
+    let state = std::fs::read_to_string(lab.dir().join("lab.json")).unwrap();
+    let pids: Vec<u64> = serde_json::from_str::<serde_json::Value>(&state).unwrap()["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["pid"].as_u64().unwrap())
+        .collect();
+    let dir = lab.dir().display().to_string();
+    lab.zerokm(["lab", "down", "--dir"])
+        .arg(lab.dir())
+        .run()
+        .success();
+    for pid in pids {
+        // Gone, or a zombie waiting for this machine's init to reap it: not running either way.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(") ")
+            .map(|(_, r)| r.chars().next())
+            .unwrap_or(None);
+        assert!(
+            matches!(state, None | Some('Z') | Some('X')),
+            "pid {pid} survived: {stat}"
+        );
+    }
+    assert!(processes_mentioning(&dir).is_empty());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&dir), "mounts left: {mounts}");
+    lab.zerokm(["lab", "status", "--dir"])
+        .arg(lab.dir())
+        .run()
+        .code(2)
+        .stderr_has("no lab is up");
+}

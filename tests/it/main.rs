@@ -1,0 +1,13 @@
+//! Integration tests against the local lab: real `sshd` processes in namespaces, reached
+//! through the real `ssh` client by the real `0km` binary. One test binary; a module per
+//! subcommand; each test starts its own lab (own loopback addresses, own control and state
+//! directories) so tests run in parallel and clean up on drop.
+
+mod support;
+
+mod check;
+mod config;
+mod exec;
+mod hostkeys;
+mod lab;
+mod lifecycle;

@@ -1,0 +1,270 @@
+//! The test fixture: a lab started with `0km lab up` and stopped on drop, and a fluent builder
+//! for running `0km` against it:
+//! `lab.zerokm(["exec", "@vps", "--", "true"]).run().success()`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_0km")
+}
+
+/// A running lab and the private directories of one test.
+pub struct Lab {
+    pub root: tempfile::TempDir,
+    pub vps: usize,
+}
+
+impl Lab {
+    /// Starts a lab of `vps` VPSes (plus the archive host).
+    pub fn up(vps: usize) -> Lab {
+        let root = tempfile::Builder::new()
+            .prefix("0km-it-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let lab = Lab { root, vps };
+        let out = lab
+            .zerokm(["lab", "up", &vps.to_string(), "--dir"])
+            .arg(lab.dir())
+            .run();
+        assert!(out.ok(), "lab up failed:\n{}", out.all());
+        lab
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("lab")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir().join("config.yml")
+    }
+
+    /// This test's ssh control directory (`$XDG_RUNTIME_DIR/0km`).
+    pub fn control_dir(&self) -> PathBuf {
+        self.root.path().join("run").join("0km")
+    }
+
+    pub fn vps_names(&self) -> Vec<String> {
+        (1..=self.vps).map(|i| format!("vps{i}")).collect()
+    }
+
+    /// `0km --config LAB/config.yml ARGS...` with this test's private XDG directories.
+    pub fn zerokm<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let config = self.dir().join("config.yml");
+        self.zerokm_with(config.exists().then_some(config.as_path()), args)
+    }
+
+    /// Like [`zerokm`](Self::zerokm) with another config file (or none).
+    pub fn zerokm_with<I, S>(&self, config: Option<&Path>, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(bin());
+        cmd.env("XDG_RUNTIME_DIR", self.root.path().join("run"))
+            .env("XDG_STATE_HOME", self.root.path().join("state"))
+            .env("XDG_CONFIG_HOME", self.root.path().join("config"))
+            .env_remove("ZEROKM_CONFIG")
+            .stdin(Stdio::null());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(args);
+        Run { cmd }
+    }
+
+    /// Runs a shell command on a lab host with plain ssh (to check state independently).
+    pub fn ssh(&self, host: &str, command: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(self.dir().join("ssh_config"))
+            .args(["-o", "BatchMode=yes", host, command])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh")
+    }
+
+    /// ssh processes of ours (their command line names our control directory) still alive.
+    pub fn ssh_processes(&self) -> Vec<String> {
+        let needle = self.control_dir().display().to_string();
+        processes_mentioning(&needle)
+    }
+
+    /// Control sockets (and any other file) left in the control directory.
+    pub fn control_files(&self) -> Vec<String> {
+        std::fs::read_dir(self.control_dir())
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for every ssh process and socket of ours to be gone.
+    pub fn wait_clean(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.ssh_processes().is_empty() && self.control_files().is_empty() {
+                return true;
+            }
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The lab's recorded address prefix, e.g. `127.0.7`.
+    pub fn net(&self) -> String {
+        let text = std::fs::read_to_string(self.dir().join("ssh_config")).expect("ssh_config");
+        let addr = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("HostName "))
+            .expect("a HostName line");
+        addr.rsplit_once('.').expect("dotted address").0.to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.dir().join("lab.json").exists() {
+            let _ = Command::new(bin())
+                .args(["lab", "down", "--dir"])
+                .arg(self.dir())
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == me {
+            continue;
+        }
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(format!("{name}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+/// A `0km` invocation being built.
+pub struct Run {
+    pub cmd: Command,
+}
+
+impl Run {
+    pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn run(mut self) -> Done {
+        let start = Instant::now();
+        let out = self.cmd.output().expect("run 0km");
+        Done {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: start.elapsed(),
+        }
+    }
+}
+
+/// What a `0km` run printed and returned.
+#[derive(Debug)]
+pub struct Done {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Done {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    pub fn all(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    pub fn success(self) -> Self {
+        assert!(self.ok(), "expected success:\n{}", self.all());
+        self
+    }
+
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code:\n{}",
+            self.all()
+        );
+        self
+    }
+
+    pub fn stdout_has(self, text: &str) -> Self {
+        assert!(
+            self.stdout.contains(text),
+            "stdout lacks {text:?}:\n{}",
+            self.all()
+        );
+        self
+    }
+
+    pub fn stderr_has(self, text: &str) -> Self {
+        assert!(
+            self.stderr.contains(text),
+            "stderr lacks {text:?}:\n{}",
+            self.all()
+        );
+        self
+    }
+
+    /// The `--json` lines, one per host.
+    pub fn json(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+}
+
+/// Rewrites the lab's ssh config to use another known_hosts file; returns a 0km config that
+/// uses it.
+pub fn with_known_hosts(lab: &Lab, known_hosts: &Path, name: &str) -> PathBuf {
+    let ssh = std::fs::read_to_string(lab.dir().join("ssh_config")).expect("ssh_config");
+    let orig = lab.dir().join("known_hosts").display().to_string();
+    let new_ssh = lab.root.path().join(format!("{name}.ssh_config"));
+    std::fs::write(
+        &new_ssh,
+        ssh.replace(&orig, &known_hosts.display().to_string()),
+    )
+    .expect("write ssh config");
+    let cfg = std::fs::read_to_string(lab.config()).expect("config");
+    let orig_ssh = lab.dir().join("ssh_config").display().to_string();
+    let new_cfg = lab.root.path().join(format!("{name}.yml"));
+    std::fs::write(
+        &new_cfg,
+        cfg.replace(&orig_ssh, &new_ssh.display().to_string()),
+    )
+    .expect("write config");
+    new_cfg
+}
