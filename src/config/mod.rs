@@ -201,6 +201,20 @@ mod tests {
     }
 
     #[test]
+    fn malformed_public_key_and_server_are_rejected_with_line() {
+        let err = p("ssh-access:\n  public-keys:\n    - ssh-ed25519 AAAAnotbase64 me\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config /cfg.yml:2: "), "{err}");
+        assert!(err.contains("entry 1: not an OpenSSH public key"), "{err}");
+        let err = p("backup:\n  server: core.example.com:10023\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("config /cfg.yml:2: "), "{err}");
+        assert!(err.contains("expected ADMIN@HOST[:PORT]"), "{err}");
+    }
+
+    #[test]
     fn empty_file_is_an_empty_config() {
         let c = p("\n").unwrap();
         assert!(c.hosts.is_empty());

@@ -69,6 +69,34 @@ impl Config {
     /// Checks what the types cannot: names and values that would be unsafe or surprising.
     /// Returns the key to point at and the message.
     pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        for (i, key) in self.ssh_access.public_keys.iter().enumerate() {
+            if let Err(e) = ssh_key::PublicKey::from_openssh(key.trim()) {
+                return Err((
+                    "public-keys".into(),
+                    format!(
+                        "ssh-access.public-keys entry {}: not an OpenSSH public key ({e}); expected one line `TYPE BASE64 [COMMENT]` as in ~/.ssh/id_ed25519.pub",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        if let Some(server) = &self.backup.server {
+            let ok = server.split_once('@').is_some_and(|(user, rest)| {
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0).map(|_| ())),
+                    None => (rest, Some(())),
+                };
+                crate::target::is_valid_user_name(user)
+                    && crate::target::is_valid_host_name(host)
+                    && port.is_some()
+            });
+            if !ok {
+                return Err((
+                    "server".into(),
+                    format!("backup.server `{server}`: expected ADMIN@HOST[:PORT], e.g. myadmin@core.example.com:10023"),
+                ));
+            }
+        }
         for (name, host) in &self.hosts {
             if !crate::target::is_valid_host_name(name) {
                 return Err((
