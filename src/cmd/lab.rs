@@ -148,14 +148,15 @@ async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
         },
     )
     .await;
-    app.ui.out("\n$ 0km exec @vps -- 'hostname; uptime -p'");
+    app.ui
+        .out("\n$ 0km exec @vps -- uname -sr   # identical outputs are shown once");
     let exec = match &check {
         Ok(_) => Some(
             crate::cmd::exec::run(
                 &lab_app,
                 &crate::cmd::exec::ExecArgs {
                     targets: vec!["@vps".into()],
-                    command: vec!["hostname; uptime -p".into()],
+                    command: vec!["uname".into(), "-sr".into()],
                 },
             )
             .await,

@@ -291,7 +291,11 @@ impl Fleet {
                 let reporter = reporter.clone();
                 async move {
                     reporter.step(&t.name, "connecting");
-                    (i, self.engine.connect(t).await)
+                    let res = self.engine.connect(t).await;
+                    if res.is_ok() {
+                        reporter.waiting(&t.name);
+                    }
+                    (i, res)
                 }
             }))
             .buffer_unordered(self.jobs.max(1))

@@ -5,7 +5,7 @@
 
 use super::{one_line, HostResult, Reporter};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,9 +18,36 @@ pub struct Live {
 
 #[derive(Default)]
 struct State {
+    /// Hosts with a line of their own.
     lines: HashMap<String, ProgressBar>,
-    active: usize,
+    /// Hosts started and not finished, shown or not.
+    active: HashSet<String>,
+    /// Connected hosts waiting for the work phase.
+    waiting: HashSet<String>,
     suspended: bool,
+}
+
+impl State {
+    fn running_message(&self) -> String {
+        let hidden = self
+            .active
+            .len()
+            .saturating_sub(self.lines.len() + self.waiting.len());
+        let mut parts = vec![format!(
+            "{} running",
+            self.active.len() - self.waiting.len()
+        )];
+        if !self.waiting.is_empty() {
+            parts.push(format!(
+                "{} connected, waiting for the others",
+                self.waiting.len()
+            ));
+        }
+        if hidden > 0 {
+            parts.push(format!("{hidden} not shown"));
+        }
+        format!("({})", parts.join(", "))
+    }
 }
 
 impl Live {
@@ -44,9 +71,9 @@ impl Live {
 }
 
 fn terminal_rows() -> usize {
-    std::env::var("LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    console::Term::stderr()
+        .size_checked()
+        .map(|(rows, _)| rows as usize)
         .unwrap_or(24)
 }
 
@@ -56,12 +83,11 @@ impl Reporter for Live {
         if st.suspended {
             return;
         }
+        st.waiting.remove(host);
+        st.active.insert(host.to_string());
         if let Some(line) = st.lines.get(host) {
             line.set_message(step.to_string());
-            return;
-        }
-        st.active += 1;
-        if st.lines.len() < self.max_lines {
+        } else if st.lines.len() < self.max_lines {
             let line = self
                 .multi
                 .insert_before(&self.total, ProgressBar::new_spinner());
@@ -74,12 +100,20 @@ impl Reporter for Live {
             line.enable_steady_tick(Duration::from_millis(120));
             st.lines.insert(host.to_string(), line);
         }
-        let hidden = st.active.saturating_sub(st.lines.len());
-        self.total.set_message(if hidden > 0 {
-            format!("({} running, {hidden} not shown)", st.active)
-        } else {
-            format!("({} running)", st.active)
-        });
+        self.total.set_message(st.running_message());
+    }
+
+    fn waiting(&self, host: &str) {
+        let mut st = self.state.lock().expect("ui lock");
+        if st.suspended {
+            return;
+        }
+        st.waiting.insert(host.to_string());
+        if let Some(line) = st.lines.remove(host) {
+            line.finish_and_clear();
+            self.multi.remove(&line);
+        }
+        self.total.set_message(st.running_message());
     }
 
     fn done(&self, r: &HostResult) {
@@ -88,12 +122,13 @@ impl Reporter for Live {
             line.finish_and_clear();
             self.multi.remove(&line);
         }
-        st.active = st.active.saturating_sub(1);
+        st.active.remove(&r.host);
+        st.waiting.remove(&r.host);
         if !st.suspended {
             let _ = self.multi.println(format!("[{}] {}", r.host, one_line(r)));
         }
         self.total.inc(1);
-        self.total.set_message(format!("({} running)", st.active));
+        self.total.set_message(st.running_message());
     }
 
     fn suspend(&self) {

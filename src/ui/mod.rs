@@ -59,6 +59,8 @@ pub struct HostResult {
 pub trait Reporter: Send + Sync {
     fn step(&self, host: &str, step: &str);
     fn done(&self, result: &HostResult);
+    /// The host is connected and waits for the others before its work starts.
+    fn waiting(&self, _host: &str) {}
     /// Stops drawing (before a prompt or final output); safe to call twice.
     fn suspend(&self) {}
 }
