@@ -66,3 +66,54 @@ fn lab_hosts_are_separate_machines_and_down_leaves_nothing() {
         .code(2)
         .stderr_has("no lab is up");
 }
+
+#[test]
+fn lab_demo_runs_check_and_exec_and_tears_down() {
+    let root = tempfile::Builder::new()
+        .prefix("0km-it-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = root.path().join("demo");
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["lab", "demo", "--dir"])
+        .arg(&dir)
+        .env("XDG_RUNTIME_DIR", root.path().join("run"))
+        .env("XDG_STATE_HOME", root.path().join("state"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("Summary: 4 ok"), "{stdout}");
+    assert!(
+        stdout.contains("vps1, vps2, vps3 (exit 0, 3 hosts)"),
+        "{stdout}"
+    );
+    assert!(!dir.exists(), "the demo lab is removed");
+    assert!(processes_mentioning(&dir.display().to_string()).is_empty());
+}
+
+#[test]
+fn help_lists_every_command_and_completions_are_generated() {
+    let out = std::process::Command::new(crate::support::bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for cmd in ["exec", "check", "lab", "completions"] {
+        assert!(
+            help.contains(&format!("\n  {cmd} ")),
+            "{cmd} missing from:\n{help}"
+        );
+    }
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("complete -F"));
+}
