@@ -100,6 +100,7 @@ impl App {
             jobs: s.jobs,
             step_timeout: s.step_timeout,
             may_ask: true,
+            first_contact: None,
         })
     }
 

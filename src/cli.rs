@@ -58,6 +58,11 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Standardise access (your keys), set the domain, make hosts charm- and compose-ready
+    VpsSetup(crate::cmd::vps_setup::VpsSetupArgs),
+    /// Manage the public keys vps-setup installs (ssh-access.public-keys)
+    #[command(subcommand)]
+    Keys(crate::cmd::keys::KeysCommand),
     /// Run a command on every host at once and show the outputs grouped
     Exec(crate::cmd::exec::ExecArgs),
     /// Show who is up: OS, kernel, uptime, free disk, charms installed

@@ -3,13 +3,16 @@
 //! Ctrl-C ends the run cleanly: connections are closed before exiting.
 
 mod app;
+mod charm;
 mod cli;
 mod cmd;
 mod config;
 mod fleet;
+mod keys;
 mod lab;
 mod paths;
 mod playbook;
+mod setup;
 mod ssh;
 mod target;
 mod ui;
@@ -67,6 +70,8 @@ async fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(app: &app::App, command: &Command) -> anyhow::Result<Status> {
     match command {
+        Command::VpsSetup(a) => cmd::vps_setup::run(app, a).await,
+        Command::Keys(c) => cmd::keys::run(app, c).await,
         Command::Exec(a) => cmd::exec::run(app, a).await,
         Command::Check(a) => cmd::check::run(app, a).await,
         Command::Lab(c) => cmd::lab::run(app, c).await,

@@ -1,6 +1,7 @@
 //! Playbooks: bash scripts from `playbooks/`, embedded at build time, each run on one host for
 //! one step. A playbook is fed to `bash -s` on stdin with its arguments quoted, so nothing is
-//! left on the host, and prints one machine-readable line last: `0km-result <json>`.
+//! left on the host, and prints one machine-readable line last: `0km-result <json>`. A
+//! playbook that reads data on stdin travels in the command line instead (`bash -c`).
 
 use crate::ssh::quote_join;
 
@@ -14,10 +15,48 @@ pub const CHECK: Playbook = Playbook {
     script: include_str!("../playbooks/check.sh"),
 };
 
+pub const CHARM_STORE_MANIFEST: Playbook = Playbook {
+    name: "charm-store-manifest",
+    script: include_str!("../playbooks/charm-store-manifest.sh"),
+};
+
+pub const CHARM_STORE_APPLY: Playbook = Playbook {
+    name: "charm-store-apply",
+    script: include_str!("../playbooks/charm-store-apply.sh"),
+};
+
+pub const AUTHORIZED_KEYS: Playbook = Playbook {
+    name: "authorized-keys",
+    script: include_str!("../playbooks/authorized-keys.sh"),
+};
+
+pub const DOMAIN: Playbook = Playbook {
+    name: "domain",
+    script: include_str!("../playbooks/domain.sh"),
+};
+
+pub const PACKAGES: Playbook = Playbook {
+    name: "packages",
+    script: include_str!("../playbooks/packages.sh"),
+};
+
+pub const CHARM_INSTALL: Playbook = Playbook {
+    name: "charm-install",
+    script: include_str!("../playbooks/charm-install.sh"),
+};
+
 impl Playbook {
     /// The remote command line: `bash -s -- ARGS...`, every argument quoted.
     pub fn command_line(&self, args: &[&str]) -> String {
         let mut words = vec!["bash", "-s", "--"];
+        words.extend_from_slice(args);
+        quote_join(&words)
+    }
+
+    /// `bash -c SCRIPT NAME ARGS...`: the script travels in the command line, leaving stdin
+    /// free for data (an archive to unpack, for instance).
+    pub fn command_line_inline(&self, args: &[&str]) -> String {
+        let mut words = vec!["bash", "-c", self.script, self.name];
         words.extend_from_slice(args);
         quote_join(&words)
     }

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite, the same for a new user and for CI: installs what the lab needs
-# (openssh-server, rsync, shellcheck) if missing, then runs the format check, clippy,
+# (openssh-server, rsync, shellcheck, and the charms' packages) if missing, then runs the format check, clippy,
 # the shell linter on every script, and the unit and integration tests (which start real
 # sshd hosts with `0km lab`: Linux and root only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
-command -v ssh >/dev/null || missing+=(openssh-client)
-command -v rsync >/dev/null || missing+=(rsync)
-command -v shellcheck >/dev/null || missing+=(shellcheck)
+# The lab's hosts are overlays of this machine: packages the charms install (docker-host:
+# docker.io, docker-compose; base: cron) are installed here once so that every lab host
+# already has them instead of downloading them again.
+for pkg in openssh-server openssh-client rsync shellcheck docker.io docker-compose cron; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "tests/run.sh: missing ${missing[*]}; install them (sudo apt-get install -y ${missing[*]}) or run as root" >&2

@@ -24,6 +24,10 @@ pub struct UpArgs {
     /// Number of VPSes (1 to 253), besides the archive host
     #[arg(default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=253))]
     pub count: u16,
+    /// Make the last K VPSes fresh machines as providers hand them out: no key, root password
+    /// login only (the password is in DIR/hosts/NAME/root-password); try `vps-setup` on them
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub fresh: u16,
     #[command(flatten)]
     pub dir: DirArgs,
 }
@@ -45,7 +49,7 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
     match cmd {
         LabCommand::Up(a) => {
             let dir = a.dir.resolve();
-            let lab = up(dir.clone(), a.count as usize).await?;
+            let lab = up(dir.clone(), a.count as usize, a.fresh as usize).await?;
             describe(app, &lab);
             Ok(Status::Success)
         }
@@ -97,8 +101,8 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-async fn up(dir: PathBuf, count: usize) -> anyhow::Result<crate::lab::Lab> {
-    blocking(move || crate::lab::up(&dir, count)).await
+async fn up(dir: PathBuf, count: usize, fresh: usize) -> anyhow::Result<crate::lab::Lab> {
+    blocking(move || crate::lab::up_with(&dir, count, fresh)).await
 }
 
 fn describe(app: &App, lab: &crate::lab::Lab) {
@@ -123,7 +127,7 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
 async fn demo(app: &App, dir: PathBuf) -> anyhow::Result<Status> {
     app.ui
         .note(&format!("Starting a 3-VPS lab in {} ...", dir.display()));
-    let lab = up(dir.clone(), 3).await?;
+    let lab = up(dir.clone(), 3, 0).await?;
     let result = demo_steps(app, &lab.dir).await;
     let down_dir = dir.clone();
     let stopped = blocking(move || crate::lab::down(&down_dir)).await;

@@ -4,7 +4,9 @@
 pub mod check;
 pub mod completions;
 pub mod exec;
+pub mod keys;
 pub mod lab;
+pub mod vps_setup;
 
 use crate::ui::{HostResult, Outcome};
 

@@ -64,6 +64,43 @@ pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
     })
 }
 
+/// The file to write when changing the configuration: the one loaded, or the default path.
+pub fn write_path(loaded: &Loaded) -> PathBuf {
+    loaded.path.clone().unwrap_or_else(default_path)
+}
+
+/// Replaces the config file with `text` after checking that it parses: written to a
+/// temporary file next to it, then renamed (a new file is created with mode 0600).
+pub fn write(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config = parse(text, path)?;
+    let io = |source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("yml.0km-new");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .unwrap_or(0o600);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(config)
+}
+
 /// Parses and validates configuration text; `path` is only used in messages.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if text.trim().is_empty() {

@@ -22,6 +22,9 @@ pub struct Fleet {
     pub step_timeout: Duration,
     /// Ask about new host keys on a terminal (false: unknown keys are an error).
     pub may_ask: bool,
+    /// For hosts that refuse our keys: a command line that installs them, run once through an
+    /// interactive password login on a terminal (vps-setup on a fresh VPS).
+    pub first_contact: Option<String>,
 }
 
 /// Errors that stop a whole run before anything is done on any host.
@@ -63,6 +66,10 @@ pub struct HostCtx {
 }
 
 impl HostCtx {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// Runs a command line and returns its output whatever its exit code; only a command that
     /// could not run to completion (timeout, lost connection) is an error.
     pub async fn run(
@@ -169,16 +176,18 @@ impl Fleet {
             .map(|(i, _)| i)
             .collect();
         if !unknown.is_empty() {
-            reporter.suspend();
             let names: Vec<&str> = unknown.iter().map(|i| targets[*i].name.as_str()).collect();
             if !self.may_ask || !ui::prompt::interactive() {
+                reporter.suspend();
                 self.engine.shutdown().await;
                 return Err(FleetError::UnknownHosts {
                     count: names.len(),
                     hosts: names.join(", "),
                 });
             }
-            let accepted = self.ask_new_keys(targets, &unknown, &mut conns).await?;
+            let accepted = self
+                .ask_new_keys(targets, &unknown, &mut conns, &reporter)
+                .await?;
             self.engine
                 .trust(&accepted)
                 .await
@@ -195,6 +204,11 @@ impl Fleet {
                     conns[*i] = second.next().expect("one result per host");
                 }
             }
+        }
+
+        if let Some(install) = &self.first_contact {
+            self.first_contact(targets, &mut conns, install, &reporter)
+                .await;
         }
 
         let work = &work;
@@ -312,6 +326,7 @@ impl Fleet {
         targets: &[Target],
         unknown: &[usize],
         conns: &mut [Result<Connection, ConnectError>],
+        reporter: &Arc<dyn Reporter>,
     ) -> Result<Vec<NewHostKey>, FleetError> {
         let scans: Vec<_> = stream::iter(unknown.iter().map(|i| {
             let t = &targets[*i];
@@ -344,12 +359,57 @@ impl Fleet {
             },
             if keys.len() == 1 { "it" } else { "them" }
         ));
-        match ui::prompt::confirm(&question) {
+        let mut answer = None;
+        reporter.hidden(&mut || answer = ui::prompt::confirm(&question));
+        match answer {
             Some(true) => Ok(keys),
             _ => {
+                reporter.suspend();
                 self.engine.shutdown().await;
                 Err(FleetError::Declined)
             }
+        }
+    }
+
+    /// Hosts that refused our keys: on a terminal, offer one password login each to install
+    /// them, then connect again; without one, say how to proceed.
+    async fn first_contact(
+        &self,
+        targets: &[Target],
+        conns: &mut [Result<Connection, ConnectError>],
+        install: &str,
+        reporter: &Arc<dyn Reporter>,
+    ) {
+        for (i, t) in targets.iter().enumerate() {
+            if !matches!(conns[i], Err(ConnectError::Auth(..))) {
+                continue;
+            }
+            if !ui::prompt::interactive() {
+                conns[i] = Err(ConnectError::FirstContact(format!(
+                    "{} refuses our keys. If it is a fresh VPS that only takes its root password, run `0km vps-setup {}` on a terminal to log in once with the password and install the keys (or install one yourself: ssh-copy-id)",
+                    t.name, t.name
+                )));
+                continue;
+            }
+            let mut outcome: Option<Result<Vec<u8>, String>> = None;
+            let question = format!(
+                "{} refuses our keys (a fresh VPS?). Log in once with its password to install them?",
+                t.name
+            );
+            reporter.hidden(&mut || {
+                outcome = match ui::prompt::confirm(&question) {
+                    Some(true) => Some(self.engine.password_login(t, install)),
+                    _ => None,
+                };
+            });
+            conns[i] = match outcome {
+                None => Err(ConnectError::FirstContact(format!(
+                    "{} refuses our keys and the password login was declined",
+                    t.name
+                ))),
+                Some(Err(e)) => Err(ConnectError::FirstContact(format!("{}: {e}", t.name))),
+                Some(Ok(_)) => self.engine.connect(t).await,
+            };
         }
     }
 }

@@ -17,6 +17,8 @@
 #   LAB_HOST_KEY        path of the host's ed25519 private key (.pub next to it)
 #   LAB_AUTHORIZED_KEY  the lab's public key, for root's authorized_keys
 #   LAB_ETC_HOSTS       contents of the host's /etc/hosts
+#   LAB_ROOT_PASSWORD   optional: make this a fresh VPS as providers hand them out: no key
+#                       authorised, root logs in with this password only
 set -euo pipefail
 # As PID 1 of its namespace, this shell gets no signal it has no handler for, not even from
 # `lab down` outside: without this trap, a host still starting would ignore SIGTERM.
@@ -38,6 +40,7 @@ base=${LAB_BASE:?}
 host_key=${LAB_HOST_KEY:?}
 authorized_key=${LAB_AUTHORIZED_KEY:?}
 etc_hosts=${LAB_ETC_HOSTS:?}
+root_password=${LAB_ROOT_PASSWORD:-}
 
 echo "0km lab: starting $name on $address:$port" >&2
 
@@ -75,11 +78,19 @@ install -m 600 "$host_key" "$root/etc/ssh/ssh_host_ed25519_key"
 install -m 644 "$host_key.pub" "$root/etc/ssh/ssh_host_ed25519_key.pub"
 
 install -d -m 700 "$root/root/.ssh"
-(umask 077 && printf '%s\n' "$authorized_key" >"$root/root/.ssh/authorized_keys")
+if [[ -z $root_password ]]; then
+	(umask 077 && printf '%s\n' "$authorized_key" >"$root/root/.ssh/authorized_keys")
+	root_login=prohibit-password
+	password_auth=no
+else
+	printf 'root:%s\n' "$root_password" | chpasswd --root "$root"
+	root_login=yes
+	password_auth=yes
+fi
 
 # Without PAM, sshd refuses every login to an account whose password is locked
 # ("!..." in /etc/shadow), keys included; "*" (no password) is not locked.
-if grep -q '^root:!' "$root/etc/shadow"; then
+if [[ -z $root_password ]] && grep -q '^root:!' "$root/etc/shadow"; then
 	sed -i 's/^root:![^:]*:/root:*:/' "$root/etc/shadow"
 fi
 
@@ -88,8 +99,8 @@ cat >"$root/etc/ssh/sshd_config" <<EOF
 ListenAddress $address:$port
 HostKey /etc/ssh/ssh_host_ed25519_key
 PidFile /run/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
+PermitRootLogin $root_login
+PasswordAuthentication $password_auth
 KbdInteractiveAuthentication no
 UsePAM no
 UseDNS no

@@ -92,7 +92,7 @@ pub enum LabError {
     #[error("no lab is up in {dir} (it has no lab.json): start one with `0km lab up N`")]
     NotUp { dir: PathBuf },
     #[error(
-        "all 254 lab slots (127.0.1.0/24 to 127.0.254.0/24) are in use: stop a lab with \
+        "all 253 lab slots (127.0.2.0/24 to 127.0.254.0/24) are in use: stop a lab with \
          `0km lab down`; each slot's lab directory is in /run/0km-lab/slots/*/owner.json"
     )]
     NoFreeSlot,
@@ -245,8 +245,12 @@ pub fn default_dir() -> PathBuf {
 /// Starts a lab of `vps` VPSes and one archive server in `dir` (created if needed), and waits
 /// until every sshd accepts connections. Fails if a lab is already up there. If anything fails
 /// half way, whatever was started is stopped again.
-pub fn up(dir: &Path, vps: usize) -> Result<Lab, LabError> {
+///
+/// The last `fresh` VPSes are fresh machines as a provider hands them out: no
+/// key authorised, root logs in with a password only (written to `hosts/NAME/root-password`).
+pub fn up_with(dir: &Path, vps: usize, fresh: usize) -> Result<Lab, LabError> {
     check_machine()?;
+    let fresh = fresh.min(vps);
     if vps > MAX_VPS {
         return Err(LabError::TooManyHosts {
             requested: vps,
@@ -265,7 +269,7 @@ pub fn up(dir: &Path, vps: usize) -> Result<Lab, LabError> {
 
     let slot = slot::claim(&dir)?;
     let mut started = Vec::new();
-    match start(&dir, slot, vps, &mut started) {
+    match start(&dir, slot, vps, fresh, &mut started) {
         Ok(hosts) => Ok(Lab { dir, slot, hosts }),
         Err(error) => {
             // Report what made `up` fail, not a follow-up failure of the cleanup.
@@ -415,8 +419,14 @@ fn start(
     dir: &Path,
     slot: u8,
     vps: usize,
+    fresh: usize,
     started: &mut Vec<HostRecord>,
 ) -> Result<Vec<LabHost>, LabError> {
+    let is_fresh = |name: &str| {
+        name.strip_prefix("vps")
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i > vps - fresh)
+    };
     let hosts: Vec<LabHost> = std::iter::once((ARCHIVE.to_string(), ARCHIVE_PORT))
         .chain((1..=vps).map(|i| (format!("vps{i}"), VPS_PORT)))
         .enumerate()
@@ -467,7 +477,15 @@ fn start(
     };
     write(KNOWN_HOSTS, render::known_hosts(&hosts, &host_keys))?;
     write(SSH_CONFIG, render::ssh_config(dir, &hosts))?;
-    write(CONFIG_YML, render::config_yml(dir, &public_key, &hosts))?;
+    let fresh_names: Vec<String> = hosts
+        .iter()
+        .filter(|h| is_fresh(&h.name))
+        .map(|h| h.name.clone())
+        .collect();
+    write(
+        CONFIG_YML,
+        render::config_yml(dir, &public_key, &hosts, &fresh_names),
+    )?;
     write(SCRIPT, HOST_SH.to_string())?;
 
     // Mount points on the machine; what a dead lab in this slot left there is of no use now.
@@ -483,7 +501,19 @@ fn start(
     for host in &hosts {
         let base = run_dir.join(&host.name);
         fs::create_dir_all(&base).map_err(io_error(format!("cannot create {}", base.display())))?;
-        let mut child = spawn_host(dir, host, &base, &public_key, &etc_hosts)?;
+        let password = if is_fresh(&host.name) {
+            Some(new_password(&hosts_dir.join(&host.name))?)
+        } else {
+            None
+        };
+        let mut child = spawn_host(
+            dir,
+            host,
+            &base,
+            &public_key,
+            &etc_hosts,
+            password.as_deref(),
+        )?;
         let pid = child.id();
         let go = child.stdin.take();
         children.push(child);
@@ -599,6 +629,7 @@ fn spawn_host(
     base: &Path,
     public_key: &str,
     etc_hosts: &str,
+    root_password: Option<&str>,
 ) -> Result<Child, LabError> {
     let log_path = dir.join(HOSTS).join(&host.name).join("sshd.log");
     let log = OpenOptions::new()
@@ -609,46 +640,62 @@ fn spawn_host(
     let log_too = log
         .try_clone()
         .map_err(io_error(format!("cannot open {}", log_path.display())))?;
-    Command::new("unshare")
-        .args([
-            "--mount",
-            "--uts",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-        ])
-        .arg("bash")
-        .arg(dir.join(SCRIPT))
-        // Nothing of the caller's environment leaks into the hosts.
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("LANG", "C.UTF-8")
-        .env("LAB_NAME", &host.name)
-        .env("LAB_ADDRESS", host.address.to_string())
-        .env("LAB_PORT", host.port.to_string())
-        .env("LAB_BASE", base)
-        .env(
-            "LAB_HOST_KEY",
-            dir.join(HOSTS)
-                .join(&host.name)
-                .join("ssh_host_ed25519_key"),
-        )
-        .env("LAB_AUTHORIZED_KEY", public_key)
-        .env("LAB_ETC_HOSTS", etc_hosts.trim_end())
-        .current_dir("/")
-        .stdin(Stdio::piped()) // for the "go" of `start`
-        .stdout(log)
-        .stderr(log_too)
-        // A process group of its own: the Ctrl-C of the terminal that ran `lab up` (and later
-        // commands in it) must not reach the hosts, which outlive `up`.
-        .process_group(0)
-        .spawn()
-        .map_err(io_error("cannot run unshare"))
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--uts",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+    ])
+    .arg("bash")
+    .arg(dir.join(SCRIPT))
+    // Nothing of the caller's environment leaks into the hosts.
+    .env_clear()
+    .env(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    )
+    .env("LANG", "C.UTF-8")
+    .env("LAB_NAME", &host.name)
+    .env("LAB_ADDRESS", host.address.to_string())
+    .env("LAB_PORT", host.port.to_string())
+    .env("LAB_BASE", base)
+    .env(
+        "LAB_HOST_KEY",
+        dir.join(HOSTS)
+            .join(&host.name)
+            .join("ssh_host_ed25519_key"),
+    )
+    .env("LAB_AUTHORIZED_KEY", public_key)
+    .env("LAB_ETC_HOSTS", etc_hosts.trim_end())
+    .current_dir("/")
+    .stdin(Stdio::piped()) // for the "go" of `start`
+    .stdout(log)
+    .stderr(log_too)
+    // A process group of its own: the Ctrl-C of the terminal that ran `lab up` (and later
+    // commands in it) must not reach the hosts, which outlive `up`.
+    .process_group(0);
+    if let Some(pw) = root_password {
+        cmd.env("LAB_ROOT_PASSWORD", pw);
+    }
+    cmd.spawn().map_err(io_error("cannot run unshare"))
+}
+
+/// A random root password for a fresh host, kept in `HOST_DIR/root-password` (mode 0600).
+fn new_password(host_dir: &Path) -> Result<String, LabError> {
+    let mut bytes = [0u8; 12];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(io_error("cannot read /dev/urandom"))?;
+    let password: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = host_dir.join("root-password");
+    fs::write(&path, format!("{password}\n"))
+        .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o600)))
+        .map_err(io_error(format!("cannot write {}", path.display())))?;
+    Ok(password)
 }
 
 /// Polls until `host` answers with an SSH-2.0 banner. Fails if its process exits first or at

@@ -55,7 +55,12 @@ pub(super) fn known_hosts(hosts: &[LabHost], host_keys: &[String]) -> String {
 
 /// A 0km config for the lab: its ssh config, its key as the access key, the archive as backup
 /// server, and every host in group `lab` plus `archive` or `vps`.
-pub(super) fn config_yml(dir: &Path, public_key: &str, hosts: &[LabHost]) -> String {
+pub(super) fn config_yml(
+    dir: &Path,
+    public_key: &str,
+    hosts: &[LabHost],
+    fresh: &[String],
+) -> String {
     let ssh_config = yaml_scalar(&dir.join("ssh_config").display().to_string());
     let mut out = format!(
         "# 0km config for the lab in {}; written by `0km lab up`\n\
@@ -69,6 +74,8 @@ pub(super) fn config_yml(dir: &Path, public_key: &str, hosts: &[LabHost]) -> Str
     for host in hosts {
         let group = if host.name == ARCHIVE {
             "archive"
+        } else if fresh.contains(&host.name) {
+            "vps, fresh"
         } else {
             "vps"
         };

@@ -43,10 +43,11 @@ fn lock() -> Result<File, LabError> {
     Ok(file)
 }
 
-/// Takes the lowest free or stale slot for the lab in `dir`.
+/// Takes the lowest free or stale slot for the lab in `dir`. Slot 1 is never used: Debian
+/// gives 127.0.1.1 to the machine's own name in /etc/hosts, which `vps-setup --domain` rewrites.
 pub(super) fn claim(dir: &Path) -> Result<u8, LabError> {
     let _lock = lock()?;
-    for slot in 1..=254u8 {
+    for slot in 2..=254u8 {
         let path = slot_dir(slot);
         match fs::create_dir(&path) {
             Ok(()) => {}

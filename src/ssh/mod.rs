@@ -9,10 +9,11 @@
 //! exit by itself after `reuse_idle` seconds without use, so the next run can skip the login.
 
 mod hostkey;
+mod identity;
 mod master;
 mod quote;
 
-pub use hostkey::{HostKeyChange, NewHostKey};
+pub use hostkey::{fingerprint, HostKeyChange, NewHostKey};
 pub use quote::{join as quote_join, quote};
 
 use crate::target::Target;
@@ -53,6 +54,8 @@ pub enum ConnectError {
     HostKeyChanged(Box<HostKeyChange>),
     #[error("authentication failed: {0} (is your key installed on the host? try `ssh {1}`)")]
     Auth(String, String),
+    #[error("{0}")]
+    FirstContact(String),
     #[error("ssh failed: {0}")]
     Ssh(String),
 }
@@ -94,7 +97,9 @@ impl Output {
 /// The engine of one run: knows the options and every master this run opened or reused.
 pub struct Engine {
     opts: SshOptions,
-    masters: Mutex<Vec<PathBuf>>,
+    /// Connections opened (or reused) by this run, by socket: a second pass over the same
+    /// host within a run (plan, then apply) uses the same master.
+    masters: Mutex<Vec<(PathBuf, Connection)>>,
 }
 
 impl Engine {
@@ -109,22 +114,92 @@ impl Engine {
     /// Opens (or reuses) the master connection to `target`.
     pub async fn connect(&self, target: &Target) -> Result<Connection, ConnectError> {
         let socket = master::socket_path(&self.opts, target);
+        let known = self
+            .masters
+            .lock()
+            .expect("masters lock")
+            .iter()
+            .find(|(s, _)| *s == socket)
+            .map(|(_, c)| c.clone());
+        if let Some(conn) = known {
+            if socket.exists() {
+                return Ok(conn);
+            }
+            self.forget(&socket);
+        }
         let reused = master::ensure(&self.opts, target, &socket).await?;
+        let conn = Connection {
+            session: Arc::new(openssh::Session::resume_mux(socket.clone().into(), None)),
+            socket: socket.clone(),
+            channels: Arc::new(Semaphore::new(MAX_CHANNELS_PER_HOST)),
+            reused,
+        };
         self.masters
             .lock()
             .expect("masters lock")
-            .push(socket.clone());
-        Ok(Connection {
-            session: Arc::new(openssh::Session::resume_mux(socket.clone().into(), None)),
-            socket,
-            channels: Arc::new(Semaphore::new(MAX_CHANNELS_PER_HOST)),
-            reused,
-        })
+            .push((socket, conn.clone()));
+        Ok(conn)
     }
 
     /// Looks up the keys a host presents, for the "trust these new hosts?" question.
     pub async fn scan_host_keys(&self, target: &Target) -> Result<Vec<NewHostKey>, ConnectError> {
         hostkey::scan(&self.opts, target).await
+    }
+
+    /// Key blobs of the identities ssh may log in to `target` with (agent and IdentityFile).
+    pub async fn local_identity_blobs(&self, target: &Target) -> Vec<String> {
+        identity::local_identity_blobs(&self.opts, target).await
+    }
+
+    /// Runs `command_line` on `target` through a one-time interactive password login (the
+    /// user types the password on the terminal, as with ssh-copy-id). Blocking; host keys are
+    /// still checked strictly. Returns the command's stdout, or why it failed.
+    pub fn password_login(&self, target: &Target, command_line: &str) -> Result<Vec<u8>, String> {
+        let mut cmd = std::process::Command::new("ssh");
+        if let Some(f) = &self.opts.config_file {
+            cmd.arg("-F").arg(f);
+        }
+        cmd.args([
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=keyboard-interactive,password",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+            "-o",
+            "NumberOfPasswordPrompts=3",
+        ]);
+        cmd.arg("-o").arg(format!(
+            "ConnectTimeout={}",
+            self.opts.connect_timeout.as_secs().max(1)
+        ));
+        if let Some(p) = target.port {
+            cmd.arg("-p").arg(p.to_string());
+        }
+        if let Some(u) = &target.user {
+            cmd.arg("-l").arg(u);
+        }
+        cmd.arg("--").arg(target.destination()).arg(command_line);
+        // ssh asks for the password on /dev/tty; stdin stays away from the remote command.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let out = cmd.output().map_err(|e| format!("cannot run ssh: {e}"))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "the password login failed (ssh exited with {})",
+                out.status
+                    .code()
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "a signal".into())
+            ))
+        }
     }
 
     /// Records accepted keys in the user's known_hosts (the file ssh itself would use).
@@ -135,16 +210,23 @@ impl Engine {
     /// Closes one host's master now (after a step timed out, for instance).
     pub async fn close(&self, socket: &Path) {
         master::exit(&self.opts, socket).await;
+        self.forget(socket);
+    }
+
+    fn forget(&self, socket: &Path) {
         self.masters
             .lock()
             .expect("masters lock")
-            .retain(|s| s != socket);
+            .retain(|(s, _)| s != socket);
     }
 
     /// Ends the run: closes every master unless reuse is on, in which case they exit by
     /// themselves after the idle time. Called on every path, Ctrl-C included.
     pub async fn shutdown(&self) {
-        let sockets: Vec<PathBuf> = std::mem::take(&mut *self.masters.lock().expect("lock"));
+        let sockets: Vec<PathBuf> = std::mem::take(&mut *self.masters.lock().expect("lock"))
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         if self.opts.reuse_idle.is_some() {
             return;
         }
@@ -260,4 +342,62 @@ pub(crate) fn ssh_command(opts: &SshOptions) -> tokio::process::Command {
     }
     cmd.stdin(Stdio::null()).kill_on_drop(true);
     cmd
+}
+
+impl Connection {
+    /// Writes files over SFTP on this host's master: each to `PATH.0km-new`, mode set, then
+    /// renamed over `PATH`. Parent directories must exist.
+    pub async fn upload_sftp(&self, files: &[(String, &[u8], u32)]) -> Result<(), String> {
+        use openssh_sftp_client::{metadata::Permissions, Sftp, SftpOptions};
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let sftp = Sftp::from_clonable_session(self.session.clone(), SftpOptions::default())
+            .await
+            .map_err(|e| format!("cannot start sftp: {e}"))?;
+        let res = async {
+            let mut fs = sftp.fs();
+            for (path, data, mode) in files {
+                let tmp = format!("{path}.0km-new");
+                let mut file = sftp
+                    .options()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .await
+                    .map_err(|e| format!("{tmp}: {e}"))?;
+                file.write_all(data)
+                    .await
+                    .map_err(|e| format!("{tmp}: {e}"))?;
+                let mut perm = Permissions::new();
+                perm.set_read_by_owner(true);
+                perm.set_write_by_owner(true);
+                perm.set_read_by_group(true);
+                perm.set_read_by_other(true);
+                if mode & 0o111 != 0 {
+                    perm.set_execute_by_owner(true);
+                    perm.set_execute_by_group(true);
+                    perm.set_execute_by_other(true);
+                }
+                file.set_permissions(perm)
+                    .await
+                    .map_err(|e| format!("{tmp}: {e}"))?;
+                file.close().await.map_err(|e| format!("{tmp}: {e}"))?;
+                // SFTP rename does not overwrite: remove the old file first.
+                let _ = fs.remove_file(path).await;
+                fs.rename(&tmp, path)
+                    .await
+                    .map_err(|e| format!("{path}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        // Sftp::close waits for every File and Fs to be dropped (they are, above), but never
+        // trust it to return: bound it.
+        let _ = tokio::time::timeout(Duration::from_secs(10), sftp.close()).await;
+        res
+    }
 }

@@ -131,6 +131,10 @@ impl Reporter for Live {
         self.total.set_message(st.running_message());
     }
 
+    fn hidden(&self, f: &mut dyn FnMut()) {
+        self.multi.suspend(f);
+    }
+
     fn suspend(&self) {
         let mut st = self.state.lock().expect("ui lock");
         if st.suspended {

@@ -61,8 +61,12 @@ pub trait Reporter: Send + Sync {
     fn done(&self, result: &HostResult);
     /// The host is connected and waits for the others before its work starts.
     fn waiting(&self, _host: &str) {}
-    /// Stops drawing (before a prompt or final output); safe to call twice.
+    /// Stops drawing (before final output or an error); safe to call twice.
     fn suspend(&self) {}
+    /// Runs `f` (a prompt, an interactive ssh) with the display hidden, then redraws.
+    fn hidden(&self, f: &mut dyn FnMut()) {
+        f()
+    }
 }
 
 /// Output settings chosen once from the flags and the terminal.

@@ -19,3 +19,15 @@ pub fn confirm(question: &str) -> Option<bool> {
         .interact()
         .ok()
 }
+
+/// Several choices out of a list, none selected at first. `None` without a terminal.
+pub fn pick_many(question: &str, items: &[String]) -> Option<Vec<usize>> {
+    if !interactive() {
+        return None;
+    }
+    dialoguer::MultiSelect::new()
+        .with_prompt(question)
+        .items(items)
+        .interact()
+        .ok()
+}

@@ -1,0 +1,271 @@
+//! `0km vps-setup HOST... [--domain NAME] [--exclusive] [--no-docker]`: standardised access
+//! (the config's keys), the domain name, and a charm-ready, compose-ready bootstrap, on every
+//! host at once. See `setup/` for the steps.
+
+use crate::app::App;
+use crate::cmd::{rerun_line, Status, UsageError};
+use crate::fleet::RunLog;
+use crate::keys::KeyLine;
+use crate::setup::{self, SetupOptions, STEPS};
+use crate::ui::{print_summary, HostResult, SummaryInfo};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct VpsSetupArgs {
+    /// Hosts: names, @group, globs; several or comma-separated
+    #[arg(required = true, value_name = "HOSTS")]
+    pub targets: Vec<String>,
+    /// Domain name to give the host (hostname, /etc/hostname, /etc/hosts, /etc/mailname); one
+    /// host only. For several hosts, set `domain:` per host in the inventory
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+    /// Also remove from root's authorized_keys every key not in the config (shown first, then
+    /// confirmed; the last key that lets 0km in is never removed)
+    #[arg(long)]
+    pub exclusive: bool,
+    /// Do not make the host compose-ready (skip the docker-host charm)
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Do not install the daily docker cleanup (as WITHOUT_DOCKER_CLEAN=1 in the manual)
+    #[arg(long)]
+    pub without_docker_clean: bool,
+}
+
+pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
+    let targets = crate::target::resolve(&args.targets, &app.config.config)?;
+    let mut domains = BTreeMap::new();
+    if let Some(d) = &args.domain {
+        if targets.len() != 1 {
+            return Err(UsageError(format!(
+                "--domain names one host, but {} were given: set `domain:` per host in the inventory instead",
+                targets.len()
+            ))
+            .into());
+        }
+        if !is_valid_domain(d) {
+            return Err(UsageError(format!(
+                "--domain {d}: not a valid domain name (letters, digits and `-` in dot-separated labels, e.g. vps1.example.com)"
+            ))
+            .into());
+        }
+        domains.insert(targets[0].name.clone(), d.clone());
+    } else {
+        for t in &targets {
+            if let Some(d) = &t.domain {
+                if !is_valid_domain(d) {
+                    return Err(UsageError(format!(
+                        "host {}: domain `{d}` in the inventory is not a valid domain name",
+                        t.name
+                    ))
+                    .into());
+                }
+                domains.insert(t.name.clone(), d.clone());
+            }
+        }
+    }
+    let keys: Vec<KeyLine> = if app.config.config.ssh_access.public_keys.is_empty() {
+        crate::cmd::keys::pick_keys_interactively(app)?
+    } else {
+        app.config
+            .config
+            .ssh_access
+            .public_keys
+            .iter()
+            .map(|k| KeyLine::parse(k))
+            .collect::<Result<_, _>>()
+            .map_err(UsageError)?
+    };
+    let opts = SetupOptions {
+        keys,
+        domains,
+        exclusive: args.exclusive,
+        docker: !args.no_docker,
+        docker_clean: !args.without_docker_clean,
+    };
+
+    let start = Instant::now();
+    let mut fleet = app.fleet()?;
+    let install_keys = {
+        let pb = &crate::playbook::AUTHORIZED_KEYS;
+        let lines: Vec<String> = opts.keys.iter().map(KeyLine::plain).collect();
+        let mut a = vec!["ensure"];
+        a.extend(lines.iter().map(String::as_str));
+        pb.command_line_inline(&a)
+    };
+    fleet.first_contact = Some(install_keys);
+    let log = RunLog::create("vps-setup");
+
+    let mut results: Vec<HostResult> = Vec::new();
+    let mut removals = Vec::new();
+    let mut todo = targets.clone();
+    if opts.exclusive {
+        let (plan, rem) = setup::plan_exclusive(
+            &fleet,
+            &targets,
+            &opts,
+            app.ui.reporter(targets.len()),
+            log.clone(),
+        )
+        .await?;
+        removals = rem;
+        if !removals.is_empty() {
+            app.ui
+                .out("Keys not in the config, to be removed (--exclusive):");
+            for r in &removals {
+                for k in &r.keys {
+                    app.ui.out(&format!(
+                        "  {:<20} {}  {} {}",
+                        r.host,
+                        k.fingerprint(),
+                        k.key_type,
+                        k.comment
+                    ));
+                }
+            }
+            let n: usize = removals.iter().map(|r| r.keys.len()).sum();
+            if !app.global.yes {
+                let question = format!("Remove these {n} key(s) from {} host(s)?", removals.len());
+                match crate::ui::prompt::confirm(&question) {
+                    Some(true) => {}
+                    Some(false) => {
+                        app.ui.note("nothing changed");
+                        return Ok(Status::HostsFailed);
+                    }
+                    None => {
+                        return Err(UsageError(
+                            "removing keys needs a confirmation: run on a terminal, or pass --yes"
+                                .into(),
+                        )
+                        .into())
+                    }
+                }
+            }
+        }
+        // Hosts whose plan failed (unreachable, or removal refused) are not set up.
+        for r in plan {
+            if matches!(
+                r.status,
+                crate::ui::Outcome::Failed | crate::ui::Outcome::Unreachable
+            ) {
+                todo.retain(|t| t.name != r.host);
+                results.push(r);
+            }
+        }
+    }
+    if !todo.is_empty() {
+        let applied = setup::apply(
+            &fleet,
+            &todo,
+            &opts,
+            &removals,
+            app.ui.reporter(todo.len()),
+            log.clone(),
+        )
+        .await?;
+        results.extend(applied);
+    }
+    let order: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    results.sort_by_key(|r| order.iter().position(|n| *n == r.host));
+    if !app.ui.json {
+        print_table(app, &results);
+    }
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|failed| rerun_line(&args.targets, failed),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+fn is_valid_domain(d: &str) -> bool {
+    d.len() <= 253
+        && d.contains('.')
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// One row per host, one column per step: changed / unchanged / - (skipped) / FAILED.
+fn print_table(app: &App, results: &[HostResult]) {
+    let mut header = vec!["HOST".to_string()];
+    header.extend(STEPS.iter().map(|s| s.to_string()));
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    for r in results {
+        let mut row = vec![r.host.clone()];
+        let steps = r.data["steps"].as_array().cloned().unwrap_or_default();
+        for s in STEPS {
+            let cell = steps
+                .iter()
+                .find(|x| x["step"] == s)
+                .map(|x| match x["state"].as_str() {
+                    Some("skipped") => "-".to_string(),
+                    Some(st) => st.to_string(),
+                    None => String::new(),
+                })
+                .unwrap_or_else(|| {
+                    let failed_here = r
+                        .step
+                        .as_deref()
+                        .is_some_and(|f| f == s || f.starts_with(&format!("{s}:")));
+                    if failed_here {
+                        "FAILED".into()
+                    } else {
+                        String::new()
+                    }
+                });
+            row.push(cell);
+        }
+        for n in r.data["notes"].as_array().into_iter().flatten() {
+            if let Some(n) = n.as_str() {
+                notes.push(format!("{}: {n}", r.host));
+            }
+        }
+        rows.push(row);
+    }
+    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let fmt = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    app.ui.out(&fmt(&header));
+    for row in &rows {
+        app.ui.out(&fmt(row));
+    }
+    for n in notes {
+        app.ui.out(&format!("note: {n}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn domains_are_checked() {
+        assert!(super::is_valid_domain("vps1.example.com"));
+        assert!(super::is_valid_domain("mail.my-vps.fr"));
+        for bad in ["localhost", "a..b", "-a.b", "a b.c", "x.y;rm", ""] {
+            assert!(!super::is_valid_domain(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! `vps-setup`: standardised access and a charm-ready bootstrap, as the operating manual's
+//! "Accès ssh standardisé" and "Ce que cela fait" describe. Per host, in order: the config's
+//! keys in root's authorized_keys (added, never duplicated; with `exclusive`, the others
+//! removed after a confirmed plan), the domain name, the charm store, the packages the charms
+//! need, the `base` charm (the `vps` helper and the setup record), then `docker-host`. Each
+//! step reports changed or unchanged; a second run changes nothing.
+
+use crate::charm::{self, UploadMethod};
+use crate::fleet::{Done, Fleet, HostCtx, RunLog, StepFailure};
+use crate::keys::KeyLine;
+use crate::playbook::{self, Playbook};
+use crate::target::Target;
+use crate::ui::{HostResult, Reporter};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What `vps-setup` was asked to do, resolved from flags and config.
+#[derive(Debug, Clone)]
+pub struct SetupOptions {
+    pub keys: Vec<KeyLine>,
+    /// Domain per host name (from `--domain` or the inventory).
+    pub domains: BTreeMap<String, String>,
+    pub exclusive: bool,
+    pub docker: bool,
+    pub docker_clean: bool,
+}
+
+/// The state of one step on one host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepReport {
+    pub step: String,
+    /// `changed`, `unchanged` or `skipped`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The order of the steps, for tables.
+pub const STEPS: [&str; 6] = [
+    "keys",
+    "domain",
+    "charms",
+    "packages",
+    "base",
+    "docker-host",
+];
+
+/// Keys to remove from one host under `--exclusive`.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub host: String,
+    pub keys: Vec<KeyLine>,
+}
+
+/// Plans `--exclusive`: lists each host's keys and finds those not in the config. A host where
+/// removing them would leave no key this workstation logs in with is failed, not planned.
+pub async fn plan_exclusive(
+    fleet: &Fleet,
+    targets: &[Target],
+    opts: &SetupOptions,
+    reporter: Arc<dyn Reporter>,
+    log: Option<RunLog>,
+) -> Result<(Vec<HostResult>, Vec<Removal>), crate::fleet::FleetError> {
+    let wanted: Vec<String> = opts.keys.iter().map(|k| k.blob.clone()).collect();
+    let results = fleet
+        .run(targets, reporter, log, |ctx| {
+            let wanted = wanted.clone();
+            async move {
+                let listed = run_playbook(&ctx, "keys: list", &playbook::AUTHORIZED_KEYS, &["list"]).await?;
+                let lines: Vec<String> = listed["keys"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                let present: Vec<KeyLine> = lines.iter().filter_map(|l| KeyLine::parse(l).ok()).collect();
+                let extra: Vec<&KeyLine> = present.iter().filter(|k| !wanted.contains(&k.blob)).collect();
+                let ours = fleet_identities(&ctx).await;
+                let kept_usable = wanted.iter().chain(
+                    present.iter().filter(|k| wanted.contains(&k.blob)).map(|k| &k.blob),
+                ).any(|b| ours.contains(b));
+                if !extra.is_empty() && !kept_usable {
+                    return Err(StepFailure {
+                        step: "keys: plan".into(),
+                        reason: "refused: after removing the keys not in the config, no key left would let 0km in (none of ssh-access.public-keys is a key of this workstation or its agent); add your key with `0km keys add` first".into(),
+                        exit_code: None,
+                        stderr_tail: None,
+                        data: serde_json::Value::Null,
+                    });
+                }
+                Ok(Done {
+                    changed: false,
+                    data: serde_json::json!({
+                        "remove": extra.iter().map(|k| k.plain()).collect::<Vec<_>>(),
+                    }),
+                })
+            }
+        })
+        .await?;
+    let removals = results
+        .iter()
+        .filter_map(|r| {
+            let keys: Vec<KeyLine> = r.data["remove"]
+                .as_array()?
+                .iter()
+                .filter_map(|v| KeyLine::parse(v.as_str()?).ok())
+                .collect();
+            (!keys.is_empty()).then(|| Removal {
+                host: r.host.clone(),
+                keys,
+            })
+        })
+        .collect();
+    Ok((results, removals))
+}
+
+async fn fleet_identities(ctx: &HostCtx) -> Vec<String> {
+    ctx.engine().local_identity_blobs(&ctx.target).await
+}
+
+/// Runs the setup steps on every target; `removals` comes from a confirmed exclusive plan.
+pub async fn apply(
+    fleet: &Fleet,
+    targets: &[Target],
+    opts: &SetupOptions,
+    removals: &[Removal],
+    reporter: Arc<dyn Reporter>,
+    log: Option<RunLog>,
+) -> Result<Vec<HostResult>, crate::fleet::FleetError> {
+    let method = UploadMethod::from_env();
+    fleet
+        .run(targets, reporter, log, |ctx| {
+            let remove: Vec<String> = removals
+                .iter()
+                .find(|r| r.host == ctx.target.name)
+                .map(|r| r.keys.iter().map(|k| k.blob.clone()).collect())
+                .unwrap_or_default();
+            async move { setup_host(&ctx, opts, &remove, method).await }
+        })
+        .await
+}
+
+async fn setup_host(
+    ctx: &HostCtx,
+    opts: &SetupOptions,
+    remove: &[String],
+    method: UploadMethod,
+) -> Result<Done, StepFailure> {
+    let mut steps: Vec<StepReport> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let fail = |f: StepFailure, steps: &[StepReport]| with_steps(f, steps);
+
+    // 1. keys
+    let key_lines: Vec<String> = opts.keys.iter().map(KeyLine::plain).collect();
+    let mut args = vec!["ensure"];
+    args.extend(key_lines.iter().map(String::as_str));
+    let added = run_playbook(ctx, "keys", &playbook::AUTHORIZED_KEYS, &args)
+        .await
+        .map_err(|f| fail(f, &steps))?;
+    let mut detail = Vec::new();
+    let n_added = added["added"].as_u64().unwrap_or(0);
+    if n_added > 0 {
+        detail.push(format!("{n_added} added"));
+    }
+    let mut changed = n_added > 0;
+    if !remove.is_empty() {
+        let mut args = vec!["remove"];
+        args.extend(remove.iter().map(String::as_str));
+        let removed = run_playbook(ctx, "keys: remove", &playbook::AUTHORIZED_KEYS, &args)
+            .await
+            .map_err(|f| fail(f, &steps))?;
+        let n = removed["removed"].as_u64().unwrap_or(0);
+        if n > 0 {
+            detail.push(format!("{n} removed"));
+            changed = true;
+        }
+    }
+    steps.push(report("keys", changed, detail.join(", ")));
+
+    // 2. domain
+    match opts.domains.get(&ctx.target.name) {
+        Some(domain) => {
+            let r = run_playbook(ctx, "domain", &playbook::DOMAIN, &[domain])
+                .await
+                .map_err(|f| fail(f, &steps))?;
+            let changed = r["changed"].as_bool().unwrap_or(false);
+            let detail = if changed {
+                format!("{} -> {domain}", r["previous"].as_str().unwrap_or("?"))
+            } else {
+                domain.clone()
+            };
+            steps.push(report("domain", changed, detail));
+        }
+        None => steps.push(skipped(
+            "domain",
+            "no --domain and no domain in the inventory",
+        )),
+    }
+
+    // 3. charms
+    let all = charm::names();
+    let sync = charm::sync_store(ctx, &all, method)
+        .await
+        .map_err(|f| fail(f, &steps))?;
+    steps.push(report(
+        "charms",
+        sync.changed(),
+        if sync.changed() {
+            format!(
+                "{} uploaded, {} removed",
+                sync.uploaded.len(),
+                sync.removed.len()
+            )
+        } else {
+            String::new()
+        },
+    ));
+
+    // 4. packages the charms need
+    let mut wanted = vec!["base"];
+    if opts.docker {
+        wanted.push("docker-host");
+    }
+    let mut packages: Vec<String> = Vec::new();
+    for c in &wanted {
+        let meta = charm::metadata(c).map_err(|e| {
+            fail(
+                StepFailure {
+                    step: "packages".into(),
+                    reason: e,
+                    exit_code: None,
+                    stderr_tail: None,
+                    data: serde_json::Value::Null,
+                },
+                &steps,
+            )
+        })?;
+        packages.extend(meta.packages);
+    }
+    packages.sort();
+    packages.dedup();
+    let args: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let r = run_playbook(ctx, "packages", &playbook::PACKAGES, &args)
+        .await
+        .map_err(|f| fail(f, &steps))?;
+    let installed: Vec<String> = r["installed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    steps.push(report(
+        "packages",
+        !installed.is_empty(),
+        installed.join(" "),
+    ));
+
+    // 5-6. charm installs
+    for c in ["base", "docker-host"] {
+        if !wanted.contains(&c) {
+            steps.push(skipped(c, "--no-docker"));
+            continue;
+        }
+        let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
+        let mut args = vec![c, version.as_str()];
+        if c == "docker-host" && !opts.docker_clean {
+            args.push("WITHOUT_DOCKER_CLEAN=1");
+        }
+        let r = run_playbook(ctx, c, &playbook::CHARM_INSTALL, &args)
+            .await
+            .map_err(|f| fail(f, &steps))?;
+        let changes: Vec<String> = strings(&r["changes"]);
+        notes.extend(
+            strings(&r["notes"])
+                .into_iter()
+                .map(|n| format!("{c}: {n}")),
+        );
+        steps.push(report(c, !changes.is_empty(), changes.join("; ")));
+    }
+
+    let changed = steps.iter().any(|s| s.state == "changed");
+    Ok(Done {
+        changed,
+        data: serde_json::json!({ "steps": steps, "notes": notes }),
+    })
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn report(step: &str, changed: bool, detail: String) -> StepReport {
+    StepReport {
+        step: step.into(),
+        state: if changed { "changed" } else { "unchanged" },
+        detail,
+    }
+}
+
+fn skipped(step: &str, why: &str) -> StepReport {
+    StepReport {
+        step: step.into(),
+        state: "skipped",
+        detail: why.into(),
+    }
+}
+
+/// A failure keeps the steps done before it, so the table shows what happened where.
+fn with_steps(mut f: StepFailure, steps: &[StepReport]) -> StepFailure {
+    f.data = serde_json::json!({ "steps": steps });
+    f
+}
+
+/// Runs a playbook (script on stdin) and returns its result object.
+pub async fn run_playbook(
+    ctx: &HostCtx,
+    step: &str,
+    pb: &Playbook,
+    args: &[&str],
+) -> Result<serde_json::Value, StepFailure> {
+    let out = ctx
+        .step(step, &pb.command_line(args), Some(pb.script.as_bytes()))
+        .await?;
+    playbook::result(&out.stdout).ok_or_else(|| StepFailure {
+        step: step.into(),
+        reason: format!("the {} playbook printed no result line", pb.name),
+        exit_code: out.code,
+        stderr_tail: crate::ui::tail(&out.stderr, 5),
+        data: serde_json::Value::Null,
+    })
+}
