@@ -59,6 +59,8 @@ pub struct StepFailure {
 pub struct HostCtx {
     pub target: Target,
     pub conn: Connection,
+    /// Our keys were installed on this host by a password login at the start of this run.
+    pub first_contact: bool,
     reporter: Arc<dyn Reporter>,
     log: Option<RunLog>,
     step_timeout: Duration,
@@ -206,12 +208,16 @@ impl Fleet {
             }
         }
 
-        if let Some(install) = &self.first_contact {
-            self.first_contact(targets, &mut conns, install, &reporter)
-                .await;
-        }
+        let contacted = match &self.first_contact {
+            Some(install) => {
+                self.first_contact(targets, &mut conns, install, &reporter)
+                    .await
+            }
+            None => Vec::new(),
+        };
 
         let work = &work;
+        let contacted = &contacted;
         let jobs = stream::iter(conns.into_iter().enumerate().map(|(i, conn)| {
             let target = targets[i].clone();
             let reporter = reporter.clone();
@@ -251,6 +257,7 @@ impl Fleet {
                         let ctx = HostCtx {
                             target: target.clone(),
                             conn,
+                            first_contact: contacted.contains(&i),
                             reporter: reporter.clone(),
                             log,
                             step_timeout: self.step_timeout,
@@ -379,7 +386,8 @@ impl Fleet {
         conns: &mut [Result<Connection, ConnectError>],
         install: &str,
         reporter: &Arc<dyn Reporter>,
-    ) {
+    ) -> Vec<usize> {
+        let mut contacted = Vec::new();
         for (i, t) in targets.iter().enumerate() {
             if !matches!(conns[i], Err(ConnectError::Auth(..))) {
                 continue;
@@ -408,8 +416,12 @@ impl Fleet {
                     t.name
                 ))),
                 Some(Err(e)) => Err(ConnectError::FirstContact(format!("{}: {e}", t.name))),
-                Some(Ok(_)) => self.engine.connect(t).await,
+                Some(Ok(_)) => {
+                    contacted.push(i);
+                    self.engine.connect(t).await
+                }
             };
         }
+        contacted
     }
 }

@@ -160,7 +160,10 @@ async fn setup_host(
     if n_added > 0 {
         detail.push(format!("{n_added} added"));
     }
-    let mut changed = n_added > 0;
+    if ctx.first_contact {
+        detail.push("installed through a password login".into());
+    }
+    let mut changed = n_added > 0 || ctx.first_contact;
     if !remove.is_empty() {
         let mut args = vec!["remove"];
         args.extend(remove.iter().map(String::as_str));

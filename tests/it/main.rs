@@ -11,3 +11,4 @@ mod exec;
 mod hostkeys;
 mod lab;
 mod lifecycle;
+mod vps_setup;

@@ -19,13 +19,25 @@ pub struct Lab {
 impl Lab {
     /// Starts a lab of `vps` VPSes (plus the archive host).
     pub fn up(vps: usize) -> Lab {
+        Self::up_fresh(vps, 0)
+    }
+
+    /// A lab whose last `fresh` VPSes take a root password only (`lab up --fresh`).
+    pub fn up_fresh(vps: usize, fresh: usize) -> Lab {
         let root = tempfile::Builder::new()
             .prefix("0km-it-")
             .tempdir_in("/tmp")
             .expect("tempdir");
         let lab = Lab { root, vps };
         let out = lab
-            .zerokm(["lab", "up", &vps.to_string(), "--dir"])
+            .zerokm([
+                "lab",
+                "up",
+                &vps.to_string(),
+                "--fresh",
+                &fresh.to_string(),
+                "--dir",
+            ])
             .arg(lab.dir())
             .run();
         assert!(out.ok(), "lab up failed:\n{}", out.all());
