@@ -227,7 +227,7 @@ fn exclusive_removes_only_what_it_listed_and_never_locks_us_out() {
     .unwrap()
     .to_string();
     assert!(
-        done.stdout.contains(&format!("vps1")) && done.stdout.contains(&fp),
+        done.stdout.contains("vps1") && done.stdout.contains(&fp),
         "{}",
         done.all()
     );
