@@ -240,6 +240,16 @@ pub fn config_remove_key(text: &str, fingerprint: &str) -> (String, Option<KeyLi
         Some((i, k)) => {
             let mut lines = lines;
             lines.remove(i);
+            if config_key_lines(&lines).is_empty() {
+                // An empty list must stay a list: `public-keys:` alone would be null.
+                if let Some(p) = lines
+                    .iter()
+                    .position(|l| l.trim_start().starts_with("public-keys:"))
+                {
+                    let pad = &lines[p][..lines[p].len() - lines[p].trim_start().len()];
+                    lines[p] = format!("{pad}public-keys: []");
+                }
+            }
             let mut out = lines.join("\n");
             out.push('\n');
             (out, Some(k))
@@ -365,5 +375,9 @@ mod tests {
         let (same, none) = config_remove_key(&out, &fp);
         assert!(none.is_none());
         assert_eq!(same, out);
+        // Removing the last key leaves an empty list, still valid.
+        let (empty, _) = config_remove_key(&out, &KeyLine::parse(K1).unwrap().fingerprint());
+        assert_eq!(empty, "ssh-access:\n  public-keys: []\n");
+        assert!(crate::config::parse(&empty, Path::new("x")).is_ok());
     }
 }

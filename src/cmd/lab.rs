@@ -1,5 +1,5 @@
 //! `0km lab up N | status | down | demo`: the local lab of throwaway VPSes (see `docs/lab.md`).
-//! `demo` starts a small lab, runs `check` and `exec` on it, and tears it down.
+//! `demo` starts a small lab, runs `check`, `vps-setup` and `exec` on it, and tears it down.
 
 use crate::app::App;
 use crate::cmd::{Status, UsageError};
@@ -15,7 +15,7 @@ pub enum LabCommand {
     Status(DirArgs),
     /// Stop exactly the processes the lab started and remove it
     Down(DirArgs),
-    /// Start a 3-host lab, run `check` and `exec` on it, show the summary, tear it down
+    /// Start a 3-host lab, run `check`, `vps-setup` and `exec` on it, tear it down
     Demo(DirArgs),
 }
 
@@ -152,27 +152,50 @@ async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
         },
     )
     .await;
+    let setup = match &check {
+        Ok(_) => {
+            app.ui
+                .out("\n$ 0km vps-setup @vps --no-docker   # keys, charm store, the vps helper");
+            Some(
+                crate::cmd::vps_setup::run(
+                    &lab_app,
+                    &crate::cmd::vps_setup::VpsSetupArgs {
+                        targets: vec!["@vps".into()],
+                        domain: None,
+                        exclusive: false,
+                        no_docker: true,
+                        without_docker_clean: false,
+                    },
+                )
+                .await,
+            )
+        }
+        Err(_) => None,
+    };
     app.ui
-        .out("\n$ 0km exec @vps -- uname -sr   # identical outputs are shown once");
-    let exec = match &check {
-        Ok(_) => Some(
+        .out("\n$ 0km exec @vps -- vps version   # identical outputs are shown once");
+    let exec = match &setup {
+        Some(Ok(_)) => Some(
             crate::cmd::exec::run(
                 &lab_app,
                 &crate::cmd::exec::ExecArgs {
                     targets: vec!["@vps".into()],
-                    command: vec!["uname".into(), "-sr".into()],
+                    command: vec!["vps".into(), "version".into()],
                 },
             )
             .await,
         ),
-        Err(_) => None,
+        _ => None,
     };
     lab_app.shutdown().await;
     let check = check?;
+    let setup = setup.transpose()?.unwrap_or(Status::HostsFailed);
     let exec = exec.transpose()?.unwrap_or(Status::HostsFailed);
-    Ok(if check == Status::Success && exec == Status::Success {
-        Status::Success
-    } else {
-        Status::HostsFailed
-    })
+    Ok(
+        if [check, setup, exec].iter().all(|s| *s == Status::Success) {
+            Status::Success
+        } else {
+            Status::HostsFailed
+        },
+    )
 }

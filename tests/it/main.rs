@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod exec;
 mod hostkeys;
+mod keys;
 mod lab;
 mod lifecycle;
 mod vps_setup;
