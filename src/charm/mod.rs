@@ -39,6 +39,21 @@ pub struct Metadata {
     /// Debian packages the charm's hooks need, installed before they run.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Backup components (name -> paths), accepted now and read by backups and recovery.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub components: std::collections::BTreeMap<String, Component>,
+}
+
+/// A part of a host that a backup can restore on its own (mailcow's `vmail`, `mysql`, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Component {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 /// The names of the embedded charms.
