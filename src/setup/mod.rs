@@ -13,6 +13,7 @@ use crate::target::Target;
 use crate::ui::{HostResult, Reporter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What `vps-setup` was asked to do, resolved from flags and config.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct StepReport {
     pub state: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// Wall time of the step on this host.
+    pub ms: u128,
 }
 
 /// The order of the steps, for tables.
@@ -145,6 +148,7 @@ async fn setup_host(
     method: UploadMethod,
 ) -> Result<Done, StepFailure> {
     let mut steps: Vec<StepReport> = Vec::new();
+    let mut clock = Instant::now();
     let mut notes: Vec<String> = Vec::new();
     let fail = |f: StepFailure, steps: &[StepReport]| with_steps(f, steps);
 
@@ -176,7 +180,7 @@ async fn setup_host(
             changed = true;
         }
     }
-    steps.push(report("keys", changed, detail.join(", ")));
+    steps.push(report("keys", changed, detail.join(", "), &mut clock));
 
     // 2. domain
     match opts.domains.get(&ctx.target.name) {
@@ -190,7 +194,7 @@ async fn setup_host(
             } else {
                 domain.clone()
             };
-            steps.push(report("domain", changed, detail));
+            steps.push(report("domain", changed, detail, &mut clock));
         }
         None => steps.push(skipped(
             "domain",
@@ -215,6 +219,7 @@ async fn setup_host(
         } else {
             String::new()
         },
+        &mut clock,
     ));
 
     // 4. packages the charms need
@@ -256,6 +261,7 @@ async fn setup_host(
         "packages",
         !installed.is_empty(),
         installed.join(" "),
+        &mut clock,
     ));
 
     // 5-6. charm installs
@@ -278,7 +284,12 @@ async fn setup_host(
                 .into_iter()
                 .map(|n| format!("{c}: {n}")),
         );
-        steps.push(report(c, !changes.is_empty(), changes.join("; ")));
+        steps.push(report(
+            c,
+            !changes.is_empty(),
+            changes.join("; "),
+            &mut clock,
+        ));
     }
 
     let changed = steps.iter().any(|s| s.state == "changed");
@@ -298,11 +309,14 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn report(step: &str, changed: bool, detail: String) -> StepReport {
+fn report(step: &str, changed: bool, detail: String, clock: &mut Instant) -> StepReport {
+    let ms = clock.elapsed().as_millis();
+    *clock = Instant::now();
     StepReport {
         step: step.into(),
         state: if changed { "changed" } else { "unchanged" },
         detail,
+        ms,
     }
 }
 
@@ -311,6 +325,7 @@ fn skipped(step: &str, why: &str) -> StepReport {
         step: step.into(),
         state: "skipped",
         detail: why.into(),
+        ms: 0,
     }
 }
 
