@@ -237,23 +237,29 @@ stats() {
         }' >>"$results"
 }
 
+# Runs variant $1 once, output kept aside; a failure stops the benchmark and shows why.
+run_once() {
+    if ! bash -c "${cmd[$1]}" >"$work/last.out" 2>&1; then
+        tail -20 "$work/last.out" >&2
+        echo "fanout.sh: $1 failed ($2): ${cmd[$1]}" >&2
+        exit 1
+    fi
+}
+
 interleaved() {
     local -A times=()
     local r k t t0 t1 nu=${#units[@]}
     say "warm-up round (untimed)"
     for t in "${order[@]}"; do
         bash -c "${prep[$t]}"
-        bash -c "${cmd[$t]}" >/dev/null 2>&1
+        run_once "$t" warm-up
     done
     for ((r = 0; r < RUNS; r++)); do
         for ((k = 0; k < nu; k++)); do
             for t in ${units[(r + k) % nu]}; do
                 bash -c "${prep[$t]}"
                 t0=$(date +%s%N)
-                if ! bash -c "${cmd[$t]}" >/dev/null 2>&1; then
-                    echo "fanout.sh: $t failed in round $((r + 1))" >&2
-                    exit 1
-                fi
+                run_once "$t" "round $((r + 1))"
                 t1=$(date +%s%N)
                 times[$t]+="$(((t1 - t0) / 1000000000)).$(printf '%06d' $(((t1 - t0) % 1000000000 / 1000))) "
             done

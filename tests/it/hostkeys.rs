@@ -93,3 +93,56 @@ fn a_changed_host_key_is_refused_with_the_fix() {
         "known_hosts untouched"
     );
 }
+
+#[test]
+fn on_a_terminal_new_hosts_are_shown_with_fingerprints_and_asked_about_once() {
+    let lab = Lab::up(2);
+    let kh = lab.root.path().join("empty_known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let cfg = with_known_hosts(&lab, &kh, "empty");
+    let fingerprints: Vec<String> = ["vps1", "vps2"]
+        .iter()
+        .map(|h| {
+            let out = std::process::Command::new("ssh-keygen")
+                .arg("-lf")
+                .arg(
+                    lab.dir()
+                        .join(format!("hosts/{h}/ssh_host_ed25519_key.pub")),
+                )
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let run = lab.zerokm_with(
+        Some(&cfg),
+        ["exec", "@vps", "--", "echo", "ran-on-$(hostname)"],
+    );
+    let out = crate::support::on_terminal(run, &[("Trust these keys", "y")]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.text);
+    // One question listing both hosts with their real fingerprints.
+    // (dialoguer redraws the question with the answer, hence "[y/N]" to count questions.)
+    assert_eq!(
+        out.text.matches("in known_hosts? [y/N]").count(),
+        1,
+        "{}",
+        out.text
+    );
+    for fp in &fingerprints {
+        assert!(
+            out.text.contains(fp.as_str()),
+            "{fp} not shown:\n{}",
+            out.text
+        );
+    }
+    let known = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(known.lines().count(), 2, "{known}");
+    // Recorded: the next run asks nothing, even without a terminal.
+    lab.zerokm_with(Some(&cfg), ["--no-reuse", "exec", "@vps", "--", "true"])
+        .run()
+        .success();
+}

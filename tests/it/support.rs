@@ -280,3 +280,32 @@ pub fn with_known_hosts(lab: &Lab, known_hosts: &Path, name: &str) -> PathBuf {
     .expect("write config");
     new_cfg
 }
+
+/// What a run on a pseudo-terminal printed (stdout and stderr mixed, as on a screen).
+pub struct TerminalRun {
+    pub status: std::process::ExitStatus,
+    pub text: String,
+}
+
+/// Runs a `0km` command on a pseudo-terminal (tests/it/expect.py), answering each prompt
+/// matching a pattern with the given keys.
+pub fn on_terminal(run: Run, steps: &[(&str, &str)]) -> TerminalRun {
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/expect.py"))
+        .arg("60")
+        .arg(serde_json::to_string(steps).expect("json"))
+        .arg("--")
+        .arg(run.cmd.get_program())
+        .args(run.cmd.get_args());
+    for (k, v) in run.cmd.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("python3 expect.py");
+    TerminalRun {
+        status: out.status,
+        text: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}

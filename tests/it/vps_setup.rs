@@ -295,27 +295,15 @@ fn a_password_only_host_is_set_up_through_one_interactive_login() {
         .stdout_has("on a terminal");
     // On a terminal: asked once, the password typed into ssh's own prompt, then set up.
     let run = lab.zerokm(["vps-setup", "vps1", "--no-docker"]);
-    let mut cmd = std::process::Command::new("python3");
-    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/expect.py"))
-        .arg("60")
-        .arg(
-            serde_json::json!([
-                ["Log in once with its password", "y"],
-                ["(?i)password:", format!("{}\n", password.trim())]
-            ])
-            .to_string(),
-        )
-        .arg("--")
-        .arg(run.cmd.get_program());
-    cmd.args(run.cmd.get_args());
-    for (k, v) in run.cmd.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let answer = format!("{}\n", password.trim());
+    let out = crate::support::on_terminal(
+        run,
+        &[
+            ("Log in once with its password", "y"),
+            ("(?i)password:", &answer),
+        ],
+    );
+    let text = &out.text;
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
         text.contains("vps1  changed  "),
