@@ -6,6 +6,9 @@
 #      master, on N hosts whose store was emptied (warm connections, so the upload is what
 #      differs), on loopback and again with RTT_MS (default 40) of latency added by a relay
 #      (tests/bench/delay-relay.py as ProxyCommand: this kernel has no netem).
+#   1b. the same 1 vs N with RTT_MS of latency: on loopback every lab host shares this
+#      machine's cores, so N hosts cost N times the CPU; with latency, as on a real fleet,
+#      waiting dominates and the parallelism shows.
 # Prints the medians of RUNS runs (default 5) and the ratios.
 #
 # Usage: tests/bench/setup.sh [N]        Environment: RUNS=5, ZEROKM_BIN=path/to/0km
@@ -42,6 +45,12 @@ cfg=$lab/config.yml
 many=$(seq -f 'vps%g' 2 "$((N + 1))" | paste -sd, -)
 all="vps1,$many"
 
+# The same lab seen through a relay that adds RTT_MS of latency to every connection.
+awk -v relay="$root/tests/bench/delay-relay.py" -v rtt="$RTT_MS" \
+    '/^Host /{ print; print "  ProxyCommand python3 " relay " " rtt " %h %p"; next } 1' \
+    "$lab/ssh_config" >"$work/ssh_config_slow"
+sed "s|config-file: .*|config-file: $work/ssh_config_slow|" "$cfg" >"$work/slow.yml"
+
 now() { date +%s.%N; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 km() { "$bin" --config "$cfg" --quiet "$@" >/dev/null; }
@@ -77,6 +86,17 @@ c1=$(printf '%s\n' "${cpu1[@]}" | median)
 cn=$(printf '%s\n' "${cpun[@]}" | median)
 cores=$(nproc)
 
+echo "== vps-setup: 1 host vs $N hosts with ${RTT_MS} ms of round-trip latency ($RUNS runs)" >&2
+one_s=() many_s=()
+for ((r = 1; r <= RUNS; r++)); do
+    reset_hosts
+    one_s+=("$(timed "$bin" --config "$work/slow.yml" --quiet --no-reuse vps-setup vps1)")
+    many_s+=("$(timed "$bin" --config "$work/slow.yml" --quiet --no-reuse vps-setup "$many")")
+    echo "   run $r: 1 host ${one_s[-1]}s, $N hosts ${many_s[-1]}s" >&2
+done
+m1_slow=$(printf '%s\n' "${one_s[@]}" | median)
+mn_slow=$(printf '%s\n' "${many_s[@]}" | median)
+
 echo "== charm-store upload: tar stream vs sftp, $N hosts, warm connections ($RUNS runs)" >&2
 km vps-setup "$many" # every host set up, masters kept for reuse
 # The charms step's own wall time on each host (milliseconds, from --json), every host and
@@ -101,15 +121,11 @@ compare_uploads() { # CONFIG -> prints "TAR_MEDIAN SFTP_MEDIAN"
 read -r mt ms < <(compare_uploads "$cfg")
 
 echo "== the same with ${RTT_MS} ms of round-trip latency" >&2
-awk -v relay="$root/tests/bench/delay-relay.py" -v rtt="$RTT_MS" \
-    '/^Host /{ print; print "  ProxyCommand python3 " relay " " rtt " %h %p"; next } 1' \
-    "$lab/ssh_config" >"$work/ssh_config_slow"
-sed "s|config-file: .*|config-file: $work/ssh_config_slow|" "$cfg" >"$work/slow.yml"
 read -r mt_slow ms_slow < <(compare_uploads "$work/slow.yml")
 
 files=$("$bin" --config "$cfg" --quiet --json exec vps1 -- 'find /srv/charm-store -type f | wc -l' |
     sed -n 's/.*"stdout":"\([0-9]*\).*/\1/p')
-awk -v mt_slow="$mt_slow" -v ms_slow="$ms_slow" -v rtt="$RTT_MS" -v m1="$m1" -v mn="$mn" -v c1="$c1" -v cn="$cn" -v cores="$cores" -v n="$N" -v mt="$mt" -v ms="$ms" -v files="$files" -v runs="$RUNS" 'BEGIN {
+awk -v m1_slow="$m1_slow" -v mn_slow="$mn_slow" -v mt_slow="$mt_slow" -v ms_slow="$ms_slow" -v rtt="$RTT_MS" -v m1="$m1" -v mn="$mn" -v c1="$c1" -v cn="$cn" -v cores="$cores" -v n="$N" -v mt="$mt" -v ms="$ms" -v files="$files" -v runs="$RUNS" 'BEGIN {
     printf "\nvps-setup (median of %d runs)\n", runs
     printf "  %-34s %8.3f s\n", "1 host", m1
     printf "  %-34s %8.3f s\n", n " hosts", mn
@@ -117,6 +133,10 @@ awk -v mt_slow="$mt_slow" -v ms_slow="$ms_slow" -v rtt="$RTT_MS" -v m1="$m1" -v 
     printf "  %-34s %8.2f s   (all processes: 0km, ssh, and the lab hosts themselves)\n", "CPU used, 1 host", c1
     printf "  %-34s %8.2f s   = %.2f s per host\n", "CPU used, " n " hosts", cn, cn / n
     printf "  %-34s %8.2f s   (CPU used / %d cores: the lab hosts share this machine)\n", "CPU floor for " n " hosts", cn / cores, cores
+    printf "\nvps-setup with %d ms round trips (median)\n", rtt
+    printf "  %-34s %8.3f s\n", "1 host", m1_slow
+    printf "  %-34s %8.3f s\n", n " hosts", mn_slow
+    printf "  %-34s %8.2f x   goal <= 1.5x: %s\n", n " hosts / 1 host", mn_slow / m1_slow, (mn_slow / m1_slow <= 1.5) ? "met" : "NOT met"
     printf "\ncharm store upload, %d hosts at once, %s files each (charms step per host, median of all)\n", n, files
     printf "  %-34s %8.0f ms\n", "tar stream (default)", mt
     printf "  %-34s %8.0f ms\n", "sftp", ms
