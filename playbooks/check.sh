@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # check: read-only facts about one host, for `0km check`.
 # Changes nothing. Prints one machine-readable line last:
-#   0km-result {"os":"...","kernel":"...","uptime_s":N,"disk_free_bytes":N,"disk_size_bytes":N,"charms":["..."]}
+#   0km-result {"os":"...","kernel":"...","uptime_s":N,"disk_free_bytes":N,"disk_size_bytes":N,
+#               "charms":["..."],"backup":null|{"last_success":EPOCH|null,"last_attempt":EPOCH|null,"exit_code":N|null}}
 set -euo pipefail
 
 json_str() {
@@ -46,5 +47,19 @@ for c in "${charms[@]+"${charms[@]}"}"; do
     charm_json+="${charm_json:+,}$(json_str "$c")"
 done
 
-printf '0km-result {"os":%s,"kernel":%s,"uptime_s":%s,"disk_free_bytes":%s,"disk_size_bytes":%s,"charms":[%s]}\n' \
-    "$(json_str "$os")" "$(json_str "$kernel")" "${uptime_s:-0}" "${disk_free:-0}" "${disk_size:-0}" "$charm_json"
+# Backup state, from the status file of the rsync-backup charm (numbers only: nothing else is
+# taken from it).
+backup=null
+status_file=/var/lib/rsync-backup/status.json
+if [[ -f /etc/rsync-backup/target.conf ]]; then
+    field() {
+        local v
+        v=$(sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" "$status_file" 2>/dev/null | head -n 1)
+        printf '%s' "${v:-null}"
+    }
+    backup=$(printf '{"last_success":%s,"last_attempt":%s,"exit_code":%s}' \
+        "$(field last_success)" "$(field last_attempt)" "$(field exit_code)")
+fi
+
+printf '0km-result {"os":%s,"kernel":%s,"uptime_s":%s,"disk_free_bytes":%s,"disk_size_bytes":%s,"charms":[%s],"backup":%s}\n' \
+    "$(json_str "$os")" "$(json_str "$kernel")" "${uptime_s:-0}" "${disk_free:-0}" "${disk_size:-0}" "$charm_json" "$backup"

@@ -60,6 +60,15 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Standardise access (your keys), set the domain, make hosts charm- and compose-ready
     VpsSetup(crate::cmd::vps_setup::VpsSetupArgs),
+    /// Install backups to an archive server on VPSes (vps-install backup ...)
+    #[command(subcommand)]
+    VpsInstall(crate::cmd::vps_install::VpsInstallCommand),
+    /// What the archive server holds (vps-backup list ...)
+    #[command(subcommand)]
+    VpsBackup(crate::cmd::vps_backup::VpsBackupCommand),
+    /// Set up an archive server for backups (backup-server setup ...)
+    #[command(subcommand)]
+    BackupServer(crate::cmd::backup_server::BackupServerCommand),
     /// Manage the public keys vps-setup installs (ssh-access.public-keys)
     #[command(subcommand)]
     Keys(crate::cmd::keys::KeysCommand),

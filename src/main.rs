@@ -3,6 +3,7 @@
 //! Ctrl-C ends the run cleanly: connections are closed before exiting.
 
 mod app;
+mod backup;
 mod charm;
 mod cli;
 mod cmd;
@@ -72,6 +73,9 @@ async fn dispatch(app: &app::App, command: &Command) -> anyhow::Result<Status> {
     match command {
         Command::VpsSetup(a) => cmd::vps_setup::run(app, a).await,
         Command::Keys(c) => cmd::keys::run(app, c).await,
+        Command::VpsInstall(c) => cmd::vps_install::run(app, c).await,
+        Command::VpsBackup(c) => cmd::vps_backup::run(app, c).await,
+        Command::BackupServer(c) => cmd::backup_server::run(app, c).await,
         Command::Exec(a) => cmd::exec::run(app, a).await,
         Command::Check(a) => cmd::check::run(app, a).await,
         Command::Lab(c) => cmd::lab::run(app, c).await,

@@ -45,6 +45,11 @@ pub const CHARM_INSTALL: Playbook = Playbook {
     script: include_str!("../playbooks/charm-install.sh"),
 };
 
+pub const BACKUP_SERVER_SETUP: Playbook = Playbook {
+    name: "backup-server-setup",
+    script: include_str!("../playbooks/backup-server-setup.sh"),
+};
+
 impl Playbook {
     /// The remote command line: `bash -s -- ARGS...`, every argument quoted.
     pub fn command_line(&self, args: &[&str]) -> String {

@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 
 missing=()
 # The lab's hosts are overlays of this machine: packages the charms install (docker-host:
-# docker.io, docker-compose; base: cron) are installed here once so that every lab host
-# already has them instead of downloading them again.
-for pkg in openssh-server openssh-client rsync shellcheck docker.io docker-compose cron; do
+# docker.io, docker-compose; base: cron; the archive server: sudo) are installed here once so
+# that every lab host already has them instead of downloading them again. mariadb-server is
+# for the test of the database dump (started by hand inside a lab host, never here).
+for pkg in openssh-server openssh-client rsync shellcheck docker.io docker-compose cron sudo \
+    mariadb-server python3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

@@ -62,9 +62,18 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
 
 fn print_table(app: &App, results: &[HostResult]) {
     let header = [
-        "HOST", "STATE", "OS", "KERNEL", "UPTIME", "FREE /", "CHARMS",
+        "HOST",
+        "STATE",
+        "OS",
+        "KERNEL",
+        "UPTIME",
+        "FREE /",
+        "CHARMS",
+        "LAST BACKUP",
     ];
-    let rows: Vec<[String; 7]> = results
+    let now = crate::cmd::vps_backup::now_epoch();
+    let mut stale = Vec::new();
+    let rows: Vec<[String; 8]> = results
         .iter()
         .map(|r| {
             let d = &r.data;
@@ -99,6 +108,13 @@ fn print_table(app: &App, results: &[HostResult]) {
                 } else {
                     charms.join(",")
                 },
+                {
+                    let (cell, is_stale) = backup_cell(&d["backup"], now);
+                    if is_stale {
+                        stale.push(r.host.clone());
+                    }
+                    cell
+                },
             ]
         })
         .collect();
@@ -122,6 +138,40 @@ fn print_table(app: &App, results: &[HostResult]) {
     for row in &rows {
         app.ui.out(&fmt(row.iter().map(String::as_str).collect()));
     }
+    if !stale.is_empty() {
+        app.ui.out(&format!(
+            "STALE backups (none successful for {}h): {}; see `vps backup-status` on them",
+            STALE_AFTER_S / 3600,
+            stale.join(", ")
+        ));
+    }
+}
+
+/// A backup older than this is flagged: a daily schedule that missed a whole day.
+pub const STALE_AFTER_S: i64 = 36 * 3600;
+
+/// The LAST BACKUP cell and whether it is stale: `-` no backup installed, `never`, `3h ago`,
+/// `STALE 2d ago`; a failed last attempt is said too.
+fn backup_cell(b: &serde_json::Value, now: i64) -> (String, bool) {
+    if !b.is_object() {
+        return ("-".into(), false);
+    }
+    let failed = b["exit_code"].as_i64().is_some_and(|c| c != 0);
+    let (mut cell, stale) = match b["last_success"].as_i64() {
+        None => ("never".to_string(), true),
+        Some(t) => {
+            let ago = format!("{} ago", crate::cmd::vps_backup::age(now - t));
+            if now - t > STALE_AFTER_S {
+                (format!("STALE {ago}"), true)
+            } else {
+                (ago, false)
+            }
+        }
+    };
+    if failed {
+        cell.push_str(" (last attempt failed)");
+    }
+    (cell, stale)
 }
 
 pub fn human_uptime(secs: u64) -> String {
@@ -158,5 +208,24 @@ mod tests {
         assert_eq!(human_uptime(2 * 86_400 + 3600), "2d01h");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn backup_ages_and_staleness() {
+        let now = 1_000_000;
+        let cell = |v: serde_json::Value| backup_cell(&v, now);
+        assert_eq!(cell(serde_json::Value::Null), ("-".into(), false));
+        assert_eq!(
+            cell(serde_json::json!({"last_success": null})),
+            ("never".into(), true)
+        );
+        assert_eq!(
+            cell(serde_json::json!({"last_success": now - 7200, "exit_code": 0})),
+            ("2h ago".into(), false)
+        );
+        assert_eq!(
+            cell(serde_json::json!({"last_success": now - 3 * 86_400, "exit_code": 12})),
+            ("STALE 3d ago (last attempt failed)".into(), true)
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! `0km lab up N | status | down | demo`: the local lab of throwaway VPSes (see `docs/lab.md`).
-//! `demo` starts a small lab, runs `check`, `vps-setup` and `exec` on it, and tears it down.
+//! `demo` starts a small lab, runs `check` and `vps-setup`, sets up the archive host and backs
+//! the VPSes up to it, runs `exec`, and tears it down.
 
 use crate::app::App;
 use crate::cmd::{Status, UsageError};
@@ -15,7 +16,7 @@ pub enum LabCommand {
     Status(DirArgs),
     /// Stop exactly the processes the lab started and remove it
     Down(DirArgs),
-    /// Start a 3-host lab, run `check`, `vps-setup` and `exec` on it, tear it down
+    /// Start a 3-host lab: check, vps-setup, an archive server and backups, exec; tear it down
     Demo(DirArgs),
 }
 
@@ -143,6 +144,8 @@ async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
     let mut global = app.global.clone();
     global.no_reuse = true;
     global.reuse_idle = None;
+    // The demo's own throwaway lab: its questions (authorise the backup keys) answer yes.
+    global.yes = true;
     let lab_app = App::new(global, loaded);
     app.ui.out("\n$ 0km check @lab");
     let check = crate::cmd::check::run(
@@ -172,9 +175,13 @@ async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
         }
         Err(_) => None,
     };
+    let backups = match &setup {
+        Some(Ok(_)) => Some(demo_backups(app, &lab_app).await),
+        _ => None,
+    };
     app.ui
         .out("\n$ 0km exec @vps -- vps version   # identical outputs are shown once");
-    let exec = match &setup {
+    let exec = match &backups {
         Some(Ok(_)) => Some(
             crate::cmd::exec::run(
                 &lab_app,
@@ -190,12 +197,57 @@ async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
     lab_app.shutdown().await;
     let check = check?;
     let setup = setup.transpose()?.unwrap_or(Status::HostsFailed);
+    let backups = backups.transpose()?.unwrap_or(Status::HostsFailed);
     let exec = exec.transpose()?.unwrap_or(Status::HostsFailed);
     Ok(
-        if [check, setup, exec].iter().all(|s| *s == Status::Success) {
+        if [check, setup, backups, exec]
+            .iter()
+            .all(|s| *s == Status::Success)
+        {
             Status::Success
         } else {
             Status::HostsFailed
         },
     )
+}
+
+/// The archive host becomes an archive server, the VPSes back up to it, and the archive
+/// lists what it holds.
+async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
+    use crate::cmd::{backup_server, vps_backup, vps_install};
+    app.ui
+        .out("\n$ 0km backup-server setup root@archive --admin myadmin");
+    let s = backup_server::run(
+        lab_app,
+        &backup_server::BackupServerCommand::Setup(backup_server::SetupArgs {
+            host: "root@archive".into(),
+            admin: "myadmin".into(),
+            keep_days: 30,
+        }),
+    )
+    .await?;
+    if s != Status::Success {
+        return Ok(s);
+    }
+    app.ui
+        .out("\n$ 0km vps-install backup myadmin@archive @vps --yes");
+    let s = vps_install::run(
+        lab_app,
+        &vps_install::VpsInstallCommand::Backup(vps_install::BackupArgs {
+            args: vec!["myadmin@archive".into(), "@vps".into()],
+            schedule: None,
+        }),
+    )
+    .await?;
+    if s != Status::Success {
+        return Ok(s);
+    }
+    app.ui.out("\n$ 0km vps-backup list myadmin@archive");
+    vps_backup::run(
+        lab_app,
+        &vps_backup::VpsBackupCommand::List(vps_backup::ListArgs {
+            server: Some("myadmin@archive".into()),
+        }),
+    )
+    .await
 }

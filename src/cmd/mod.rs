@@ -1,11 +1,14 @@
 //! One file per subcommand: its clap arguments and a `run` that builds options and calls the
 //! domain layer. The shared pieces: the exit status policy and the re-run command line.
 
+pub mod backup_server;
 pub mod check;
 pub mod completions;
 pub mod exec;
 pub mod keys;
 pub mod lab;
+pub mod vps_backup;
+pub mod vps_install;
 pub mod vps_setup;
 
 use crate::ui::{HostResult, Outcome};

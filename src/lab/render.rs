@@ -66,7 +66,7 @@ pub(super) fn config_yml(
         "# 0km config for the lab in {}; written by `0km lab up`\n\
          ssh:\n  config-file: {ssh_config}\n\
          ssh-access:\n  public-keys:\n    - {}\n\
-         backup:\n  server: root@{ARCHIVE}\n\
+         backup:\n  server: myadmin@{ARCHIVE}\n\
          hosts:\n",
         dir.display(),
         yaml_scalar(public_key.trim()),

@@ -163,6 +163,59 @@ async fn resolve(opts: &SshOptions, target: &Target) -> Result<Resolved, Connect
     })
 }
 
+/// Where ssh really connects for a target, and the keys known_hosts records for it: what
+/// another machine (a VPS sending its backups to this archive) needs to connect to the same
+/// server with the same trust.
+#[derive(Debug, Clone)]
+pub struct KnownEndpoint {
+    pub hostname: String,
+    pub port: u16,
+    /// `HOST TYPE BLOB` lines, HOST written as that machine's ssh will look it up.
+    pub lines: Vec<String>,
+}
+
+pub async fn known_endpoint(opts: &SshOptions, target: &Target) -> Result<KnownEndpoint, String> {
+    let r = resolve(opts, target).await.map_err(|e| e.to_string())?;
+    let known_as = match (&r.alias, r.port) {
+        (Some(a), _) => a.clone(),
+        (None, 22) => r.hostname.clone(),
+        (None, p) => format!("[{}]:{p}", r.hostname),
+    };
+    let out = tokio::process::Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(&known_as)
+        .arg("-f")
+        .arg(&r.known_hosts)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ssh-keygen: {e}"))?;
+    let plain_as = match r.port {
+        22 => r.hostname.clone(),
+        p => format!("[{}]:{p}", r.hostname),
+    };
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with('@'))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace().skip(1);
+            let (ty, blob) = (parts.next()?, parts.next()?);
+            Some(format!("{plain_as} {ty} {blob}"))
+        })
+        .collect();
+    if lines.is_empty() {
+        return Err(format!(
+            "no key for {known_as} in {}: connect to it once first",
+            r.known_hosts.display()
+        ));
+    }
+    Ok(KnownEndpoint {
+        hostname: r.hostname,
+        port: r.port,
+        lines,
+    })
+}
+
 /// Asks the host for its keys (`ssh-keyscan`), to show their fingerprints before trusting.
 pub async fn scan(opts: &SshOptions, target: &Target) -> Result<Vec<NewHostKey>, ConnectError> {
     let r = resolve(opts, target).await?;

@@ -13,7 +13,7 @@ mod identity;
 mod master;
 mod quote;
 
-pub use hostkey::{fingerprint, HostKeyChange, NewHostKey};
+pub use hostkey::{fingerprint, HostKeyChange, KnownEndpoint, NewHostKey};
 pub use quote::{join as quote_join, quote};
 
 use crate::target::Target;
@@ -144,6 +144,12 @@ impl Engine {
     /// Looks up the keys a host presents, for the "trust these new hosts?" question.
     pub async fn scan_host_keys(&self, target: &Target) -> Result<Vec<NewHostKey>, ConnectError> {
         hostkey::scan(&self.opts, target).await
+    }
+
+    /// The address, port and recorded host keys of `target` as this workstation's ssh sees
+    /// them (for a VPS that must connect to the same server).
+    pub async fn known_endpoint(&self, target: &Target) -> Result<KnownEndpoint, String> {
+        hostkey::known_endpoint(&self.opts, target).await
     }
 
     /// Key blobs of the identities ssh may log in to `target` with (agent and IdentityFile).

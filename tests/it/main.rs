@@ -5,6 +5,7 @@
 
 mod support;
 
+mod backup;
 mod check;
 mod config;
 mod exec;

@@ -1,0 +1,129 @@
+//! `0km backup-server setup [USER@]HOST[:PORT] --admin NAME`: turns a Debian host into an
+//! archive server (see `docs/archive.md`): the backup account whose keys are each locked to
+//! one VPS's area, and the admin account that accepts the config's keys with a forced
+//! command. Re-running changes nothing.
+
+use crate::app::App;
+use crate::cmd::{Status, UsageError};
+use crate::fleet::{Done, RunLog};
+use crate::keys::KeyLine;
+use crate::ui::{print_summary, SummaryInfo};
+use clap::{Args, Subcommand};
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum BackupServerCommand {
+    /// Make HOST an archive server (run as root on it; safe to re-run)
+    Setup(SetupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The host, reached as root (or USER with root rights): root@core.example.com:10023
+    #[arg(value_name = "[USER@]HOST[:PORT]")]
+    pub host: String,
+    /// Name of the admin account to create (used as ADMIN@HOST[:PORT] afterwards)
+    #[arg(long, value_name = "NAME")]
+    pub admin: String,
+    /// Days of daily snapshots kept per VPS
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub keep_days: u32,
+}
+
+pub async fn run(app: &App, cmd: &BackupServerCommand) -> anyhow::Result<Status> {
+    match cmd {
+        BackupServerCommand::Setup(a) => setup(app, a).await,
+    }
+}
+
+async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
+    let admin_ok = !a.admin.is_empty()
+        && a.admin.len() <= 32
+        && a.admin
+            .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && a.admin
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && !["root", "rsync-backup"].contains(&a.admin.as_str());
+    if !admin_ok {
+        return Err(UsageError(format!(
+            "--admin {}: not a valid account name (lowercase letters, digits, `_`, `-`, starting with a letter; not root or rsync-backup)",
+            a.admin
+        ))
+        .into());
+    }
+    let keys: Vec<KeyLine> = app
+        .config
+        .config
+        .ssh_access
+        .public_keys
+        .iter()
+        .map(|k| KeyLine::parse(k))
+        .collect::<Result<_, _>>()
+        .map_err(UsageError)?;
+    if keys.is_empty() {
+        return Err(UsageError(format!(
+            "no public keys in {}: the admin account accepts the keys of ssh-access.public-keys; add one with `0km keys add ~/.ssh/id_ed25519.pub`",
+            crate::config::write_path(&app.config).display()
+        ))
+        .into());
+    }
+    let targets = crate::target::resolve(std::slice::from_ref(&a.host), &app.config.config)?;
+    let start = Instant::now();
+    let fleet = app.fleet()?;
+    let log = RunLog::create("backup-server");
+    let keep = a.keep_days.to_string();
+    let mut args: Vec<String> = vec![a.admin.clone(), keep];
+    for k in &keys {
+        args.push(k.key_type.clone());
+        args.push(k.blob.clone());
+    }
+    let results = fleet
+        .run(&targets, app.ui.reporter(1), log.clone(), |ctx| {
+            let args = args.clone();
+            async move {
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                let r = crate::setup::run_playbook(
+                    &ctx,
+                    "archive setup",
+                    &crate::playbook::BACKUP_SERVER_SETUP,
+                    &a,
+                )
+                .await?;
+                Ok(Done {
+                    changed: r["changed"].as_bool().unwrap_or(false),
+                    data: r,
+                })
+            }
+        })
+        .await?;
+    if !app.ui.json {
+        for r in &results {
+            if matches!(
+                r.status,
+                crate::ui::Outcome::Ok | crate::ui::Outcome::Changed
+            ) {
+                let port = targets[0].port.map(|p| format!(":{p}")).unwrap_or_default();
+                let host = targets[0].destination();
+                app.ui.out(&format!(
+                    "{} is an archive server ({}). Admin account: {}@{host}{port}\n  0km vps-install backup {}@{host}{port} VPS...\n  0km vps-backup list {}@{host}{port}",
+                    r.host,
+                    if r.status == crate::ui::Outcome::Changed { "changed" } else { "unchanged" },
+                    a.admin,
+                    a.admin,
+                    a.admin
+                ));
+            }
+        }
+    }
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|failed| crate::cmd::rerun_line(std::slice::from_ref(&a.host), failed),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}

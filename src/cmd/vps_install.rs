@@ -1,0 +1,197 @@
+//! `0km vps-install backup [ADMIN@SERVER[:PORT]] VPS...`: backups for every VPS at once, as
+//! the manual's `0km vps-install backup myadmin@core-06.0k.io:10023 myvps.fr`. The server may
+//! come from `backup.server` in the config. See `backup/install.rs`.
+
+use crate::app::App;
+use crate::backup::install::{self, InstallOptions};
+use crate::backup::ArchiveSpec;
+use crate::cmd::{Status, UsageError};
+use crate::fleet::RunLog;
+use crate::ui::{print_summary, HostResult, SummaryInfo};
+use clap::{Args, Subcommand};
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum VpsInstallCommand {
+    /// Install backups to an archive server on every VPS, authorise their keys, back up now
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// [ADMIN@SERVER[:PORT]] then the VPSes (names, @group, globs). Without a server, the
+    /// config's backup.server is used
+    #[arg(required = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// Time of the daily backup, "MIN HOUR" (default: a night time derived from the host name)
+    #[arg(long, value_name = "\"MIN HOUR\"")]
+    pub schedule: Option<String>,
+}
+
+pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
+    let VpsInstallCommand::Backup(a) = cmd;
+    let (spec, selectors) = split_server(&a.args, app.config.config.backup.server.as_deref())?;
+    if let Some(s) = &a.schedule {
+        let ok = s.split_whitespace().collect::<Vec<_>>().as_slice().len() == 2
+            && s.split_whitespace()
+                .zip([59u32, 23])
+                .all(|(v, max)| v.parse::<u32>().is_ok_and(|v| v <= max));
+        if !ok {
+            return Err(UsageError(format!(
+                "--schedule {s:?}: expected \"MIN HOUR\", e.g. \"17 3\""
+            ))
+            .into());
+        }
+    }
+    let targets = crate::target::resolve(&selectors, &app.config.config)?;
+    for t in &targets {
+        let area = crate::backup::area_name(t);
+        if !is_area_name(&area) {
+            return Err(UsageError(format!(
+                "{}: `{area}` cannot name a backup area (lowercase letters, digits, `.`, `-`); give the host a `domain:` in the inventory",
+                t.name
+            ))
+            .into());
+        }
+    }
+    let archive_target = spec.admin_target(&app.config.config);
+    let start = Instant::now();
+    let fleet = app.fleet()?;
+    let log = RunLog::create("vps-install-backup");
+    let opts = InstallOptions {
+        archive: spec,
+        yes: app.global.yes,
+        schedule: a.schedule.clone(),
+    };
+    let results = match install::install_backup(
+        &fleet,
+        &app.ui,
+        &targets,
+        &archive_target,
+        &opts,
+        log.clone(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(install::InstallError::NeedsConfirmation) => {
+            return Err(UsageError(install::InstallError::NeedsConfirmation.to_string()).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !app.ui.json {
+        print_table(app, &results);
+    }
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|failed| crate::cmd::rerun_line(&selectors, failed),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+/// The first argument is the server when it looks like ADMIN@HOST[:PORT] and more follow;
+/// otherwise the config's `backup.server`.
+fn split_server(
+    args: &[String],
+    configured: Option<&str>,
+) -> Result<(ArchiveSpec, Vec<String>), UsageError> {
+    if args.len() >= 2 && args[0].contains('@') {
+        let spec = ArchiveSpec::parse(&args[0]).map_err(UsageError)?;
+        return Ok((spec, args[1..].to_vec()));
+    }
+    match configured {
+        Some(s) => Ok((ArchiveSpec::parse(s).map_err(UsageError)?, args.to_vec())),
+        None => Err(UsageError(
+            "no archive server: give it first (0km vps-install backup ADMIN@SERVER[:PORT] VPS...) or set backup.server in the config".into(),
+        )),
+    }
+}
+
+fn is_area_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && !s.contains("..")
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+}
+
+fn print_table(app: &App, results: &[HostResult]) {
+    let cols = ["charms", "rsync-backup", "authorize", "backup"];
+    let mut rows = vec![{
+        let mut h = vec!["HOST".to_string()];
+        h.extend(cols.iter().map(|c| c.to_string()));
+        h
+    }];
+    let mut details = Vec::new();
+    for r in results {
+        let steps = r.data["steps"].as_array().cloned().unwrap_or_default();
+        let mut row = vec![r.host.clone()];
+        for c in cols {
+            let s = steps.iter().rev().find(|s| s["step"] == c);
+            row.push(match s {
+                Some(s) => s["state"].as_str().unwrap_or("").to_string(),
+                None if r.step.as_deref() == Some(c) => "FAILED".into(),
+                None => String::new(),
+            });
+        }
+        if let Some(b) = steps.iter().find(|s| s["step"] == "backup") {
+            details.push(format!(
+                "  {}: first backup {}",
+                r.host,
+                b["detail"].as_str().unwrap_or("")
+            ));
+        }
+        for n in r.data["notes"].as_array().into_iter().flatten() {
+            if let Some(n) = n.as_str() {
+                details.push(format!("  {}: note: {n}", r.host));
+            }
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        app.ui.out(
+            row.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end(),
+        );
+    }
+    for d in details {
+        app.ui.out(&d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_comes_first_or_from_the_config() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (s, t) = split_server(&a(&["adm@core:10023", "vps1", "vps2"]), None).unwrap();
+        assert_eq!(s.to_string(), "adm@core:10023");
+        assert_eq!(t, ["vps1", "vps2"]);
+        let (s, t) = split_server(&a(&["root@vps1"]), Some("adm@core")).unwrap();
+        assert_eq!(s.host, "core");
+        assert_eq!(t, ["root@vps1"]);
+        assert!(split_server(&a(&["vps1"]), None)
+            .unwrap_err()
+            .0
+            .contains("backup.server"));
+        assert!(is_area_name("mail.example.com"));
+        assert!(!is_area_name("Mail"));
+        assert!(!is_area_name("a..b"));
+    }
+}
