@@ -53,8 +53,10 @@ async fn run(cli: Cli) -> ExitCode {
     let result = tokio::select! {
         r = dispatch(&app, &cli.command) => r,
         _ = tokio::signal::ctrl_c() => {
+            app.ui.note("\ninterrupted: undoing what must not stay (temporary keys), closing connections");
+            app.cleanups.run_all().await;
             app.shutdown().await;
-            app.ui.note("\ninterrupted: connections closed");
+            app.ui.note("interrupted: connections closed");
             return ExitCode::from(130);
         }
     };
