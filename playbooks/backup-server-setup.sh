@@ -106,23 +106,55 @@ tool_archive() {
 #                                  "last_snapshot":"YYYY-MM-DD"|null,"snapshots":["YYYY-MM-DD",..]}]}
 #                              bytes: `du -sb` of the area (hard links counted once); files: regular
 #                              files in the latest snapshot
-#   version                    -> {"changed":false,"version":"1"}
+#   keys                       also lists the read keys: "read_keys":[{"host":"..","type":"..",
+#                              "blob":"..","expires":EPOCH|null}]
+#   grant-read HOST TYPE BLOB MINUTES
+#                              a read key for HOST's snapshots: `command="/usr/local/sbin/
+#                              0km-archive-send HOST",restrict,expiry-time="YYYYMMDDHHMMZ" TYPE
+#                              BLOB 0km-read:HOST:EXPIRY_EPOCH` (1 <= MINUTES <= 1440, the expiry
+#                              rounded up to a whole minute, UTC; sshd itself refuses the key
+#                              afterwards). MINUTES=0: permanent (a VPS's own recover key), no
+#                              expiry-time, comment 0km-read:HOST:permanent. Granting the same
+#                              key again for HOST sets its new expiry. Refused: a backup key, a
+#                              read key of another host, a host without an area.
+#                              -> {"changed":bool,"host":"HOST","expires":EPOCH|null}
+#   revoke-read HOST BLOB      removes that read key of HOST -> {"changed":bool,"host":"HOST"}
+#   snapshots HOST             -> {"changed":false,"host":"..","latest":"YYYY-MM-DD"|null,
+#                                  "snapshots":[{"date":"..","files":N,"bytes":N}]}
+#   inspect HOST SNAPSHOT PATH...
+#                              -> {"changed":false,"snapshot":"YYYY-MM-DD","paths":[{"path":"..",
+#                                  "exists":bool,"type":"dir"|"file"|"link"|"special"|null,
+#                                  "files":N,"bytes":N}]}
+#   checksums HOST SNAPSHOT PATH
+#                              one line per regular file or symlink under PATH, sorted by name:
+#                                SHA256 MODE UID:GID RELPATH     (a regular file)
+#                                LINK TARGET RELPATH             (a symlink; devices are skipped)
+#                              then {"changed":false,"files":N} (N: the lines printed)
+#   version                    -> {"changed":false,"version":"2"}
 #   help                       this text, then {"changed":false,"commands":[...]}
 #
 # HOST: ^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$ without "..". TYPE: ssh-ed25519, ssh-rsa,
 # ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com.
-# BLOB: ^[A-Za-z0-9+/]+={0,3}$, decoding to a key of TYPE.
-# Bad arguments: exit 2, a message on stderr, nothing changed. The last line on stdout is
-# `0km-result {JSON}`. The keys file is rewritten atomically under flock(/etc/0km-archive/lock).
+# BLOB: ^[A-Za-z0-9+/]+={0,3}$, decoding to a key of TYPE. SNAPSHOT: YYYY-MM-DD or `latest`.
+# PATH: relative to the snapshot's root (`etc/ssh`, `srv/datastore/`), letters, digits and
+# @.:+=_,- between slashes, no empty, `.` or `..` part; `.` alone is the whole snapshot.
+# In files and bytes only regular files count: symlinks and devices are stored as plain files
+# (fake-super); their real type is read from the xattr user.rsync.%stat (getfattr).
+# Every command first removes the expired read keys (under the lock); a result then carries
+# "purged":N. Bad arguments: exit 2, a message on stderr, nothing changed. The last line on
+# stdout is `0km-result {JSON}`. The keys file is rewritten atomically under
+# flock(/etc/0km-archive/lock).
 set -euo pipefail
 export LC_ALL=C
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
 
-VERSION=1
+VERSION=2
 CONF=/etc/0km-archive/archive.conf
 LOCK=/etc/0km-archive/lock
 RECEIVE=/usr/local/sbin/0km-archive-receive
+SEND=/usr/local/sbin/0km-archive-send
+MAX_READ_MINUTES=1440
 KEY_TYPES='ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com'
 KEY_TYPES_TEXT='ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com'
 BLOB_RE='^[A-Za-z0-9+/]+={0,3}$'
@@ -174,6 +206,8 @@ BACKUP_USER=$(conf_get BACKUP_USER rsync-backup '^[a-z_][a-z0-9_-]{0,31}$')
 BACKUP_ROOT=$(conf_get BACKUP_ROOT /srv/backup '^/[A-Za-z0-9._/-]+$')
 KEYS_FILE=$BACKUP_ROOT/.ssh/authorized_keys
 BACKUP_LINE_RE="^command=\"${RECEIVE//./\\.} ([a-z0-9.-]+)\",restrict ($KEY_TYPES) ([A-Za-z0-9+/]+={0,3}) 0km-backup:([a-z0-9.-]+)\$"
+READ_LINE_RE="^command=\"${SEND//./\\.} ([a-z0-9.-]+)\",restrict(,expiry-time=\"([0-9]{12})Z\")? ($KEY_TYPES) ([A-Za-z0-9+/]+={0,3}) 0km-read:([a-z0-9.-]+):([0-9]{1,12}|permanent)\$"
+PATH_PART_RE='^[A-Za-z0-9@.:+=_,-]+$'
 
 validate_host() {
     [[ $1 =~ $HOST_RE && $1 != *..* ]] ||
@@ -194,11 +228,13 @@ validate_key() {
     fi
 }
 
-# read_keys: fills k_host, k_type, k_blob with the backup key lines of the keys file;
-# `foreign` counts the other non-blank lines (not written by this tool: dropped on rewrite).
-# (Recovery's grant-read will add its own kind of line here.)
+# read_keys: fills k_host, k_type, k_blob with the backup key lines of the keys file, and
+# r_host, r_type, r_blob, r_exp (EPOCH or `permanent`) with its read key lines; `foreign`
+# counts the other non-blank lines (not written by this tool: dropped on rewrite). A read line
+# whose expiry-time does not match its comment's EPOCH is foreign too.
 read_keys() {
     k_host=() k_type=() k_blob=()
+    r_host=() r_type=() r_blob=() r_exp=()
     foreign=0
     [[ -f $KEYS_FILE ]] || return 0
     local line
@@ -208,15 +244,46 @@ read_keys() {
             k_host+=("${BASH_REMATCH[1]}")
             k_type+=("${BASH_REMATCH[2]}")
             k_blob+=("${BASH_REMATCH[3]}")
+        elif [[ $line =~ $READ_LINE_RE && ${BASH_REMATCH[1]} == "${BASH_REMATCH[6]}" ]] &&
+            read_line_consistent "${BASH_REMATCH[3]}" "${BASH_REMATCH[7]}"; then
+            r_host+=("${BASH_REMATCH[1]}")
+            r_type+=("${BASH_REMATCH[4]}")
+            r_blob+=("${BASH_REMATCH[5]}")
+            r_exp+=("${BASH_REMATCH[7]}")
         else
             foreign=$((foreign + 1))
         fi
     done <"$KEYS_FILE"
 }
 
+# expiry_stamp EPOCH: sshd's expiry-time for EPOCH (UTC, to the minute, without the Z).
+expiry_stamp() { date -u -d "@$1" +%Y%m%d%H%M; }
+
+# read_line_consistent STAMP EXP: a permanent line has no expiry-time, a temporary one has the
+# expiry-time of its EPOCH (a whole minute).
+read_line_consistent() {
+    local stamp=$1 exp=$2
+    if [[ $exp == permanent ]]; then
+        [[ -z $stamp ]]
+    else
+        [[ -n $stamp && $((exp % 60)) -eq 0 && $(expiry_stamp "$exp") == "$stamp" ]]
+    fi
+}
+
 backup_line() { printf 'command="%s %s",restrict %s %s 0km-backup:%s' "$RECEIVE" "$1" "$2" "$3" "$1"; }
 
-# write_keys: atomically replaces the keys file with the lines of k_host/k_type/k_blob.
+# read_line HOST TYPE BLOB EXP
+read_line() {
+    if [[ $4 == permanent ]]; then
+        printf 'command="%s %s",restrict %s %s 0km-read:%s:permanent' "$SEND" "$1" "$2" "$3" "$1"
+    else
+        printf 'command="%s %s",restrict,expiry-time="%sZ" %s %s 0km-read:%s:%s' \
+            "$SEND" "$1" "$(expiry_stamp "$4")" "$2" "$3" "$1" "$4"
+    fi
+}
+
+# write_keys: atomically replaces the keys file with the lines of k_* (backup keys), then r_*
+# (read keys).
 write_keys() {
     local dir tmp i
     dir=$(dirname "$KEYS_FILE")
@@ -229,14 +296,67 @@ write_keys() {
         backup_line "${k_host[i]}" "${k_type[i]}" "${k_blob[i]}" >>"$tmp"
         printf '\n' >>"$tmp"
     done
+    for i in "${!r_host[@]}"; do
+        read_line "${r_host[i]}" "${r_type[i]}" "${r_blob[i]}" "${r_exp[i]}" >>"$tmp"
+        printf '\n' >>"$tmp"
+    done
     chmod 640 "$tmp"
     chown "root:$BACKUP_USER" "$tmp"
     mv -f "$tmp" "$KEYS_FILE"
 }
 
+locked=false
 take_lock() {
+    [[ $locked == true ]] && return 0
     exec 8>>"$LOCK"
     flock -w 60 8 || die "another 0km-archive command holds $LOCK; try again"
+    locked=true
+}
+
+# drop_read INDEX...: removes those entries from r_*.
+drop_read() {
+    local -A gone=()
+    local i
+    for i in "$@"; do gone[$i]=1; done
+    local nh=() nt=() nb=() ne=()
+    for i in "${!r_host[@]}"; do
+        [[ -n ${gone[$i]+x} ]] && continue
+        nh+=("${r_host[i]}") nt+=("${r_type[i]}") nb+=("${r_blob[i]}") ne+=("${r_exp[i]}")
+    done
+    r_host=("${nh[@]+"${nh[@]}"}") r_type=("${nt[@]+"${nt[@]}"}")
+    r_blob=("${nb[@]+"${nb[@]}"}") r_exp=("${ne[@]+"${ne[@]}"}")
+}
+
+# purge_expired: removes the read keys whose expiry has passed (sshd refuses them already;
+# this keeps the file clean). Run before every command; sets `purged`.
+purged=0
+purge_expired() {
+    [[ -f $KEYS_FILE ]] || return 0
+    # Cheap check first: no temporary read line, nothing to do (and no lock taken).
+    grep -q '0km-read:[a-z0-9.-]*:[0-9]' "$KEYS_FILE" 2>/dev/null || return 0
+    take_lock
+    read_keys
+    local now i old=()
+    now=$(date +%s)
+    for i in "${!r_host[@]}"; do
+        if [[ ${r_exp[i]} != permanent && ${r_exp[i]} -le $now ]]; then
+            old+=("$i")
+            log "purging the expired read key of ${r_host[i]} (...${r_blob[i]: -12}, expired $(date -u -d "@${r_exp[i]}" +%FT%TZ))"
+        fi
+    done
+    [[ ${#old[@]} -gt 0 ]] || return 0
+    drop_read "${old[@]}"
+    write_keys
+    purged=${#old[@]}
+}
+
+# result JSON: prints the result line, with "purged":N added when purge_expired removed keys.
+result() {
+    local json=$1
+    if [[ $purged -gt 0 ]]; then
+        json="${json%\}},\"purged\":$purged}"
+    fi
+    printf '0km-result %s\n' "$json"
 }
 
 # ensure_area_dir DIR: DIR exists, a real directory, BACKUP_USER's, 0750. Sets area_created
@@ -264,6 +384,11 @@ cmd_authorize() {
     for i in "${!k_host[@]}"; do
         if [[ ${k_blob[i]} == "$blob" && ${k_host[i]} != "$host" ]]; then
             die "this key is already authorised for host ${k_host[i]}: one key, one host (make a new key for $host, or revoke ${k_host[i]} first)"
+        fi
+    done
+    for i in "${!r_blob[@]}"; do
+        if [[ ${r_blob[i]} == "$blob" ]]; then
+            die "this key is a read key of ${r_host[i]}: a backup key must be a key of its own (revoke-read ${r_host[i]} it first)"
         fi
     done
     # One line for HOST: keep the first (replaced if different), drop duplicates.
@@ -302,7 +427,7 @@ cmd_authorize() {
     else
         log "nothing to do: this key is already authorised for $host"
     fi
-    printf '0km-result {"changed":%s,"replaced":%s,"host":%s}\n' "$changed" "$replaced" "$(json_str "$host")"
+    result "{\"changed\":$changed,\"replaced\":$replaced,\"host\":$(json_str "$host")}"
 }
 
 cmd_revoke() {
@@ -326,20 +451,25 @@ cmd_revoke() {
     else
         log "nothing to do: no key is authorised for $host"
     fi
-    printf '0km-result {"changed":%s,"host":%s}\n' "$changed" "$(json_str "$host")"
+    result "{\"changed\":$changed,\"host\":$(json_str "$host")}"
 }
 
 cmd_keys() {
     [[ $# -eq 0 ]] || die "usage: keys"
     read_keys
-    local out="" i
+    local out="" rout="" i exp
     for i in "${!k_host[@]}"; do
         out+="${out:+,}{\"host\":$(json_str "${k_host[i]}"),\"type\":$(json_str "${k_type[i]}"),\"blob\":$(json_str "${k_blob[i]}")}"
+    done
+    for i in "${!r_host[@]}"; do
+        exp=${r_exp[i]}
+        [[ $exp == permanent ]] && exp=null
+        rout+="${rout:+,}{\"host\":$(json_str "${r_host[i]}"),\"type\":$(json_str "${r_type[i]}"),\"blob\":$(json_str "${r_blob[i]}"),\"expires\":$exp}"
     done
     if [[ $foreign -gt 0 ]]; then
         log "warning: $KEYS_FILE holds $foreign line(s) not written by 0km-archive"
     fi
-    printf '0km-result {"changed":false,"keys":[%s]}\n' "$out"
+    result "{\"changed\":false,\"keys\":[$out],\"read_keys\":[$rout]}"
 }
 
 cmd_list() {
@@ -376,35 +506,329 @@ cmd_list() {
         done
         out+="${out:+,}{\"host\":$(json_str "$host"),\"authorized\":$([[ -n ${authorized[$host]+x} ]] && echo true || echo false),\"bytes\":$bytes,\"files\":$files,\"last_success\":$last,\"last_snapshot\":$last_snap,\"snapshots\":[$snaps]}"
     done
-    printf '0km-result {"changed":false,"backups":[%s]}\n' "$out"
+    result "{\"changed\":false,\"backups\":[$out]}"
+}
+
+cmd_grant_read() {
+    [[ $# -eq 4 ]] || die "usage: grant-read HOST TYPE BLOB MINUTES (MINUTES: 1-$MAX_READ_MINUTES, or 0 for a permanent recover key)"
+    local host=$1 type=$2 blob=$3 minutes=$4 i exp found="" changed=false
+    validate_host "$host"
+    validate_key "$type" "$blob"
+    [[ $minutes =~ ^(0|[1-9][0-9]{0,3})$ && $minutes -le $MAX_READ_MINUTES ]] ||
+        die "MINUTES must be 1 to $MAX_READ_MINUTES, or 0 for a permanent key: $(json_str "$minutes")"
+    if [[ $minutes -eq 0 ]]; then
+        exp=permanent
+    else
+        # Rounded up to a whole minute: sshd's expiry-time is written to the minute.
+        exp=$(($(date +%s) + minutes * 60 + 59))
+        exp=$((exp - exp % 60))
+    fi
+    local area=$BACKUP_ROOT/$host
+    [[ -d $area && ! -L $area ]] || die "no backup area for $host on this archive (nothing to read)"
+    take_lock
+    read_keys
+    for i in "${!k_blob[@]}"; do
+        if [[ ${k_blob[i]} == "$blob" ]]; then
+            die "this key is the backup key of ${k_host[i]}: a read key must be a key of its own"
+        fi
+    done
+    for i in "${!r_blob[@]}"; do
+        if [[ ${r_blob[i]} == "$blob" && ${r_host[i]} != "$host" ]]; then
+            die "this key is already a read key of ${r_host[i]}: one read key, one host (revoke-read ${r_host[i]} it first)"
+        fi
+    done
+    # One line per (HOST, BLOB): keep the first (with the new expiry), drop duplicates.
+    local dup=()
+    for i in "${!r_host[@]}"; do
+        [[ ${r_host[i]} == "$host" && ${r_blob[i]} == "$blob" ]] || continue
+        if [[ -n $found ]]; then
+            dup+=("$i")
+            changed=true
+            continue
+        fi
+        found=1
+        if [[ ${r_type[i]} != "$type" || ${r_exp[i]} != "$exp" ]]; then
+            r_type[i]=$type r_exp[i]=$exp
+            changed=true
+        fi
+    done
+    [[ ${#dup[@]} -gt 0 ]] && drop_read "${dup[@]}"
+    if [[ -z $found ]]; then
+        r_host+=("$host") r_type+=("$type") r_blob+=("$blob") r_exp+=("$exp")
+        changed=true
+    fi
+    if [[ $foreign -gt 0 ]]; then changed=true; fi
+    if [[ $changed == true ]]; then
+        write_keys
+        if [[ $exp == permanent ]]; then
+            log "read key $type ...${blob: -12} granted for $host, permanent"
+        else
+            log "read key $type ...${blob: -12} granted for $host until $(date -u -d "@$exp" +%FT%TZ)"
+        fi
+    else
+        log "nothing to do: this read key is already granted for $host"
+    fi
+    [[ $exp == permanent ]] && exp=null
+    result "{\"changed\":$changed,\"host\":$(json_str "$host"),\"expires\":$exp}"
+}
+
+cmd_revoke_read() {
+    [[ $# -eq 2 ]] || die "usage: revoke-read HOST BLOB"
+    local host=$1 blob=$2 i idx=()
+    validate_host "$host"
+    [[ $blob =~ $BLOB_RE ]] || die "not a key blob (base64 expected): $(json_str "$blob")"
+    take_lock
+    read_keys
+    for i in "${!r_host[@]}"; do
+        [[ ${r_host[i]} == "$host" && ${r_blob[i]} == "$blob" ]] && idx+=("$i")
+    done
+    local changed=false
+    if [[ ${#idx[@]} -gt 0 ]]; then
+        drop_read "${idx[@]}"
+        write_keys
+        changed=true
+        log "revoked the read key ...${blob: -12} of $host"
+    else
+        log "nothing to do: this key is not a read key of $host"
+    fi
+    result "{\"changed\":$changed,\"host\":$(json_str "$host")}"
+}
+
+# area_of HOST: checks HOST and its area; sets `area`.
+area_of() {
+    validate_host "$1"
+    area=$BACKUP_ROOT/$1
+    [[ -d $area && ! -L $area ]] || die "no backup area for $1 on this archive"
+}
+
+# latest_snapshot: the date `current` points to in $area, or nothing.
+latest_snapshot() {
+    local target
+    [[ -L $area/current ]] || return 0
+    target=$(readlink "$area/current" || true)
+    if [[ $target == snapshots/* && ${target#snapshots/} =~ $SNAP_RE && -d $area/$target && ! -L $area/$target ]]; then
+        printf '%s' "${target#snapshots/}"
+    fi
+}
+
+# resolve_snapshot SNAPSHOT: sets `snap` (the date) and `snapdir`.
+resolve_snapshot() {
+    snap=$1
+    if [[ $snap == latest ]]; then
+        snap=$(latest_snapshot)
+        [[ -n $snap ]] || die "$host has no snapshot yet"
+    fi
+    [[ $snap =~ $SNAP_RE ]] || die "SNAPSHOT must be a date (YYYY-MM-DD) or 'latest': $(json_str "$snap")"
+    snapdir=$area/snapshots/$snap
+    [[ -d $snapdir && ! -L $snapdir ]] || die "$host has no snapshot $snap"
+}
+
+# validate_path PATH: relative to the snapshot's root; letters, digits and @.:+=_,- between
+# slashes; no empty, `.` or `..` part (`.` alone: the whole snapshot); may end with `/`.
+validate_path() {
+    local p=$1 part parts
+    [[ $p == . || $p == ./ ]] && return 0
+    [[ -n $p && $p != /* ]] || die "PATH must be relative to the snapshot's root: $(json_str "$p")"
+    p=${p%/}
+    IFS=/ read -r -a parts <<<"$p"
+    [[ ${#parts[@]} -gt 0 && $p != */ && $p != *//* ]] || die "empty part in PATH: $(json_str "$1")"
+    for part in "${parts[@]}"; do
+        [[ $part =~ $PATH_PART_RE && $part != . && $part != .. ]] ||
+            die "bad PATH (letters, digits and @.:+=_,- between slashes; no '.' or '..' part): $(json_str "$1")"
+    done
+}
+
+# in_snapshot PATH: the entry under $snapdir, refusing any symbolic link on the way (there is
+# none in a snapshot: fake-super stores symlinks as plain files). Prints the path, or fails.
+in_snapshot() {
+    local p=${1%/} cur=$snapdir part parts
+    [[ $p == . || -z $p ]] && {
+        printf '%s' "$snapdir"
+        return 0
+    }
+    IFS=/ read -r -a parts <<<"$p"
+    for part in "${parts[@]}"; do
+        cur=$cur/$part
+        [[ -L $cur ]] && return 1
+        [[ -e $cur ]] || return 1
+    done
+    printf '%s' "$cur"
+}
+
+# xstat FILE: the real type and metadata of a stored entry, from the xattr user.rsync.%stat
+# (`MODE MAJOR,MINOR UID:GID`, MODE in octal with the type bits) or, without it, from the
+# stored file itself (rsync drops the xattr when the stored file already is right).
+# Sets x_type (file|link|dir|special), x_mode (octal permissions, e.g. 644, 4755),
+# x_owner (UID:GID) and x_size (stored size; a symlink's is its target's length).
+xstat() {
+    local f=$1 raw v mode
+    read -r raw x_owner x_size < <(stat -c '%f %u:%g %s' -- "$f")
+    mode=$((16#$raw))
+    if v=$(getfattr -h --absolute-names --only-values -n user.rsync.%stat -- "$f" 2>/dev/null) &&
+        [[ $v =~ ^([0-7]{1,7})\ [0-9]+,[0-9]+\ ([0-9]+):([0-9]+)$ ]]; then
+        mode=$((8#${BASH_REMATCH[1]}))
+        x_owner=${BASH_REMATCH[2]}:${BASH_REMATCH[3]}
+    fi
+    case $((mode & 8#170000)) in
+        $((8#100000))) x_type="file" ;;
+        $((8#120000))) x_type="link" ;;
+        $((8#040000))) x_type="dir" ;;
+        *) x_type="special" ;;
+    esac
+    printf -v x_mode '%o' $((mode & 8#7777))
+}
+
+# count_tree DIR: sets c_files, c_bytes: the regular files under DIR and their apparent size.
+# Every stored entry is a plain file; a symlink is stored with mode 0777 (fake-super keeps the
+# permissions, 0777 for a link) and a device, fifo or socket is empty, so only the plain files
+# that are 0777 or empty need their xattr read to be told apart.
+count_tree() {
+    local dir=$1 f
+    read -r c_files c_bytes < <(find "$dir" -type f -printf '%s\n' | awk '{n++; b+=$1} END {printf "%d %d\n", n, b}')
+    while IFS= read -r -d '' f; do
+        xstat "$f"
+        if [[ $x_type != file ]]; then
+            c_files=$((c_files - 1))
+            c_bytes=$((c_bytes - x_size))
+        fi
+    done < <(find "$dir" -type f \( -perm 0777 -o -size 0 \) -print0)
+}
+
+cmd_snapshots() {
+    [[ $# -eq 1 ]] || die "usage: snapshots HOST"
+    local host=$1 out="" d s latest
+    area_of "$host"
+    latest=$(latest_snapshot)
+    for d in "$area"/snapshots/*/; do
+        d=${d%/}
+        s=${d##*/}
+        [[ $s =~ $SNAP_RE && -d $d && ! -L $d ]] || continue
+        count_tree "$d"
+        out+="${out:+,}{\"date\":$(json_str "$s"),\"files\":$c_files,\"bytes\":$c_bytes}"
+    done
+    if [[ -n $latest ]]; then latest=$(json_str "$latest"); else latest=null; fi
+    result "{\"changed\":false,\"host\":$(json_str "$host"),\"latest\":$latest,\"snapshots\":[$out]}"
+}
+
+cmd_inspect() {
+    [[ $# -ge 3 ]] || die "usage: inspect HOST SNAPSHOT PATH..."
+    local host=$1 p e out="" type exists files bytes
+    shift
+    area_of "$host"
+    resolve_snapshot "$1"
+    shift
+    for p in "$@"; do validate_path "$p"; done
+    for p in "$@"; do
+        exists=false type=null files=0 bytes=0
+        if e=$(in_snapshot "$p"); then
+            exists=true
+            if [[ -d $e ]]; then
+                type='"dir"'
+                count_tree "$e"
+                files=$c_files bytes=$c_bytes
+            elif [[ -f $e ]]; then
+                xstat "$e"
+                type="\"$x_type\""
+                if [[ $x_type == file ]]; then files=1 bytes=$x_size; fi
+            else
+                type='"special"'
+            fi
+        fi
+        out+="${out:+,}{\"path\":$(json_str "$p"),\"exists\":$exists,\"type\":$type,\"files\":$files,\"bytes\":$bytes}"
+    done
+    result "{\"changed\":false,\"snapshot\":$(json_str "$snap"),\"paths\":[$out]}"
+}
+
+# The checksum listing (docs/archive.md, "Verifying a restore"): one line per regular file or
+# symlink under PATH, sorted by the raw bytes of RELPATH (LC_ALL=C sort -z of `find`'s names):
+#   SHA256 MODE UID:GID RELPATH     regular file: MODE octal (644, 4755), numeric owner
+#   LINK TARGET RELPATH             symlink
+# Fields are separated by one space; RELPATH is last and may hold spaces. In RELPATH, `\`
+# is written `\\` and a newline `\n`; in TARGET, also a space `\s`. A directory PATH lists its
+# contents (RELPATH relative to it); a file PATH lists itself (RELPATH its name).
+cmd_checksums() {
+    [[ $# -eq 3 ]] || die "usage: checksums HOST SNAPSHOT PATH"
+    local host=$1 p=$3 e dir start=() f rel sum target n=0 bs=$'\\'
+    area_of "$host"
+    resolve_snapshot "$2"
+    validate_path "$p"
+    e=$(in_snapshot "$p") || die "$(json_str "$p") does not exist in $host's snapshot $snap"
+    if [[ -d $e ]]; then
+        dir=$e start=(.)
+    else
+        dir=$(dirname "$e") start=("./$(basename "$e")" -maxdepth 0)
+    fi
+    cd "$dir" || die "cannot enter $dir"
+    while IFS= read -r -d '' f; do
+        xstat "$f"
+        rel=${f#./}
+        rel=${rel//"$bs"/"$bs$bs"}
+        rel=${rel//$'\n'/"${bs}n"}
+        case $x_type in
+            file)
+                read -r sum _ < <(sha256sum <"$f")
+                printf '%s %s %s %s\n' "$sum" "$x_mode" "$x_owner" "$rel"
+                ;;
+            link)
+                target=$(
+                    cat -- "$f"
+                    printf x
+                )
+                target=${target%x}
+                target=${target//"$bs"/"$bs$bs"}
+                target=${target//$'\n'/"${bs}n"}
+                target=${target// /"${bs}s"}
+                printf 'LINK %s %s\n' "$target" "$rel"
+                ;;
+            *) continue ;;
+        esac
+        n=$((n + 1))
+    done < <(find "${start[@]}" -type f -print0 | LC_ALL=C sort -z)
+    result "{\"changed\":false,\"files\":$n}"
 }
 
 cmd_version() {
     [[ $# -eq 0 ]] || die "usage: version"
-    printf '0km-result {"changed":false,"version":"%s"}\n' "$VERSION"
+    result "{\"changed\":false,\"version\":\"$VERSION\"}"
 }
 
 cmd_help() {
     cat <<'EOF'
 0km archive server: admin commands
 
-  list                       every backup area: size, files, snapshots, last success
-  keys                       the authorised backup keys, one per host
-  authorize HOST TYPE BLOB   authorise HOST's backup key (replaces HOST's previous key)
-  revoke HOST                remove HOST's backup key (its snapshots stay)
-  version                    the archive tools' version
-  help                       this text
+  list                          every backup area: size, files, snapshots, last success
+  keys                          the authorised backup keys (one per host) and read keys
+  authorize HOST TYPE BLOB      authorise HOST's backup key (replaces HOST's previous key)
+  revoke HOST                   remove HOST's backup key (its snapshots stay)
+  grant-read HOST TYPE BLOB MIN a key that can read HOST's snapshots for MIN minutes
+                                (1-1440; 0: permanent, a VPS's own recover key)
+  revoke-read HOST BLOB         remove that read key
+  snapshots HOST                HOST's snapshots: date, regular files, bytes
+  inspect HOST SNAP PATH...     whether PATHs exist in a snapshot (date or 'latest'), sizes
+  checksums HOST SNAP PATH      SHA256 MODE UID:GID RELPATH of every file under PATH
+  version                       the archive tools' version
+  help                          this text
 
 Example: ssh -p 10023 ADMIN@ARCHIVE authorize vps1.example.com ssh-ed25519 AAAAC3Nz...
 Each command prints one line `0km-result {JSON}` last.
 EOF
-    printf '0km-result {"changed":false,"commands":["list","keys","authorize","revoke","version","help"]}\n'
+    result '{"changed":false,"commands":["list","keys","authorize","revoke","grant-read","revoke-read","snapshots","inspect","checksums","version","help"]}'
 }
 
 [[ $EUID -eq 0 ]] || die "must be run as root (the admin account runs it through sudo)"
-[[ $# -ge 1 ]] || die "usage: 0km-archive list | keys | authorize HOST TYPE BLOB | revoke HOST | version | help"
+[[ $# -ge 1 ]] || die "usage: 0km-archive COMMAND ARGS... (try: help)"
 command=$1
 shift
+case $command in
+    authorize | revoke | keys | list | version | help | grant-read | revoke-read | snapshots | inspect | checksums) ;;
+    *) die "unknown command $(json_str "$command") (try: help)" ;;
+esac
+case $command in
+    snapshots | inspect | checksums)
+        command -v getfattr >/dev/null || die "getfattr is missing (package attr): run the archive setup (0km) again"
+        ;;
+esac
+purge_expired
 case $command in
     authorize) cmd_authorize "$@" ;;
     revoke) cmd_revoke "$@" ;;
@@ -412,11 +836,11 @@ case $command in
     list) cmd_list "$@" ;;
     version) cmd_version "$@" ;;
     help) cmd_help "$@" ;;
-    # Recovery goes here: `grant-read HOST TYPE BLOB` (a temporary key that can only read
-    # HOST's snapshots, forced command 0km-archive-send HOST, comment 0km-read:HOST) and
-    # `revoke-read HOST`. read_keys/write_keys will then keep those lines too.
-    grant-read | revoke-read) die "$command: not available yet on this archive (version $VERSION)" ;;
-    *) die "unknown command $(json_str "$command") (try: help)" ;;
+    grant-read) cmd_grant_read "$@" ;;
+    revoke-read) cmd_revoke_read "$@" ;;
+    snapshots) cmd_snapshots "$@" ;;
+    inspect) cmd_inspect "$@" ;;
+    checksums) cmd_checksums "$@" ;;
 esac
 ZEROKM_TOOL_ARCHIVE
 }
@@ -748,6 +1172,254 @@ exit "$rc"
 ZEROKM_TOOL_RECEIVE
 }
 
+tool_send() {
+    cat <<'ZEROKM_TOOL_SEND'
+#!/usr/bin/env bash
+# 0km-archive-send HOST: forced command of HOST's read keys, run as rsync-backup (their
+# authorized_keys lines are `command="/usr/local/sbin/0km-archive-send HOST",restrict[,
+# expiry-time="YYYYMMDDHHMMZ"] ... 0km-read:HOST:EXPIRY`; sshd refuses them once expired).
+# Installed by 0km (playbooks/backup-server-setup.sh); see docs/archive.md.
+#
+# The key can read HOST's snapshots and nothing else: $SSH_ORIGINAL_COMMAND must be an rsync
+# sender, `rsync --server --sender [OPTIONS] . PATH [PATH...]`, every option on the list below,
+# every PATH `snapshots/YYYY-MM-DD[/PART...][/]` or `current[/PART...][/]` (PART: letters,
+# digits, @.:+=_,-; no empty, `.` or `..` part). `current` is replaced by the snapshot it
+# points to (so a backup finishing meanwhile changes nothing). Anything else is refused (exit
+# 2, one line on stderr). Then, from inside /srv/backup/HOST, it runs
+#   rsync --server --sender OPTIONS --fake-super . PATH...
+# which gives back the real owners, modes and symlinks kept in the xattrs.
+# stdout is the rsync channel: only rsync writes there. Logs: stderr and HOST/receive.log.
+set -euo pipefail
+export LC_ALL=C
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+umask 027
+# fd 3: the rsync channel (the session's stdout). Everything else goes to stderr.
+exec 3>&1 1>&2
+
+PROG=0km-archive-send
+CONF=/etc/0km-archive/archive.conf
+HOST_RE='^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$'
+SNAP_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+PART_RE='^[A-Za-z0-9@.:+=_,-]+$'
+MAX_WORDS=64
+MAX_PATHS=32
+
+area=""
+log_file() {
+    [[ -n $area && -d $area ]] || return 0
+    printf '%s [%s] read: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "$*" >>"$area/receive.log" 2>/dev/null || true
+}
+
+say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+refuse() {
+    say "refused: $*"
+    log_file "refused: $*"
+    exit 2
+}
+
+conf_get() {
+    local key=$1 value=$2 re=$3 line
+    if [[ -r $CONF ]]; then
+        while IFS= read -r line; do
+            [[ $line == "$key="* ]] && value=${line#"$key="}
+        done <"$CONF"
+    fi
+    if [[ ! $value =~ $re ]]; then
+        say "$CONF: bad $key value"
+        exit 1
+    fi
+    printf '%s' "$value"
+}
+
+host=${1-}
+if [[ $# -ne 1 || ! $host =~ $HOST_RE || $host == *..* ]]; then
+    say "bad host argument in the forced command (authorized_keys); ask the archive's admin"
+    exit 2
+fi
+BACKUP_ROOT=$(conf_get BACKUP_ROOT /srv/backup '^/[A-Za-z0-9._/-]+$')
+area=$BACKUP_ROOT/$host
+if [[ ! -d $area || -L $area ]]; then
+    say "no backup area for $host on this archive"
+    exit 2
+fi
+cd "$area"
+
+# ---- the command: an rsync sender, nothing else ----------------------------------------------
+
+# Short options a sender may get (all read-only on this side):
+#   v q          verbosity                       l  send symlinks as symlinks (fake-super)
+#   o g          owners, groups (from the xattrs) D  devices and specials (from the xattrs)
+#   t p E        times, permissions, executability A X  ACLs, xattrs
+#   r d          recursion, directories           R  relative paths (names as given)
+#   H            hard links among the sent files  x  one file system
+#   z            compression                      c  checksums for the quick check
+#   S            sparse files (receiver's side)   W  whole files (no delta)
+#   m            prune empty directories          O J  omit directory / symlink times (receiver)
+#   I u          ignore times, update only (receiver's choice of what to send)
+#   C            CVS-style ignores                n  dry run (nothing is sent; for a plan)
+#   B            -BN block size
+# Not allowed: L k (follow symlinks: there are none, and none to follow), K, b, s (arguments
+# sent after the check), y, U N (atime/crtime), T, 0, M, anything else.
+SHORT_OK='vqlogDtpEAXrdRHxzcSWmOJIuCn'
+declare -A SHORT_WHY=(
+    [L]="-L would follow symlinks on the archive"
+    [k]="-k would follow directory symlinks on the archive"
+    [K]="-K would follow directory symlinks"
+    [b]="backups (-b) are not a read"
+    [s]="-s/--protect-args sends the arguments after the check; it is not accepted"
+    [0]="-0/--from0 goes with --files-from, which is not accepted"
+)
+# Long options without a value: read-only for a sender. The --delete* family is sent by a
+# receiver that deletes extraneous files on its own side (the VPS); the sender only lists.
+declare -A LONG_FLAG=(
+    [--numeric-ids]=1 [--delete]=1 [--delete-before]=1 [--delete-during]=1 [--delete-delay]=1
+    [--delete-after]=1 [--delete-excluded]=1 [--ignore-errors]=1 [--force]=1 [--stats]=1
+    [--new-compress]=1 [--old-compress]=1 [--no-implied-dirs]=1 [--safe-links]=1
+    [--list-only]=1 [--ignore-missing-args]=1 [--open-noatime]=1 [--partial]=1
+    [--delay-updates]=1
+)
+# Long options with a value: numbers, algorithm names, the fixed formats rsync sends.
+declare -A LONG_VALUE=(
+    [--compress-level]='^-?[0-9]{1,2}$'
+    [--compress-choice]='^[a-z0-9]{1,16}$'
+    [--checksum-choice]='^[a-z0-9]{1,16}(,[a-z0-9]{1,16})?$'
+    [--max-delete]='^-?[0-9]{1,12}$'
+    [--timeout]='^[0-9]{1,6}$'
+    [--bwlimit]='^[0-9]{1,12}(\.[0-9]{1,6})?[bBkKmMgGtT]?$'
+    [--modify-window]='^-?[0-9]{1,6}$'
+    [--checksum-seed]='^[0-9]{1,10}$'
+    [--block-size]='^[0-9]{1,10}$'
+    [--min-size]='^[0-9]{1,20}$'
+    [--max-size]='^[0-9]{1,20}$'
+    [--log-format]='^(X|%i|%i%I|%o)$'
+)
+long_why() {
+    case $1 in
+        --remove-source-files | --remove-sent-files) echo "$1 would delete files on the archive" ;;
+        --copy-links | --copy-dirlinks | --copy-unsafe-links | --keep-dirlinks)
+            echo "$1 would follow symlinks on the archive" ;;
+        --backup | --backup-dir | --suffix) echo "$1: backups are not a read" ;;
+        --temp-dir | --partial-dir | --log-file | --log-file-format | --write-batch | --only-write-batch | --read-batch)
+            echo "$1: paths on the archive are not the client's to choose" ;;
+        --files-from | --exclude-from | --include-from | --filter | --exclude | --include | --from0)
+            echo "$1: lists and filters read on the archive are not accepted (exclude on the receiving side instead)" ;;
+        --super | --fake-super) echo "$1: the archive reads owners itself (--fake-super)" ;;
+        --protect-args | --secluded-args) echo "$1 sends the arguments after the check; it is not accepted" ;;
+        --server) echo "--server twice" ;;
+        *) echo "option $1 is not on the archive's list of sender options" ;;
+    esac
+}
+
+latest=""
+if [[ -L current ]]; then
+    target=$(readlink current || true)
+    if [[ $target == snapshots/* && ${target#snapshots/} =~ $SNAP_RE && -d $target && ! -L $target ]]; then
+        latest=${target#snapshots/}
+    fi
+fi
+
+# check_path WORD: prints the path to send (`current` replaced by its snapshot), or refuses.
+check_path() {
+    local w=$1 p rest part parts snap
+    p=${w%/}
+    [[ -n $p && $p != /* && $p != *//* ]] || refuse "bad path ${w:0:80} (expected snapshots/YYYY-MM-DD/... or current/...)"
+    IFS=/ read -r -a parts <<<"$p"
+    for part in "${parts[@]}"; do
+        [[ $part =~ $PART_RE && $part != . && $part != .. ]] ||
+            refuse "bad path ${w:0:80} (letters, digits and @.:+=_,- between slashes; no '.' or '..' part)"
+    done
+    if [[ ${parts[0]} == current ]]; then
+        [[ -n $latest ]] || refuse "$host has no snapshot yet"
+        snap=$latest
+        rest=${w#current}
+    elif [[ ${parts[0]} == snapshots && ${#parts[@]} -ge 2 && ${parts[1]} =~ $SNAP_RE ]]; then
+        snap=${parts[1]}
+        rest=${w#snapshots/"$snap"}
+    else
+        refuse "bad path ${w:0:80} (expected snapshots/YYYY-MM-DD/... or current/...)"
+    fi
+    [[ -d snapshots/$snap && ! -L snapshots/$snap ]] || refuse "$host has no snapshot $snap"
+    # No symbolic link on the way (a snapshot holds none: fake-super stores them as files).
+    local cur=snapshots/$snap
+    for part in "${parts[@]:$([[ ${parts[0]} == current ]] && echo 1 || echo 2)}"; do
+        cur=$cur/$part
+        [[ -L $cur ]] && refuse "symbolic link in the path ${w:0:80}"
+    done
+    printf '%s' "snapshots/$snap$rest"
+}
+
+cmd=${SSH_ORIGINAL_COMMAND-}
+[[ -n ${cmd//[[:space:]]/} ]] || refuse "this key only reads $host's snapshots with rsync (no shell)"
+[[ $cmd =~ ^[[:print:]]+$ ]] || refuse "control characters in the command"
+words=()
+read -r -a words <<<"$cmd"
+n=${#words[@]}
+[[ $n -le $MAX_WORDS ]] || refuse "command too long"
+if [[ $n -lt 5 || ${words[0]} != rsync || ${words[1]} != --server || ${words[2]} != --sender ]]; then
+    if [[ ${words[0]} == rsync && ${words[1]-} == --server && ${words[2]-} == --sender ]]; then
+        refuse "incomplete rsync command (-s/--protect-args/--secluded-args is not accepted: it sends the arguments after this check)"
+    fi
+    refuse "this key only reads $host's snapshots (expected: rsync --server --sender ... . PATH; got: ${cmd:0:60})"
+fi
+opts=()
+i=3
+while [[ $i -lt $n && ${words[i]} == -* ]]; do
+    w=${words[i]}
+    i=$((i + 1))
+    if [[ $w == --* ]]; then
+        name=${w%%=*}
+        if [[ -n ${LONG_FLAG[$name]+x} && $w == "$name" ]]; then
+            opts+=("$w")
+        elif [[ -n ${LONG_VALUE[$name]+x} && $w == "$name="* ]]; then
+            re=${LONG_VALUE[$name]}
+            [[ ${w#*=} =~ $re ]] || refuse "bad value for $name"
+            opts+=("$w")
+        else
+            refuse "$(long_why "$name")"
+        fi
+    elif [[ $w =~ ^-B[0-9]{1,10}$ ]]; then
+        opts+=("$w")
+    elif [[ $w =~ ^-([A-Za-df-z0-9]*)(e[0-9.]*[A-Za-z]*)?$ && $w != - ]]; then
+        # Letters up to `e`: options; from `e` on: rsync's capability string (-e.iLsfxCIvu).
+        letters=${BASH_REMATCH[1]}
+        for ((j = 0; j < ${#letters}; j++)); do
+            c=${letters:j:1}
+            if [[ $SHORT_OK != *"$c"* ]]; then
+                why="option -$c is not on the archive's list of sender options"
+                refuse "${SHORT_WHY[$c]-$why}"
+            fi
+        done
+        opts+=("$w")
+    else
+        refuse "unexpected argument ${w:0:80}"
+    fi
+done
+[[ $i -lt $n && ${words[i]} == . ]] || refuse "expected '.' before the paths (rsync --server --sender OPTIONS . PATH)"
+i=$((i + 1))
+[[ $i -lt $n ]] || refuse "no path to read"
+[[ $((n - i)) -le $MAX_PATHS ]] || refuse "more than $MAX_PATHS paths"
+paths=()
+for ((; i < n; i++)); do
+    paths+=("$(check_path "${words[i]}")")
+done
+
+# ---- the transfer ----------------------------------------------------------------------------
+
+started=$(date +%s)
+log_file "start: ${opts[*]} . ${paths[*]} (from ${SSH_CLIENT%% *})"
+rc=0
+rsync --server --sender "${opts[@]}" --fake-super . "${paths[@]}" <&0 >&3 3>&- || rc=$?
+exec 3>&-
+if [[ $rc -eq 0 ]]; then
+    log_file "ok: ${paths[*]} in $(($(date +%s) - started)) s"
+else
+    log_file "failed: rsync exit $rc (${paths[*]})"
+fi
+exit "$rc"
+ZEROKM_TOOL_SEND
+}
+
 gen_sudoers() {
     printf '# Written by 0km (backup-server-setup.sh): the archive admin runs 0km-archive as root.\n'
     printf '%s ALL=(root) NOPASSWD: %s/0km-archive\n' "$ADMIN" "$SBIN"
@@ -854,7 +1526,7 @@ is_installed() {
 installed_json=""
 ensure_packages() {
     local missing=() p
-    for p in rsync sudo; do
+    for p in rsync sudo attr; do
         is_installed "$p" || missing+=("$p")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0
@@ -974,6 +1646,7 @@ main() {
     install_file "$SBIN/0km-archive" 755 root:root tool_archive
     install_file "$SBIN/0km-archive-admin" 755 root:root tool_admin
     install_file "$SBIN/0km-archive-receive" 755 root:root tool_receive
+    install_file "$SBIN/0km-archive-send" 755 root:root tool_send
 
     # A previous admin account (named in the old archive.conf) loses its keys: it has lost
     # its sudo rule already. The account itself stays (remove it with userdel).

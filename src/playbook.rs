@@ -50,6 +50,11 @@ pub const BACKUP_SERVER_SETUP: Playbook = Playbook {
     script: include_str!("../playbooks/backup-server-setup.sh"),
 };
 
+pub const RECOVER: Playbook = Playbook {
+    name: "recover",
+    script: include_str!("../playbooks/recover.sh"),
+};
+
 impl Playbook {
     /// The remote command line: `bash -s -- ARGS...`, every argument quoted.
     pub fn command_line(&self, args: &[&str]) -> String {

@@ -4,7 +4,7 @@
 
 pub mod archive;
 pub mod install;
-#[allow(dead_code)] // the recover command (next) uses it; its unit tests run now
+pub mod recover;
 pub mod spec;
 
 use crate::target::Target;

@@ -39,18 +39,22 @@ pub struct Metadata {
     /// Debian packages the charm's hooks need, installed before they run.
     #[serde(default)]
     pub packages: Vec<String>,
-    /// Backup components (name -> paths), accepted now and read by backups and recovery.
+    /// Backup components (name -> paths), restored one by one by `vps-backup recover`.
+    #[serde(default)]
+    pub components: std::collections::BTreeMap<String, Component>,
+    /// How to stop and start what writes each component (read by the recover playbook).
     #[serde(default)]
     #[allow(dead_code)]
-    pub components: std::collections::BTreeMap<String, Component>,
+    pub services: Option<serde_json::Value>,
 }
 
 /// A part of a host that a backup can restore on its own (mailcow's `vmail`, `mysql`, ...).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)]
 pub struct Component {
+    /// For humans (docs, plans); not read by 0km yet.
     #[serde(default)]
+    #[allow(dead_code)]
     pub description: String,
     #[serde(default)]
     pub paths: Vec<String>,

@@ -1,5 +1,6 @@
 //! `0km vps-backup list ADMIN@SERVER[:PORT]`: what the archive holds, per backed-up host.
-//! (`recover` comes with the recovery issue.)
+//! `0km vps-backup recover SOURCE DEST`: a whole host, a path or components from a snapshot
+//! onto a VPS, with a plan, a confirmation and a check (see `backup/recover.rs`).
 
 use crate::app::App;
 use crate::backup::ArchiveSpec;
@@ -13,6 +14,26 @@ use std::time::Instant;
 pub enum VpsBackupCommand {
     /// List every backed-up host: size, files, last success, snapshots
     List(ListArgs),
+    /// Restore a host, a path or components onto a VPS: plan, confirm, restore, verify
+    Recover(RecoverArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    0km vps-backup recover myadmin@core:10023#mail.example.com newvps\n  \
+    0km vps-backup recover myadmin@core:10023#mail.example.com:/srv/datastore newvps:/restore\n  \
+    0km vps-backup recover myadmin@core:10023#mail.example.com:mailcow,mysql newvps\n  \
+    0km vps-backup recover myadmin@core:10023#mail.example.com@2026-11-20:/etc newvps:/tmp/etc")]
+pub struct RecoverArgs {
+    /// ADMIN@SERVER[:PORT]#HOST[@YYYY-MM-DD][:/PATH | :COMPONENT,...]
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// The VPS to restore onto, with an optional path: newvps or newvps:/restore
+    #[arg(value_name = "DEST[:/PATH]")]
+    pub dest: String,
+    /// Print the plan and stop: nothing is changed
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -23,7 +44,81 @@ pub struct ListArgs {
 }
 
 pub async fn run(app: &App, cmd: &VpsBackupCommand) -> anyhow::Result<Status> {
-    let VpsBackupCommand::List(a) = cmd;
+    match cmd {
+        VpsBackupCommand::List(a) => list(app, a).await,
+        VpsBackupCommand::Recover(a) => recover(app, a).await,
+    }
+}
+
+async fn recover(app: &App, a: &RecoverArgs) -> anyhow::Result<Status> {
+    use crate::backup::recover::{RecoverError, RecoverRun};
+    let spec = crate::backup::spec::RecoverSpec::parse(&a.source, &a.dest).map_err(UsageError)?;
+    if let crate::backup::spec::Selection::Components(names) = &spec.selection {
+        for n in names {
+            crate::backup::recover::component_paths(n).map_err(UsageError)?;
+        }
+    }
+    let dests = crate::target::resolve(std::slice::from_ref(&spec.dest), &app.config.config)?;
+    let [dest] = dests.as_slice() else {
+        return Err(UsageError(format!("destination `{}`: name one host", spec.dest)).into());
+    };
+    let archive = spec.archive.admin_target(&app.config.config);
+    let start = Instant::now();
+    let log = RunLog::create("vps-backup-recover");
+    let run = RecoverRun {
+        app,
+        fleet: app.fleet()?,
+        spec: spec.clone(),
+        archive,
+        dest: dest.clone(),
+        dry_run: a.dry_run,
+        yes: app.global.yes,
+        log: log.clone(),
+    };
+    let results = match run.run().await {
+        Ok(r) => r,
+        Err(RecoverError::NeedsConfirmation) => {
+            return Err(UsageError(RecoverError::NeedsConfirmation.to_string()).into())
+        }
+        Err(RecoverError::Fleet(e)) => return Err(e.into()),
+        Err(RecoverError::Plan(e)) => {
+            vec![crate::ui::HostResult {
+                host: dest.name.clone(),
+                status: crate::ui::Outcome::Failed,
+                step: Some("plan".into()),
+                reason: Some(e),
+                exit_code: None,
+                stderr_tail: None,
+                duration_ms: start.elapsed().as_millis(),
+                data: serde_json::Value::Null,
+            }]
+        }
+    };
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|_| {
+                crate::ssh::quote_join(
+                    &std::env::args()
+                        .map(|a| {
+                            if a == "0km" || a.ends_with("/0km") {
+                                "0km".to_string()
+                            } else {
+                                a
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            },
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+async fn list(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
     let spec_text = a
         .server
         .clone()

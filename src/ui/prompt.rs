@@ -31,3 +31,16 @@ pub fn pick_many(question: &str, items: &[String]) -> Option<Vec<usize>> {
         .interact()
         .ok()
 }
+
+/// The user types `expected` to confirm (destructive operations). `None` without a terminal.
+pub fn type_to_confirm(question: &str, expected: &str) -> Option<bool> {
+    if !interactive() {
+        return None;
+    }
+    let typed: String = dialoguer::Input::new()
+        .with_prompt(question)
+        .allow_empty(true)
+        .interact_text()
+        .ok()?;
+    Some(typed.trim() == expected)
+}

@@ -13,4 +13,5 @@ mod hostkeys;
 mod keys;
 mod lab;
 mod lifecycle;
+mod recover;
 mod vps_setup;

@@ -18,6 +18,8 @@
 # Does, each only if needed (a second run changes nothing):
 #   - /var/lib/rsync-backup/id_ed25519 (+ .pub, comment rsync-backup@DOMAIN): created once,
 #     never replaced
+#   - /var/lib/rsync-backup/recover_ed25519 (+ .pub, comment rsync-backup-recover@DOMAIN):
+#     the read key of `vps recover-target`, created once, never replaced
 #   - /etc/rsync-backup/target.conf (BACKUP_SERVER_HOST, BACKUP_SERVER_PORT, BACKUP_USER,
 #     DOMAIN) and /etc/rsync-backup/known_hosts (from BACKUP_SERVER_KNOWN_HOSTS_B64)
 #   - /etc/mirror-dir/config.yml, only when absent (the admin's edits are never overwritten)
@@ -30,6 +32,7 @@ set -euo pipefail
 charm_dir=${CHARM_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 
 KEY=/var/lib/rsync-backup/id_ed25519
+RECOVER_KEY=/var/lib/rsync-backup/recover_ed25519
 CONF_DIR=/etc/rsync-backup
 TARGET_CONF=$CONF_DIR/target.conf
 KNOWN_HOSTS=$CONF_DIR/known_hosts
@@ -167,6 +170,24 @@ fi
 [[ $(stat -c '%a' "$KEY") == 600 ]] || {
     chmod 0600 "$KEY"
     echo "0km-changed: set mode 0600 on $KEY"
+}
+
+# ---- the recover key (read-only, for `vps recover-target`) -------------------------------
+
+# Separate from the backup key: the archive authorises it only to read this host's own area
+# (grant-read), and only when an admin decides so. Created once, never replaced.
+if [[ ! -f $RECOVER_KEY ]]; then
+    ssh-keygen -q -t ed25519 -N '' -C "rsync-backup-recover@$domain" -f "$RECOVER_KEY" </dev/null >/dev/null
+    echo "0km-changed: created the recover key $RECOVER_KEY.pub (read-only once granted on the archive)"
+elif [[ ! -f $RECOVER_KEY.pub ]]; then
+    new_tmp "$RECOVER_KEY.pub"
+    ssh-keygen -y -f "$RECOVER_KEY" >"$tmp" || die "$RECOVER_KEY is not a usable private key: fix or remove it"
+    sed -i "s|\$| rsync-backup-recover@$domain|" "$tmp"
+    put_file "$tmp" "$RECOVER_KEY.pub" 0644 && echo "0km-changed: re-created $RECOVER_KEY.pub from $RECOVER_KEY"
+fi
+[[ $(stat -c '%a' "$RECOVER_KEY") == 600 ]] || {
+    chmod 0600 "$RECOVER_KEY"
+    echo "0km-changed: set mode 0600 on $RECOVER_KEY"
 }
 
 # ---- the archive server -----------------------------------------------------------------

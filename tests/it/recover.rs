@@ -1,0 +1,402 @@
+//! `0km vps-backup recover`: whole host, path, component and snapshot recovers onto lab VPSes,
+//! checked against the source; the plan and its confirmation; the temporary read key gone from
+//! the archive on success, on failure and on Ctrl-C; malformed specs refused.
+
+use crate::support::Lab;
+use std::time::Duration;
+
+fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
+    let out = lab.ssh(host, cmd);
+    assert!(
+        out.status.success(),
+        "{host}: {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Path, type, mode, owner, link target and content hash of every entry under DIR.
+fn tree(lab: &Lab, host: &str, dir: &str) -> String {
+    sh(
+        lab,
+        host,
+        &format!(
+            "cd {dir} && find . -mindepth 1 -printf '%P %y %m %u:%g %l\\n' | sort && \
+             find . -type f -print0 | sort -z | xargs -0r sha256sum"
+        ),
+    )
+}
+
+/// A source host with data worth restoring, backed up to the lab's archive.
+fn backed_up(lab: &Lab) {
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success();
+    sh(
+        lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/app/sub /srv/datastore/data/www && \
+         head -c 200000 /dev/urandom > /srv/datastore/data/app/blob.bin && \
+         for i in $(seq 1 30); do echo \"file $i\" > /srv/datastore/data/app/sub/f$i.txt; done && \
+         printf 'x' > '/srv/datastore/data/app/name with spaces' && \
+         ln -sfn sub/f1.txt /srv/datastore/data/app/link && \
+         chmod 600 /srv/datastore/data/app/sub/f2.txt && chmod 750 /srv/datastore/data/app/sub && \
+         echo page > /srv/datastore/data/www/index.html && chown -R www-data:www-data /srv/datastore/data/www && \
+         echo keep > /root/notes.txt && echo cfg > /etc/0km-test.conf",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+}
+
+fn read_keys_on_archive(lab: &Lab) -> usize {
+    sh(
+        lab,
+        "archive",
+        "grep -c '0km-read' /srv/backup/.ssh/authorized_keys || true",
+    )
+    .parse()
+    .unwrap_or(0)
+}
+
+#[test]
+fn a_whole_host_recover_gives_identical_trees_and_verifies() {
+    let lab = Lab::up(2);
+    backed_up(&lab);
+    // Something on the new machine that the recover must replace, and its identity to keep.
+    sh(
+        &lab,
+        "vps2",
+        "mkdir -p /srv/datastore/data/app && echo stale > /srv/datastore/data/app/old.txt",
+    );
+    let vps2_host_key = sh(
+        &lab,
+        "vps2",
+        "sha256sum /etc/ssh/ssh_host_ed25519_key /etc/hostname /root/.ssh/authorized_keys",
+    );
+    let done = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1",
+            "vps2",
+        ])
+        .run()
+        .success()
+        .stdout_has("Recover plan: myadmin@archive#vps1 snapshot ")
+        .stdout_has("deleted: /srv/datastore/data/app/old.txt")
+        .stdout_has("Verified: ");
+    assert!(
+        done.stdout.contains("kept as they are on vps2"),
+        "{}",
+        done.all()
+    );
+    for dir in ["/srv/datastore", "/var/backups"] {
+        assert_eq!(tree(&lab, "vps1", dir), tree(&lab, "vps2", dir), "{dir}");
+    }
+    assert_eq!(
+        sh(&lab, "vps2", "cat /root/notes.txt /etc/0km-test.conf"),
+        "keep\ncfg"
+    );
+    assert_eq!(sh(&lab, "vps2", "stat -c '%a %U:%G' /srv/datastore/data/app/sub/f2.txt /srv/datastore/data/www/index.html"), "600 root:root\n644 www-data:www-data");
+    assert_eq!(
+        sh(&lab, "vps2", "readlink /srv/datastore/data/app/link"),
+        "sub/f1.txt"
+    );
+    // The new machine kept its own identity and our access.
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "sha256sum /etc/ssh/ssh_host_ed25519_key /etc/hostname /root/.ssh/authorized_keys"
+        ),
+        vps2_host_key
+    );
+    assert_eq!(
+        read_keys_on_archive(&lab),
+        0,
+        "the temporary key is revoked"
+    );
+    assert_eq!(
+        sh(&lab, "vps2", "ls -d /run/0km-recover.* 2>/dev/null | wc -l"),
+        "0",
+        "and removed from the destination"
+    );
+}
+
+#[test]
+fn a_path_recovers_to_another_destination_path() {
+    let lab = Lab::up(2);
+    backed_up(&lab);
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data/app",
+        "vps2:/restore/app",
+    ])
+    .run()
+    .success()
+    .stdout_has("/srv/datastore/data/app/ -> vps2:/restore/app");
+    assert_eq!(
+        tree(&lab, "vps1", "/srv/datastore/data/app"),
+        tree(&lab, "vps2", "/restore/app")
+    );
+    // Only that path: nothing else came.
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "test -e /srv/datastore/data/www && echo yes || echo no"
+        ),
+        "no"
+    );
+    // A single file too.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/etc/0km-test.conf",
+        "vps2:/tmp/restored",
+    ])
+    .run()
+    .success();
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "cat /tmp/restored/0km-test.conf 2>/dev/null || cat /tmp/restored"
+        ),
+        "cfg"
+    );
+}
+
+#[test]
+fn an_older_snapshot_gives_the_older_content() {
+    let lab = Lab::up(2);
+    backed_up(&lab);
+    // Age today's snapshot by a week (the archive keeps one per day), then change the source
+    // and back up again.
+    sh(&lab, "archive", "cd /srv/backup/vps1/snapshots && mv \"$(ls | tail -n 1)\" 2026-11-01 && ln -sfn snapshots/2026-11-01 ../current");
+    sh(
+        &lab,
+        "vps1",
+        "echo new > /srv/datastore/data/app/sub/f3.txt",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1@2026-11-01:/srv/datastore/data/app/sub",
+        "vps2:/old",
+    ])
+    .run()
+    .success()
+    .stdout_has("snapshot 2026-11-01");
+    assert_eq!(sh(&lab, "vps2", "cat /old/f3.txt"), "file 3");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data/app/sub",
+        "vps2:/new",
+    ])
+    .run()
+    .success();
+    assert_eq!(sh(&lab, "vps2", "cat /new/f3.txt"), "new");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1@2026-10-01:/etc",
+        "vps2:/x",
+    ])
+    .run()
+    .code(1)
+    .stdout_has("has no snapshot 2026-10-01");
+}
+
+#[test]
+fn dry_run_and_a_missing_confirmation_change_nothing() {
+    let lab = Lab::up(2);
+    backed_up(&lab);
+    sh(
+        &lab,
+        "vps2",
+        "mkdir -p /srv/datastore/data/app && echo mine > /srv/datastore/data/app/blob.bin",
+    );
+    let before = tree(&lab, "vps2", "/srv/datastore");
+    lab.zerokm([
+        "vps-backup",
+        "recover",
+        "--dry-run",
+        "myadmin@archive#vps1:/srv/datastore",
+        "vps2",
+    ])
+    .run()
+    .success()
+    .stdout_has("overwritten: /srv/datastore/data/app/blob.bin")
+    .stdout_has("--dry-run: nothing was changed");
+    assert_eq!(tree(&lab, "vps2", "/srv/datastore"), before);
+    assert_eq!(read_keys_on_archive(&lab), 0);
+    // No terminal, no --yes: refused before anything.
+    lab.zerokm([
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore",
+        "vps2",
+    ])
+    .run()
+    .code(2)
+    .stderr_has("--yes");
+    assert_eq!(tree(&lab, "vps2", "/srv/datastore"), before);
+    assert_eq!(read_keys_on_archive(&lab), 0);
+}
+
+#[test]
+fn the_temporary_key_is_revoked_after_a_failure_and_after_ctrl_c() {
+    let lab = Lab::up(2);
+    backed_up(&lab);
+    // A failure after the key was granted: a path the snapshot does not hold.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/nothing-here",
+        "vps2",
+    ])
+    .run()
+    .code(1)
+    .stdout_has("is not in the snapshot");
+    assert_eq!(read_keys_on_archive(&lab), 0);
+
+    // Ctrl-C in the middle of a transfer big enough to take a while.
+    sh(&lab, "vps1", "mkdir -p /srv/datastore/big && for i in $(seq 1 40); do head -c 5000000 /dev/urandom > /srv/datastore/big/f$i; done");
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let mut child = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/big",
+            "vps2:/big",
+        ])
+        .cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut granted = false;
+    for _ in 0..200 {
+        if read_keys_on_archive(&lab) > 0 && sh(&lab, "vps2", "pgrep -c rsync || true") != "0" {
+            granted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(granted, "the recover never started its transfer");
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(read_keys_on_archive(&lab), 0, "revoked on Ctrl-C");
+    assert_eq!(
+        sh(&lab, "vps2", "ls -d /run/0km-recover.* 2>/dev/null | wc -l"),
+        "0"
+    );
+}
+
+#[test]
+fn mysql_component_recover_loads_the_same_rows() {
+    let lab = Lab::up(2);
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success();
+    let start_db = "mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld && \
+         mysql_install_db --user=mysql --datadir=/var/lib/mysql >/dev/null 2>&1 && \
+         (setsid mysqld_safe --datadir=/var/lib/mysql --skip-networking >/dev/null 2>&1 < /dev/null &) && \
+         for i in $(seq 1 100); do mysqladmin ping >/dev/null 2>&1 && break; sleep 0.2; done";
+    sh(&lab, "vps1", start_db);
+    sh(&lab, "vps2", start_db);
+    sh(
+        &lab,
+        "vps1",
+        "mysql -e \"CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(40)); \
+                   INSERT INTO shop.orders VALUES (1, 'apple'), (2, 'it''s a pear'), (3, 'plum');\"",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:mysql",
+        "vps2",
+    ])
+    .run()
+    .success()
+    .stdout_has("loaded into the destination's MySQL/MariaDB");
+    let rows = "mysql -NBe 'SELECT id, item FROM shop.orders ORDER BY id'";
+    assert_eq!(sh(&lab, "vps2", rows), sh(&lab, "vps1", rows));
+    assert_eq!(sh(&lab, "vps2", rows), "1\tapple\n2\tit's a pear\n3\tplum");
+    for h in ["vps1", "vps2"] {
+        let _ = lab.ssh(h, "mysqladmin shutdown");
+    }
+}
+
+#[test]
+fn malformed_specs_are_refused_before_anything() {
+    let lab = Lab::up(1);
+    for (src, dest, want) in [
+        ("core#vps1", "vps1", "the server part"),
+        ("myadmin@archive", "vps1", "no `#HOST`"),
+        ("myadmin@archive#VPS1", "vps1", "host `VPS1`"),
+        (
+            "myadmin@archive#vps1@last-week",
+            "vps1",
+            "snapshot `last-week`",
+        ),
+        (
+            "myadmin@archive#vps1:/srv/../etc",
+            "vps1",
+            "`.` and `..` are not allowed",
+        ),
+        (
+            "myadmin@archive#vps1:mailcow,nope",
+            "vps1",
+            "unknown component `nope`",
+        ),
+        (
+            "myadmin@archive#vps1:mysql",
+            "vps1:/x",
+            "components are restored where they belong",
+        ),
+    ] {
+        lab.zerokm(["--yes", "vps-backup", "recover", src, dest])
+            .run()
+            .code(2)
+            .stderr_has(want);
+    }
+    assert!(lab.control_files().is_empty(), "no connection was made");
+}
