@@ -157,7 +157,10 @@ pub async fn install_backup(
                 k.key.fingerprint()
             ));
         }
-        q.push_str("Authorise them?");
+        q.push_str(
+            "(each VPS's backup key can only write its own backup; its recover key, for \
+             `vps recover-target`, can only read it)\nAuthorise them?",
+        );
         if crate::ui::prompt::confirm(&q) != Some(true) {
             for k in &new {
                 if let Some(r) = results.get_mut(&k.host) {
@@ -251,6 +254,87 @@ pub async fn install_backup(
         if !new.iter().any(|n| n.host == k.host) {
             if let Some(r) = results.get_mut(&k.host) {
                 push_step(r, "authorize", "unchanged", String::new());
+            }
+        }
+    }
+
+    // The recover keys (read-only, each for its own area), for `vps recover-target` on the
+    // VPSes whose backup key the archive holds.
+    let known_read: Vec<(String, String)> = first.data["read_keys"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| {
+                    Some((
+                        k["host"].as_str()?.to_string(),
+                        k["blob"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let grants: Vec<(String, String, String, String)> = keys
+        .iter()
+        .filter(|k| {
+            results
+                .get(&k.host)
+                .is_some_and(|r| matches!(r.status, Outcome::Ok | Outcome::Changed))
+        })
+        .filter_map(|k| {
+            let r = results.get(&k.host)?;
+            let rk = KeyLine::parse(r.data["recover_key"].as_str()?).ok()?;
+            (!known_read
+                .iter()
+                .any(|(h, b)| *h == k.area && *b == rk.blob))
+            .then(|| (k.host.clone(), k.area.clone(), rk.key_type, rk.blob))
+        })
+        .collect();
+    if !grants.is_empty() {
+        let granted = fleet
+            .run(
+                std::slice::from_ref(archive_target),
+                ui.reporter(1),
+                log.clone(),
+                |ctx| {
+                    let grants = grants.clone();
+                    async move {
+                        let mut done = serde_json::Map::new();
+                        for (host, area, ty, blob) in &grants {
+                            let r = archive::call(
+                                &ctx,
+                                &format!("grant-read {host}"),
+                                &["grant-read", area, ty, blob, "0"],
+                            )
+                            .await;
+                            done.insert(host.clone(), serde_json::json!(r.is_ok()));
+                        }
+                        Ok(Done {
+                            changed: true,
+                            data: serde_json::Value::Object(done),
+                        })
+                    }
+                },
+            )
+            .await?;
+        for (host, ..) in &grants {
+            if let Some(r) = results.get_mut(host) {
+                if granted[0].data[host] == true {
+                    push_step(
+                        r,
+                        "recover key",
+                        "changed",
+                        "read-only, own area (vps recover-target)".into(),
+                    );
+                } else {
+                    let note = "the archive did not accept the recover key: `vps recover-target` will not work on this host";
+                    if let Some(n) = r.data.as_object_mut().and_then(|o| {
+                        o.entry("notes")
+                            .or_insert_with(|| serde_json::json!([]))
+                            .as_array_mut()
+                    }) {
+                        n.push(serde_json::json!(note));
+                    }
+                }
             }
         }
     }
@@ -394,6 +478,16 @@ async fn install_on_vps(
         )
         .await?;
     let key = String::from_utf8_lossy(&key.stdout).trim().to_string();
+    // The VPS's own read-only key, for `vps recover-target` (its own area only); absent on
+    // hosts whose charm predates it.
+    let recover = ctx
+        .run(
+            "backup key",
+            "cat /var/lib/rsync-backup/recover_ed25519.pub 2>/dev/null",
+            None,
+        )
+        .await?;
+    let recover_key = String::from_utf8_lossy(&recover.stdout).trim().to_string();
     KeyLine::parse(&key).map_err(|e| StepFailure {
         step: "backup key".into(),
         reason: format!("the VPS's backup key is not valid: {e}"),
@@ -411,7 +505,7 @@ async fn install_on_vps(
         .unwrap_or_default();
     Ok(Done {
         changed: sync.changed() || changes > 0,
-        data: serde_json::json!({"area": area, "key": key, "steps": steps, "notes": notes}),
+        data: serde_json::json!({"area": area, "key": key, "recover_key": recover_key, "steps": steps, "notes": notes}),
     })
 }
 

@@ -1,6 +1,7 @@
 //! `0km lab up N | status | down | demo`: the local lab of throwaway VPSes (see `docs/lab.md`).
-//! `demo` starts a small lab, runs `check` and `vps-setup`, sets up the archive host and backs
-//! the VPSes up to it, runs `exec`, and tears it down.
+//! `demo` starts a small lab, runs `check` and `vps-setup`, sets up the archive host, backs
+//! two VPSes up to it, recovers one onto the third with its check, runs `exec`, and tears it
+//! down.
 
 use crate::app::App;
 use crate::cmd::{Status, UsageError};
@@ -16,7 +17,7 @@ pub enum LabCommand {
     Status(DirArgs),
     /// Stop exactly the processes the lab started and remove it
     Down(DirArgs),
-    /// Start a 3-host lab: check, vps-setup, an archive server and backups, exec; tear it down
+    /// Start a 3-host lab: check, vps-setup, an archive, backups, a recover, exec; tear it down
     Demo(DirArgs),
 }
 
@@ -230,11 +231,11 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
         return Ok(s);
     }
     app.ui
-        .out("\n$ 0km vps-install backup myadmin@archive @vps --yes");
+        .out("\n$ 0km vps-install backup myadmin@archive vps1,vps2 --yes");
     let s = vps_install::run(
         lab_app,
         &vps_install::VpsInstallCommand::Backup(vps_install::BackupArgs {
-            args: vec!["myadmin@archive".into(), "@vps".into()],
+            args: vec!["myadmin@archive".into(), "vps1,vps2".into()],
             schedule: None,
         }),
     )
@@ -243,10 +244,25 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
         return Ok(s);
     }
     app.ui.out("\n$ 0km vps-backup list myadmin@archive");
-    vps_backup::run(
+    let s = vps_backup::run(
         lab_app,
         &vps_backup::VpsBackupCommand::List(vps_backup::ListArgs {
             server: Some("myadmin@archive".into()),
+        }),
+    )
+    .await?;
+    if s != Status::Success {
+        return Ok(s);
+    }
+    app.ui.out(
+        "\n$ 0km vps-backup recover myadmin@archive#vps1 vps3 --yes   # vps1 onto a fresh VPS",
+    );
+    vps_backup::run(
+        lab_app,
+        &vps_backup::VpsBackupCommand::Recover(vps_backup::RecoverArgs {
+            source: "myadmin@archive#vps1".into(),
+            dest: "vps3".into(),
+            dry_run: false,
         }),
     )
     .await

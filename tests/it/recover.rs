@@ -400,3 +400,32 @@ fn malformed_specs_are_refused_before_anything() {
     }
     assert!(lab.control_files().is_empty(), "no connection was made");
 }
+
+#[test]
+fn on_the_vps_itself_recover_target_restores_from_its_own_backup() {
+    let lab = Lab::up(1);
+    backed_up(&lab);
+    // As in the manual: `vps recover-target "cron/" /tmp/cron`, relative to the datastore.
+    let dry = sh(
+        &lab,
+        "vps1",
+        "vps recover-target -n app/ /tmp/app 2>&1; test -e /tmp/app && echo exists || echo absent",
+    );
+    assert!(dry.ends_with("absent"), "--dry-run changes nothing: {dry}");
+    sh(&lab, "vps1", "vps recover-target -y app/ /tmp/app");
+    assert_eq!(
+        tree(&lab, "vps1", "/srv/datastore/data/app"),
+        tree(&lab, "vps1", "/tmp/app")
+    );
+    // Its recover key reads its own area only, and cannot write.
+    let ssh =
+        "ssh -i /var/lib/rsync-backup/recover_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes \
+               -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -p 10023";
+    for cmd in [
+        format!("rsync -a -e '{ssh}' /etc/hostname rsync-backup@archive:."),
+        format!("{ssh} rsync-backup@archive"),
+    ] {
+        let out = lab.ssh("vps1", &cmd);
+        assert!(!out.status.success(), "{cmd} must fail");
+    }
+}
