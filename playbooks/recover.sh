@@ -428,8 +428,11 @@ cmd_checksums() {
     done <"$list" >"$files"
     # sha256sum prefixes a line with "\" when the name needs escaping; the hash is the next
     # 64 characters either way.
-    exec 3< <(xargs -0 -r sha256sum -- <"$files" | sed 's/^\\//' | cut -c1-64)
-    exec 4< <(xargs -0 -r stat -c '%a %u:%g' -- <"$files")
+    # (mapfile, not `read` per line: read takes a pipe one byte per system call)
+    local -a sums metas
+    local i=0
+    mapfile -t sums < <(xargs -0 -r sha256sum -- <"$files" | sed 's/^\\//' | cut -c1-64)
+    mapfile -t metas < <(xargs -0 -r stat -c '%a %u:%g' -- <"$files")
     while IFS= read -r -d '' f; do
         rel=${f#./}
         rel=${rel//"$bs"/"$bs$bs"}
@@ -442,13 +445,12 @@ cmd_checksums() {
             target=${target// /"${bs}s"}
             printf 'LINK %s %s\n' "$target" "$rel"
         else
-            IFS= read -r sum <&3
-            IFS= read -r meta <&4
+            sum=${sums[i]} meta=${metas[i]}
+            i=$((i + 1))
             printf '%s %s %s\n' "$sum" "$meta" "$rel"
         fi
         n=$((n + 1))
     done <"$list"
-    exec 3<&- 4<&-
     printf '0km-result {"changed":false,"files":%s}\n' "$n"
 }
 

@@ -12,7 +12,7 @@ missing=()
 # that every lab host already has them instead of downloading them again. mariadb-server is
 # for the test of the database dump (started by hand inside a lab host, never here).
 for pkg in openssh-server openssh-client rsync shellcheck docker.io docker-compose cron sudo \
-    mariadb-server python3; do
+    mariadb-server python3 attr; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

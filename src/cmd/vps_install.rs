@@ -143,7 +143,7 @@ fn print_table(app: &App, results: &[HostResult]) {
         }
         if let Some(b) = steps.iter().find(|s| s["step"] == "backup") {
             details.push(format!(
-                "  {}: first backup {}",
+                "  {}: backed up {}",
                 r.host,
                 b["detail"].as_str().unwrap_or("")
             ));
