@@ -139,45 +139,32 @@ impl RecoverRun<'_> {
             return Err(RecoverError::NeedsConfirmation);
         }
         let host = self.spec.host.clone();
-        // 1. The archive: the snapshot, and what the selection covers in it.
-        let snaps = on_one(&self, &self.archive, "listing snapshots", |ctx| {
-            let host = host.clone();
-            async move {
-                archive::call(&ctx, "archive: snapshots", &["snapshots", &host])
+        // 1. The archive: which snapshot. One cheap `inspect` resolves it (and `latest`); the
+        // full list of snapshots is only read to explain a missing one.
+        let wanted = self
+            .spec
+            .snapshot
+            .clone()
+            .unwrap_or_else(|| "latest".into());
+        let probe = {
+            let (h, w) = (host.clone(), wanted.clone());
+            on_one(&self, &self.archive, "finding the snapshot", move |ctx| {
+                let (h, w) = (h.clone(), w.clone());
+                async move {
+                    archive::call(
+                        &ctx,
+                        "archive: snapshot",
+                        &["inspect", &h, &w, "var/lib/rsync-backup"],
+                    )
                     .await
                     .map(done)
-            }
-        })
-        .await?;
-        let available: Vec<String> = snaps["snapshots"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s["date"].as_str().map(str::to_string))
-                    .collect()
+                }
             })
-            .unwrap_or_default();
-        let snapshot = match &self.spec.snapshot {
-            Some(s) if available.contains(s) => s.clone(),
-            Some(s) => {
-                return Err(RecoverError::Plan(format!(
-                    "{host} has no snapshot {s}; its snapshots: {}",
-                    if available.is_empty() {
-                        "none".into()
-                    } else {
-                        available.join(", ")
-                    }
-                )))
-            }
-            None => snaps["latest"]
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    RecoverError::Plan(format!(
-                        "{host} has no backup on {} (see `0km vps-backup list`)",
-                        self.spec.archive
-                    ))
-                })?,
+            .await
+        };
+        let snapshot = match probe.as_ref().ok().and_then(|v| v["snapshot"].as_str()) {
+            Some(s) => s.to_string(),
+            None => return Err(self.no_snapshot(&host, &wanted).await),
         };
         let (mut items, components) = self.select_items().await?;
 
@@ -216,6 +203,38 @@ impl RecoverRun<'_> {
                 revoke(&engine, &archive, &host, &blob, &dest, &key_dir, log).await;
             })
         }))
+    }
+
+    /// Why the wanted snapshot is not there, with the ones that are.
+    async fn no_snapshot(&self, host: &str, wanted: &str) -> RecoverError {
+        let h = host.to_string();
+        let snaps = on_one(self, &self.archive, "listing snapshots", move |ctx| {
+            let h = h.clone();
+            async move {
+                archive::call(&ctx, "archive: snapshots", &["snapshots", &h])
+                    .await
+                    .map(done)
+            }
+        })
+        .await;
+        let available: Vec<String> = snaps
+            .as_ref()
+            .ok()
+            .and_then(|v| v["snapshots"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s["date"].as_str().map(str::to_string))
+            .collect();
+        match (wanted, available.is_empty()) {
+            (_, true) => RecoverError::Plan(format!(
+                "{host} has no backup on {} (see `0km vps-backup list`)",
+                self.spec.archive
+            )),
+            (w, false) => RecoverError::Plan(format!(
+                "{host} has no snapshot {w}; its snapshots: {}",
+                available.join(", ")
+            )),
+        }
     }
 
     async fn select_items(&self) -> Result<(Vec<Item>, Vec<String>), RecoverError> {
@@ -735,8 +754,7 @@ impl RecoverRun<'_> {
                         ))))
                     }
                 },
-            )
-            .await?;
+            );
             let dest = it.dest.clone();
             let ours = on_one(
                 self,
@@ -757,8 +775,10 @@ impl RecoverRun<'_> {
                         ))))
                     }
                 },
-            )
-            .await?;
+            );
+            // Both sides hash their copy at the same time.
+            let (theirs, ours) = tokio::join!(theirs, ours);
+            let (theirs, ours) = (theirs?, ours?);
             // A path under an excluded pattern (or the pattern's own path) is not compared.
             let excluded = |rel: &str| {
                 let full = format!("{}/{rel}", it.source);
