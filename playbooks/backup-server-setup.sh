@@ -127,7 +127,7 @@ tool_archive() {
 #                                  "files":N,"bytes":N}]}
 #   checksums HOST SNAPSHOT PATH
 #                              one line per regular file or symlink under PATH, sorted by name:
-#                                SHA256 MODE UID:GID RELPATH     (a regular file)
+#                                HASH MODE UID:GID RELPATH     (a regular file)
 #                                LINK TARGET RELPATH             (a symlink; devices are skipped)
 #                              then {"changed":false,"files":N} (N: the lines printed)
 #   version                    -> {"changed":false,"version":"2"}
@@ -149,7 +149,7 @@ export LC_ALL=C
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 umask 022
 
-VERSION=2
+VERSION=3
 CONF=/etc/0km-archive/archive.conf
 LOCK=/etc/0km-archive/lock
 RECEIVE=/usr/local/sbin/0km-archive-receive
@@ -741,7 +741,7 @@ cmd_inspect() {
 
 # The checksum listing (docs/archive.md, "Verifying a restore"): one line per regular file or
 # symlink under PATH, sorted by the raw bytes of RELPATH (LC_ALL=C sort -z of `find`'s names):
-#   SHA256 MODE UID:GID RELPATH     regular file: MODE octal (644, 4755), numeric owner
+#   HASH MODE UID:GID RELPATH     regular file: MODE octal (644, 4755), numeric owner
 #   LINK TARGET RELPATH             symlink
 # Fields are separated by one space; RELPATH is last and may hold spaces. In RELPATH, `\`
 # is written `\\` and a newline `\n`; in TARGET, also a space `\s`. A directory PATH lists its
@@ -759,7 +759,7 @@ cmd_checksums() {
         dir=$(dirname "$e") start=("./$(basename "$e")" -maxdepth 0)
     fi
     cd "$dir" || die "cannot enter $dir"
-    # A few processes for the whole tree, not a few per file: one find, one sha256sum and one
+    # A few processes for the whole tree, not a few per file: one find, one b2sum and one
     # getfattr over all the files (tens of thousands of files must take seconds, not minutes).
     local -a files=()
     local -A stored=() sums=() real=()
@@ -771,7 +771,7 @@ cmd_checksums() {
         stored[${rec%%$'\t'*}]=${rec#*$'\t'}
     done
     if ((${#files[@]})); then
-        mapfile -d '' -t recs < <(printf '%s\0' "${files[@]}" | xargs -0 -r sha256sum --zero --)
+        mapfile -d '' -t recs < <(printf '%s\0' "${files[@]}" | xargs -0 -r b2sum -l 256 --zero --)
         for rec in "${recs[@]}"; do
             sums[${rec#*  }]=${rec%%  *}
         done
@@ -811,7 +811,7 @@ cmd_checksums() {
         case $((mode & 8#170000)) in
             $((8#100000)))
                 sum=${sums[$f]-}
-                [[ -n $sum ]] || read -r sum _ < <(sha256sum <"$f")
+                [[ -n $sum ]] || read -r sum _ < <(b2sum -l 256 <"$f")
                 printf '%s %o %s %s\n' "$sum" $((mode & 8#7777)) "$owner" "$rel"
                 ;;
             $((8#120000)))
@@ -850,7 +850,7 @@ cmd_help() {
   revoke-read HOST BLOB         remove that read key
   snapshots HOST                HOST's snapshots: date, regular files, bytes
   inspect HOST SNAP PATH...     whether PATHs exist in a snapshot (date or 'latest'), sizes
-  checksums HOST SNAP PATH      SHA256 MODE UID:GID RELPATH of every file under PATH
+  checksums HOST SNAP PATH      HASH MODE UID:GID RELPATH of every file under PATH
   version                       the archive tools' version
   help                          this text
 

@@ -38,7 +38,7 @@
 #       (docs/archive.md), for comparing a restored tree with its snapshot: one line per
 #       regular file or symlink under PATH (PATH itself when it is not a directory), sorted
 #       bytewise by name (LC_ALL=C):
-#         SHA256 MODE UID:GID RELPATH    a regular file (MODE: octal permission bits as
+#         HASH MODE UID:GID RELPATH    a regular file (MODE: octal permission bits as
 #                                        `stat -c %a` prints them, 644 or 4755; numeric ids)
 #         LINK TARGET RELPATH            a symlink (devices, sockets, fifos are skipped)
 #       RELPATH is relative to PATH (PATH's own name when PATH is a file), "\" written "\\"
@@ -422,16 +422,16 @@ cmd_checksums() {
     # The same walk as the archive's `0km-archive checksums` (docs/archive.md): `./NAME`
     # sorted bytewise, regular files and symlinks.
     find "${start[@]}" \( -type f -o -type l \) -print0 | sort -z >"$list"
-    # Regular files only, in the same order, for the batched sha256sum and stat below.
+    # Regular files only, in the same order, for the batched b2sum and stat below.
     while IFS= read -r -d '' f; do
         [[ -L $f ]] || printf '%s\0' "$f"
     done <"$list" >"$files"
-    # sha256sum prefixes a line with "\" when the name needs escaping; the hash is the next
+    # b2sum prefixes a line with "\" when the name needs escaping; the hash is the next
     # 64 characters either way.
     # (mapfile, not `read` per line: read takes a pipe one byte per system call)
     local -a sums metas
     local i=0
-    mapfile -t sums < <(xargs -0 -r sha256sum -- <"$files" | sed 's/^\\//' | cut -c1-64)
+    mapfile -t sums < <(xargs -0 -r b2sum -l 256 -- <"$files" | sed 's/^\\//' | cut -c1-64)
     mapfile -t metas < <(xargs -0 -r stat -c '%a %u:%g' -- <"$files")
     while IFS= read -r -d '' f; do
         rel=${f#./}

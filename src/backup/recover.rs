@@ -790,7 +790,7 @@ impl RecoverRun<'_> {
                             .any(|(i, _)| crate::target::glob_match(&pat, &full[..i]))
                 })
             };
-            // `SHA256 MODE UID:GID RELPATH` or `LINK TARGET RELPATH`; a single file may have
+            // `HASH MODE UID:GID RELPATH` or `LINK TARGET RELPATH`; a single file may have
             // been restored under another name: then only its content, mode and owner count.
             let is_file = !it.is_dir;
             let listing = |v: &serde_json::Value| -> Vec<String> {
