@@ -54,6 +54,7 @@ sed "s|config-file: .*|config-file: $work/ssh_config_slow|" "$cfg" >"$work/slow.
 now() { date +%s.%N; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 km() { "$bin" --config "$cfg" --quiet "$@" >/dev/null; }
+km_slow() { "$bin" --config "$work/slow.yml" --quiet "$@" >/dev/null; }
 # Undo what vps-setup did (keys stay: they are needed to log in), so the next run starts fresh.
 reset_hosts() {
     km --no-reuse exec "$all" -- 'rm -rf /srv/charm-store /usr/local/sbin/vps /etc/0km /srv/datastore /etc/cron.daily/docker-clean /etc/docker/daemon.json'
@@ -90,8 +91,8 @@ echo "== vps-setup: 1 host vs $N hosts with ${RTT_MS} ms of round-trip latency (
 one_s=() many_s=()
 for ((r = 1; r <= RUNS; r++)); do
     reset_hosts
-    one_s+=("$(timed "$bin" --config "$work/slow.yml" --quiet --no-reuse vps-setup vps1)")
-    many_s+=("$(timed "$bin" --config "$work/slow.yml" --quiet --no-reuse vps-setup "$many")")
+    one_s+=("$(timed km_slow --no-reuse vps-setup vps1)")
+    many_s+=("$(timed km_slow --no-reuse vps-setup "$many")")
     echo "   run $r: 1 host ${one_s[-1]}s, $N hosts ${many_s[-1]}s" >&2
 done
 m1_slow=$(printf '%s\n' "${one_s[@]}" | median)
