@@ -10,50 +10,27 @@ pub struct Playbook {
     pub script: &'static str,
 }
 
-pub const CHECK: Playbook = Playbook {
-    name: "check",
-    script: include_str!("../playbooks/check.sh"),
-};
+/// `name => CONST` for every playbook: `playbooks/NAME.sh`, embedded.
+macro_rules! playbooks {
+    ($($name:literal => $konst:ident),* $(,)?) => {
+        $(pub const $konst: Playbook = Playbook {
+            name: $name,
+            script: include_str!(concat!("../playbooks/", $name, ".sh")),
+        };)*
+    };
+}
 
-pub const CHARM_STORE_MANIFEST: Playbook = Playbook {
-    name: "charm-store-manifest",
-    script: include_str!("../playbooks/charm-store-manifest.sh"),
-};
-
-pub const CHARM_STORE_APPLY: Playbook = Playbook {
-    name: "charm-store-apply",
-    script: include_str!("../playbooks/charm-store-apply.sh"),
-};
-
-pub const AUTHORIZED_KEYS: Playbook = Playbook {
-    name: "authorized-keys",
-    script: include_str!("../playbooks/authorized-keys.sh"),
-};
-
-pub const DOMAIN: Playbook = Playbook {
-    name: "domain",
-    script: include_str!("../playbooks/domain.sh"),
-};
-
-pub const PACKAGES: Playbook = Playbook {
-    name: "packages",
-    script: include_str!("../playbooks/packages.sh"),
-};
-
-pub const CHARM_INSTALL: Playbook = Playbook {
-    name: "charm-install",
-    script: include_str!("../playbooks/charm-install.sh"),
-};
-
-pub const BACKUP_SERVER_SETUP: Playbook = Playbook {
-    name: "backup-server-setup",
-    script: include_str!("../playbooks/backup-server-setup.sh"),
-};
-
-pub const RECOVER: Playbook = Playbook {
-    name: "recover",
-    script: include_str!("../playbooks/recover.sh"),
-};
+playbooks! {
+    "check" => CHECK,
+    "charm-store-manifest" => CHARM_STORE_MANIFEST,
+    "charm-store-apply" => CHARM_STORE_APPLY,
+    "authorized-keys" => AUTHORIZED_KEYS,
+    "domain" => DOMAIN,
+    "packages" => PACKAGES,
+    "charm-install" => CHARM_INSTALL,
+    "backup-server-setup" => BACKUP_SERVER_SETUP,
+    "recover" => RECOVER,
+}
 
 impl Playbook {
     /// The remote command line: `bash -s -- ARGS...`, every argument quoted.
