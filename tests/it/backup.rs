@@ -116,8 +116,18 @@ fn five_vpses_back_up_in_parallel_byte_for_byte_and_a_rerun_only_syncs() {
         let (code, _) = try_sh(&lab, "archive", &format!("test -e {area}/root/.cache/junk"));
         assert_ne!(code, 0, "{h}: /root/.cache is excluded");
     }
-    let keys_before = sh(&lab, "archive", "wc -l < /srv/backup/.ssh/authorized_keys");
-    assert_eq!(keys_before, "5");
+    // One backup key (write-only) and one recover key (read-only) per VPS, nothing else.
+    let count_keys = |kind: &str| {
+        sh(
+            &lab,
+            "archive",
+            &format!("grep -c ' {kind}:vps' /srv/backup/.ssh/authorized_keys || true"),
+        )
+    };
+    let all_keys = || sh(&lab, "archive", "wc -l < /srv/backup/.ssh/authorized_keys");
+    assert_eq!(count_keys("0km-backup"), "5");
+    assert_eq!(count_keys("0km-read"), "5");
+    assert_eq!(all_keys(), "10");
 
     // Again, after changing one file on vps1: no key line added anywhere, only changes sent.
     sh(
@@ -128,7 +138,7 @@ fn five_vpses_back_up_in_parallel_byte_for_byte_and_a_rerun_only_syncs() {
     let vps_keys = sh(
         &lab,
         "vps1",
-        "sha256sum /var/lib/rsync-backup/id_ed25519.pub /root/.ssh/authorized_keys",
+        "sha256sum /var/lib/rsync-backup/id_ed25519.pub /var/lib/rsync-backup/recover_ed25519.pub /root/.ssh/authorized_keys",
     );
     let again = lab
         .zerokm([
@@ -141,15 +151,14 @@ fn five_vpses_back_up_in_parallel_byte_for_byte_and_a_rerun_only_syncs() {
         ])
         .run()
         .success();
-    assert_eq!(
-        sh(&lab, "archive", "wc -l < /srv/backup/.ssh/authorized_keys"),
-        "5"
-    );
+    assert_eq!(count_keys("0km-backup"), "5");
+    assert_eq!(count_keys("0km-read"), "5");
+    assert_eq!(all_keys(), "10");
     assert_eq!(
         sh(
             &lab,
             "vps1",
-            "sha256sum /var/lib/rsync-backup/id_ed25519.pub /root/.ssh/authorized_keys"
+            "sha256sum /var/lib/rsync-backup/id_ed25519.pub /var/lib/rsync-backup/recover_ed25519.pub /root/.ssh/authorized_keys"
         ),
         vps_keys
     );
