@@ -779,47 +779,16 @@ impl RecoverRun<'_> {
             // Both sides hash their copy at the same time.
             let (theirs, ours) = tokio::join!(theirs, ours);
             let (theirs, ours) = (theirs?, ours?);
-            // A path under an excluded pattern (or the pattern's own path) is not compared.
-            let excluded = |rel: &str| {
-                let full = format!("{}/{rel}", it.source);
-                excludes.iter().any(|e| {
-                    let pat = e.trim_end_matches('/').replace("**", "*");
-                    crate::target::glob_match(&pat, &full)
-                        || full
-                            .match_indices('/')
-                            .any(|(i, _)| crate::target::glob_match(&pat, &full[..i]))
-                })
-            };
-            // `HASH MODE UID:GID RELPATH` or `LINK TARGET RELPATH`; a single file may have
-            // been restored under another name: then only its content, mode and owner count.
-            let is_file = !it.is_dir;
-            let listing = |v: &serde_json::Value| -> Vec<String> {
-                v.as_str()
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| !l.starts_with("0km-result") && !l.trim().is_empty())
-                    .filter(|l| !excluded(relpath(l)))
-                    .map(|l| {
-                        if is_file {
-                            l[..l.len() - relpath(l).len()].trim_end().to_string()
-                        } else {
-                            l.to_string()
-                        }
-                    })
-                    .collect()
-            };
-            let (a, b) = (listing(&theirs), listing(&ours));
-            files += a.len();
-            for l in &a {
-                if !b.contains(l) {
-                    differences.push(format!("{}: archive has {l}", it.dest));
-                }
-            }
-            for l in &b {
-                if !a.contains(l) {
-                    differences.push(format!("{}: destination has {l}", it.dest));
-                }
-            }
+            let (checked, diffs) = compare_listings(
+                theirs.as_str().unwrap_or_default(),
+                ours.as_str().unwrap_or_default(),
+                &it.source,
+                &it.dest,
+                !it.is_dir,
+                excludes,
+            );
+            files += checked;
+            differences.extend(diffs);
         }
         Ok(Verified { files, differences })
     }
@@ -914,6 +883,60 @@ impl RecoverRun<'_> {
             crate::ui::prompt::confirm("Go on with this recover?") == Some(true)
         }
     }
+}
+
+/// Compares the archive's checksum listing of a restored item with the destination's. Lines
+/// are `HASH MODE UID:GID RELPATH` or `LINK TARGET RELPATH`; paths under an excluded pattern
+/// (or the pattern's own path) are left out; a single file may have been restored under
+/// another name, so for a file only its hash, mode and owner count. Returns the number of
+/// entries checked and the differences, each saying which side has what.
+fn compare_listings(
+    theirs: &str,
+    ours: &str,
+    source: &str,
+    dest: &str,
+    is_file: bool,
+    excludes: &[String],
+) -> (usize, Vec<String>) {
+    let excluded = |rel: &str| {
+        let full = format!("{source}/{rel}");
+        excludes.iter().any(|e| {
+            let pat = e.trim_end_matches('/').replace("**", "*");
+            crate::target::glob_match(&pat, &full)
+                || full
+                    .match_indices('/')
+                    .any(|(i, _)| crate::target::glob_match(&pat, &full[..i]))
+        })
+    };
+    let listing = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with("0km-result") && !l.trim().is_empty())
+            .filter(|l| !excluded(relpath(l)))
+            .map(|l| {
+                if is_file {
+                    l[..l.len() - relpath(l).len()].trim_end().to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect()
+    };
+    let (a, b) = (listing(theirs), listing(ours));
+    let (sa, sb): (
+        std::collections::HashSet<&String>,
+        std::collections::HashSet<&String>,
+    ) = (a.iter().collect(), b.iter().collect());
+    let mut differences: Vec<String> = a
+        .iter()
+        .filter(|l| !sb.contains(l))
+        .map(|l| format!("{dest}: archive has {l}"))
+        .collect();
+    differences.extend(
+        b.iter()
+            .filter(|l| !sa.contains(l))
+            .map(|l| format!("{dest}: destination has {l}")),
+    );
+    (a.len(), differences)
 }
 
 /// The RELPATH of a checksum line: what follows the third space (`LINK` lines have one field
@@ -1042,6 +1065,80 @@ async fn revoke(
 
 #[cfg(test)]
 mod tests {
+    use super::compare_listings;
+
+    const A: &str = "aaaa 644 0:0 etc/app.conf\nbbbb 600 33:33 data/name with spaces\nLINK ../x data/link\n0km-result {}\n";
+
+    #[test]
+    fn identical_listings_verify() {
+        let (n, d) = compare_listings(A, A, "/srv", "/srv", false, &[]);
+        assert_eq!(n, 3);
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn content_mode_owner_links_and_extra_files_are_differences() {
+        let ours = "aaaa 644 0:0 etc/app.conf\nbbbb 644 33:33 data/name with spaces\nLINK ../y data/link\ncccc 644 0:0 extra\n";
+        let (_, d) = compare_listings(A, ours, "/srv", "/restore", false, &[]);
+        assert!(
+            d.contains(&"/restore: archive has bbbb 600 33:33 data/name with spaces".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(
+                &"/restore: destination has bbbb 644 33:33 data/name with spaces".to_string()
+            ),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"/restore: archive has LINK ../x data/link".to_string()),
+            "{d:?}"
+        );
+        assert!(
+            d.contains(&"/restore: destination has cccc 644 0:0 extra".to_string()),
+            "{d:?}"
+        );
+        assert_eq!(d.len(), 5, "{d:?}");
+        let changed = "zzzz 644 0:0 etc/app.conf\nbbbb 600 33:33 data/name with spaces\nLINK ../x data/link\n";
+        assert_eq!(
+            compare_listings(A, changed, "/srv", "/srv", false, &[])
+                .1
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn excluded_paths_and_renamed_files() {
+        let ours = "aaaa 644 0:0 etc/app.conf\nLINK ../x data/link\n";
+        let ex = vec!["/srv/data/name with spaces".to_string()];
+        assert!(compare_listings(A, ours, "/srv", "/srv", false, &ex)
+            .1
+            .is_empty());
+        let ex = vec!["/srv/data/".to_string()];
+        let (n, d) = compare_listings(A, "aaaa 644 0:0 etc/app.conf\n", "/srv", "/srv", false, &ex);
+        assert_eq!((n, d.len()), (1, 0));
+        // A single file restored under another name: hash, mode and owner only.
+        let (n, d) = compare_listings(
+            "aaaa 644 0:0 app.conf\n",
+            "aaaa 644 0:0 restored\n",
+            "/etc/app.conf",
+            "/tmp/restored",
+            true,
+            &[],
+        );
+        assert_eq!((n, d.len()), (1, 0));
+        let (_, d) = compare_listings(
+            "aaaa 644 0:0 app.conf\n",
+            "aaaa 600 0:0 restored\n",
+            "/etc/app.conf",
+            "/tmp/restored",
+            true,
+            &[],
+        );
+        assert_eq!(d.len(), 2);
+    }
+
     #[test]
     fn mailcow_components_come_from_charm_metadata() {
         let p = super::component_paths("mysql").unwrap();
