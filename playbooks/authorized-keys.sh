@@ -21,28 +21,6 @@
 # (total: key lines in the file afterwards.)
 set -euo pipefail
 
-json_str() {
-    # Escapes a value as a JSON string (backslash, quote, control characters).
-    local s=$1 out="" c i
-    for ((i = 0; i < ${#s}; i++)); do
-        c=${s:i:1}
-        case $c in
-            \\) out+=\\\\ ;;
-            '"') out+='\"' ;;
-            $'\n') out+='\n' ;;
-            $'\t') out+='\t' ;;
-            $'\r') out+='\r' ;;
-            *)
-                if [[ $c < ' ' ]]; then
-                    printf -v c '\\u%04x' "'$c"
-                fi
-                out+=$c
-                ;;
-        esac
-    done
-    printf '"%s"' "$out"
-}
-
 die_usage() {
     printf 'authorized-keys: %s\n' "$*" >&2
     exit 2

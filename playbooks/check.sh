@@ -5,28 +5,6 @@
 #               "charms":["..."],"backup":null|{"last_success":EPOCH|null,"last_attempt":EPOCH|null,"exit_code":N|null}}
 set -euo pipefail
 
-json_str() {
-    # Escapes a value as a JSON string (backslash, quote, control characters).
-    local s=$1 out="" c i
-    for ((i = 0; i < ${#s}; i++)); do
-        c=${s:i:1}
-        case $c in
-            \\) out+=\\\\ ;;
-            '"') out+='\"' ;;
-            $'\n') out+='\n' ;;
-            $'\t') out+='\t' ;;
-            $'\r') out+='\r' ;;
-            *)
-                if [[ $c < ' ' ]]; then
-                    printf -v c '\\u%04x' "'$c"
-                fi
-                out+=$c
-                ;;
-        esac
-    done
-    printf '"%s"' "$out"
-}
-
 os=unknown
 if [[ -r /etc/os-release ]]; then
     # shellcheck disable=SC1091

@@ -18,28 +18,6 @@
 #   0km-result {"changed":bool,"previous":"<old running hostname>","domain":"DOMAIN"}
 set -euo pipefail
 
-json_str() {
-    # Escapes a value as a JSON string (backslash, quote, control characters).
-    local s=$1 out="" c i
-    for ((i = 0; i < ${#s}; i++)); do
-        c=${s:i:1}
-        case $c in
-            \\) out+=\\\\ ;;
-            '"') out+='\"' ;;
-            $'\n') out+='\n' ;;
-            $'\t') out+='\t' ;;
-            $'\r') out+='\r' ;;
-            *)
-                if [[ $c < ' ' ]]; then
-                    printf -v c '\\u%04x' "'$c"
-                fi
-                out+=$c
-                ;;
-        esac
-    done
-    printf '"%s"' "$out"
-}
-
 log() { printf 'domain: %s\n' "$*" >&2; }
 
 die_usage() {

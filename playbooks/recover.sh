@@ -65,28 +65,6 @@ RUN_DIR_RE='^/run/0km-recover\.[A-Za-z0-9]{6}$'
 MAILCOW_DIR=/opt/mailcow-dockerized
 MAILCOW_CONF=$MAILCOW_DIR/mailcow.conf
 
-json_str() {
-    # Escapes a value as a JSON string (backslash, quote, control characters).
-    local s=$1 out="" c i
-    for ((i = 0; i < ${#s}; i++)); do
-        c=${s:i:1}
-        case $c in
-            \\) out+=\\\\ ;;
-            '"') out+='\"' ;;
-            $'\n') out+='\n' ;;
-            $'\t') out+='\t' ;;
-            $'\r') out+='\r' ;;
-            *)
-                if [[ $c < ' ' ]]; then
-                    printf -v c '\\u%04x' "'$c"
-                fi
-                out+=$c
-                ;;
-        esac
-    done
-    printf '"%s"' "$out"
-}
-
 # json_list ITEM...: a JSON array of strings.
 json_list() {
     local out="" s

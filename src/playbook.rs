@@ -10,12 +10,16 @@ pub struct Playbook {
     pub script: &'static str,
 }
 
-/// `name => CONST` for every playbook: `playbooks/NAME.sh`, embedded.
+/// `name => CONST` for every playbook: `playbooks/NAME.sh`, embedded behind the helpers all
+/// playbooks share (`playbooks/lib/json.sh`).
 macro_rules! playbooks {
     ($($name:literal => $konst:ident),* $(,)?) => {
         $(pub const $konst: Playbook = Playbook {
             name: $name,
-            script: include_str!(concat!("../playbooks/", $name, ".sh")),
+            script: concat!(
+                include_str!("../playbooks/lib/json.sh"),
+                include_str!(concat!("../playbooks/", $name, ".sh"))
+            ),
         };)*
     };
 }
