@@ -13,55 +13,19 @@ set -euo pipefail
 RUNS=${RUNS:-3}
 SIZE_MB=${SIZE_MB:-1024}
 FILES=${FILES:-10000}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-if [[ -n ${ZEROKM_BIN:-} ]]; then
-    bin=$ZEROKM_BIN
-else
-    (cd "$root" && cargo build --release --quiet)
-    bin=$root/target/release/0km
-fi
-work=$(mktemp -d /tmp/0km-bench-recover.XXXXXX)
-export XDG_RUNTIME_DIR=$work/run XDG_STATE_HOME=$work/state
-lab=$work/lab
-cleanup() {
-    "$bin" lab down --dir "$lab" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_init recover
 
 "$bin" lab up 2 --dir "$lab" >/dev/null
-cfg=$lab/config.yml
-km() { "$bin" --config "$cfg" --quiet "$@" >/dev/null; }
-on() { ssh -F "$lab/ssh_config" -o BatchMode=yes "$@"; }
-now() { date +%s.%N; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-timed() {
-    local t0
-    t0=$(now)
-    "$@"
-    awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'
-}
 
 km backup-server setup root@archive --admin myadmin
 echo "== generating $SIZE_MB MiB in $FILES files on vps1 and backing it up" >&2
-on vps1 "python3 - $SIZE_MB $FILES" <<'PY'
-import os, sys
-size_mb, files = int(sys.argv[1]), int(sys.argv[2])
-per = size_mb * 1024 * 1024 // files
-for i in range(files):
-    d = f"/srv/datastore/data/bench/{i % 100:02d}"
-    os.makedirs(d, exist_ok=True)
-    with open(f"{d}/f{i:05d}.bin", "wb") as f:
-        f.write(os.urandom(per))
-PY
+bench_data vps1 "$SIZE_MB" "$FILES"
 km --yes vps-install backup myadmin@archive vps1
 snap=$(on archive 'readlink /srv/backup/vps1/current')
 # The bare rsync: root on vps2 pulls from root on the archive, the same snapshot, over ssh.
-on vps2 'test -f /root/.ssh/bench || ssh-keygen -q -t ed25519 -N "" -f /root/.ssh/bench'
-on vps2 'cat /root/.ssh/bench.pub' | on archive 'cat >> /root/.ssh/authorized_keys'
-on archive 'cat /etc/ssh/ssh_host_ed25519_key.pub' | awk '{ print "[archive]:10023", $1, $2 }' |
-    on vps2 'cat > /root/.ssh/bench_known_hosts'
-bare_ssh="ssh -i /root/.ssh/bench -p 10023 -o BatchMode=yes -o IdentitiesOnly=yes -o UserKnownHostsFile=/root/.ssh/bench_known_hosts"
+bare_ssh_to_archive vps2
 
 echo "== recover: 0km vps-backup recover vs rsync -a ($RUNS runs)" >&2
 zk=() bare=()

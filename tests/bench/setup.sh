@@ -24,24 +24,11 @@ if ! [[ $N =~ ^[0-9]+$ ]] || ((N < 1 || N > 250)); then
     echo "usage: $0 [N]   (1 to 250; default 20)" >&2
     exit 2
 fi
-root=$(cd "$(dirname "$0")/../.." && pwd)
-if [[ -n ${ZEROKM_BIN:-} ]]; then
-    bin=$ZEROKM_BIN
-else
-    (cd "$root" && cargo build --release --quiet)
-    bin=$root/target/release/0km
-fi
-work=$(mktemp -d /tmp/0km-bench-setup.XXXXXX)
-export XDG_RUNTIME_DIR=$work/run XDG_STATE_HOME=$work/state
-lab=$work/lab
-cleanup() {
-    "$bin" lab down --dir "$lab" >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=tests/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+bench_init setup
 
 "$bin" lab up "$((N + 1))" --dir "$lab" >/dev/null
-cfg=$lab/config.yml
 many=$(seq -f 'vps%g' 2 "$((N + 1))" | paste -sd, -)
 all="vps1,$many"
 
@@ -51,9 +38,6 @@ awk -v relay="$root/tests/bench/delay-relay.py" -v rtt="$RTT_MS" \
     "$lab/ssh_config" >"$work/ssh_config_slow"
 sed "s|config-file: .*|config-file: $work/ssh_config_slow|" "$cfg" >"$work/slow.yml"
 
-now() { date +%s.%N; }
-median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-km() { "$bin" --config "$cfg" --quiet "$@" >/dev/null; }
 km_slow() { "$bin" --config "$work/slow.yml" --quiet "$@" >/dev/null; }
 # Undo what vps-setup did (keys stay: they are needed to log in), so the next run starts fresh.
 reset_hosts() {
@@ -61,12 +45,6 @@ reset_hosts() {
 }
 # CPU time used by the whole machine (lab hosts included: they share its cores), in seconds.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8) / hz }' /proc/stat; }
-timed() {
-    local t0
-    t0=$(now)
-    "$@"
-    awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f\n", b - a }'
-}
 
 echo "== vps-setup: 1 host vs $N hosts, fresh hosts, new connections ($RUNS runs)" >&2
 one=() many_t=() cpu1=() cpun=()
