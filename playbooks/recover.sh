@@ -10,40 +10,44 @@
 #   cleanup DIR
 #       removes DIR, a directory made by keygen (/run/0km-recover.XXXXXX, nothing else).
 #       0km-result {"changed":bool,"dir":"DIR"}
-#   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run] [--delete] [--exclude PATTERN]...
-#       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST.
+#   cleanup DIR also closes the connection to the archive that pulls share (DIR/ctl).
+#   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
+#        [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]...
+#       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
+#       one ssh connection kept in DIR/ctl for the next pulls (30 s idle at most).
 #       SOURCE: `current[/PATH]` or `snapshots/YYYY-MM-DD[/PATH]`, as stored on the archive
 #       (PATH is the path on the backed-up host without its leading "/"). A directory's
 #       contents go into DEST (created if missing); a file goes to DEST, or into DEST when
 #       DEST is an existing directory. A snapshot root (`current`, `snapshots/DATE`) is
 #       pulled one top-level entry at a time, so DEST itself (e.g. "/") keeps its owner and
 #       mode, and --delete never reaches outside those entries.
+#       --kind d|f: SOURCE is a directory / a file (saves listing it on the archive first).
 #       --delete: files in DEST that are not in the backup are deleted (excluded ones kept).
 #       --exclude PATTERN: an rsync exclude rule, "/x" anchored at SOURCE's root.
-#       --dry-run: nothing changes;
-#         0km-result {"changed":false,"dry_run":true,"create":N,"update":N,"delete":N,"bytes":N,
-#                     "sample":{"update":[...],"delete":[...]}}
+#       --checksum: existing files of the same size and time are compared by content (see
+#         `same` below) instead of being kept.
+#       The 0km-result fields are those of pull_result in charms/rsync-backup/lib/pull.sh,
+#       which this playbook is sent with:
+#       --dry-run: the plan, nothing changes;
+#         {"changed":false,"dry_run":true,"create":N,"update":N,"delete":N,"same":N,"bytes":N,
+#          "sample":{"create":[...],"update":[...],"delete":[...]}}
 #         create: entries that do not exist in DEST yet; update: existing files, links and
 #         devices of DEST that would be overwritten or changed (directories whose only change
 #         is a time or mode are not counted); delete: entries that would be deleted (only
-#         with --delete); bytes: size of the files that would be transferred; sample: up
-#         to 20 paths of each, relative to DEST.
+#         with --delete); same: existing regular files with the archived size and time,
+#         which only --checksum compares by content; bytes: size of the files that would be
+#         transferred; sample: up to 20 paths of each, relative to DEST.
+#       --verify: after a pull, every entry of DEST against the archive, content included
+#         (rsync --checksum on both sides), nothing changes;
+#         {"changed":false,"verified":bool,"files":N,"entries":N,"differ":N,"sample":[...]}
+#         files: regular files compared; differ: entries missing, extraneous, or whose
+#         content, size, type, mode, owner, group, ACL or xattrs differ; sample: up to 20
+#         "WHAT PATH" (WHAT: missing, extra, or a comma list such as content,mode).
 #       else:
-#         0km-result {"changed":bool,"files":N,"entries":N,"bytes":N,"transferred_bytes":N,
-#                     "deleted":N,"duration_s":N}
+#         {"changed":bool,"files":N,"entries":N,"bytes":N,"transferred_bytes":N,"deleted":N,
+#          "checksum":bool,"duration_s":N}
 #         files: regular files in SOURCE (after excludes), entries: files, directories and
 #         links, bytes: their total size, transferred_bytes: size of the files copied.
-#   checksums PATH
-#       the same lines as the archive's `0km-archive checksums HOST SNAPSHOT PATH`
-#       (docs/archive.md), for comparing a restored tree with its snapshot: one line per
-#       regular file or symlink under PATH (PATH itself when it is not a directory), sorted
-#       bytewise by name (LC_ALL=C):
-#         HASH MODE UID:GID RELPATH    a regular file (MODE: octal permission bits as
-#                                        `stat -c %a` prints them, 644 or 4755; numeric ids)
-#         LINK TARGET RELPATH            a symlink (devices, sockets, fifos are skipped)
-#       RELPATH is relative to PATH (PATH's own name when PATH is a file), "\" written "\\"
-#       and a newline "\n"; in TARGET also a space is written "\s".
-#       0km-result {"changed":false,"files":N}   (N: the lines printed)
 #   services-stop COMPONENT... / services-start COMPONENT...
 #       stops / starts the mailcow containers that write those components' data (the table
 #       below mirrors `services:` in charms/mailcow/metadata.yml), with docker compose in
@@ -65,14 +69,12 @@ RUN_DIR_RE='^/run/0km-recover\.[A-Za-z0-9]{6}$'
 MAILCOW_DIR=/opt/mailcow-dockerized
 MAILCOW_CONF=$MAILCOW_DIR/mailcow.conf
 
-# json_list ITEM...: a JSON array of strings.
-json_list() {
-    local out="" s
-    for s in "$@"; do
-        out+="${out:+,}$(json_str "$s")"
-    done
-    printf '[%s]' "$out"
-}
+# json_str (playbooks/lib/json.sh) and the pull functions (charms/rsync-backup/lib/pull.sh)
+# travel in front of this script; read them from the source tree when it is run from there.
+# shellcheck source=playbooks/lib/json.sh
+declare -F json_str >/dev/null || source "${BASH_SOURCE[0]%/*}/lib/json.sh"
+# shellcheck source=charms/rsync-backup/lib/pull.sh
+declare -F pull_run >/dev/null || source "${BASH_SOURCE[0]%/*}/../charms/rsync-backup/lib/pull.sh"
 
 log() { printf 'recover: %s\n' "$*" >&2; }
 die_usage() {
@@ -95,205 +97,6 @@ check_run_dir() {
     [[ $1 =~ $RUN_DIR_RE ]] || die_usage "not a directory made by \`recover.sh keygen\` (/run/0km-recover.XXXXXX): $1"
 }
 
-# ==== pull (copied into charms/rsync-backup/bin/vps-recover-target: keep both in sync) ====
-
-HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$'
-# A path on the archive: the snapshot, then the host's path. The characters are limited
-# because the path travels on the ssh command line that the archive's forced command
-# checks (no -s/--protect-args); names with other characters are restored through their
-# parent directory.
-SOURCE_RE='^(current|snapshots/[0-9]{4}-[0-9]{2}-[0-9]{2})(/[A-Za-z0-9._+@,:=-]+)*/?$'
-
-# check_source SOURCE: dies (exit 2) unless SOURCE is a plain path under a snapshot.
-check_source() {
-    [[ $1 =~ $SOURCE_RE ]] ||
-        die_usage "SOURCE must be current[/PATH] or snapshots/YYYY-MM-DD[/PATH] (PATH of letters, digits and . _ + @ , : = -): $1"
-    [[ /$1/ != */./* && /$1/ != */../* ]] || die_usage "SOURCE must not contain . or .. components: $1"
-}
-
-# check_dest PATH [NAME]: an absolute, plain path (NAME, DEST by default, for the message).
-check_dest() {
-    local what=${2:-DEST}
-    [[ $1 == /* ]] || die_usage "$what must be an absolute path: $1"
-    [[ $1 != *[[:cntrl:]]* ]] || die_usage "$what must not contain control characters"
-    [[ /$1/ != */./* && /$1/ != */../* && $1 != *//* ]] || die_usage "$what must be a plain path (no ., .. or //): $1"
-}
-
-# check_known_hosts TEXT: known_hosts lines only.
-check_known_hosts() {
-    local line n=0
-    while IFS= read -r line; do
-        [[ -z $line || $line == \#* ]] && continue
-        [[ $line =~ ^(@(cert-authority|revoked)[[:space:]]+)?[^[:space:]]+[[:space:]]+(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)[[:space:]]+[A-Za-z0-9+/]+={0,2}([[:space:]].*)?$ ]] ||
-            die_usage "KNOWN_HOSTS: not a known_hosts line: ${line:0:80}"
-        n=$((n + 1))
-    done <<<"$1"
-    [[ $n -gt 0 ]] || die_usage "KNOWN_HOSTS holds no known_hosts line"
-}
-
-# Set by the caller: pull_key pull_known_hosts pull_host pull_port pull_user; pull_opts (extra
-# rsync options: --delete, --exclude=...).
-pull_user=rsync-backup
-pull_opts=()
-pull_refused_hint="" # appended to the message when the archive refuses the key
-
-# pull_ssh: the ssh command for rsync -e.
-pull_ssh() {
-    printf 'ssh -i %s -p %s -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s -o ConnectTimeout=30 -o ServerAliveInterval=60' \
-        "$pull_key" "$pull_port" "$pull_known_hosts"
-}
-
-# pull_explain ERRFILE CODE: a one-line reason for a failed rsync.
-pull_explain() {
-    local why="rsync exited with $2"
-    if grep -q 'Host key verification failed' "$1"; then
-        why+=": the archive's host key does not match the known_hosts given"
-    elif grep -q 'Permission denied' "$1"; then
-        why+=": the archive refused the read key ${pull_refused_hint:-(not granted, expired or revoked)}"
-    elif grep -qE 'Connection refused|Connection timed out|Could not resolve|No route to host' "$1"; then
-        why+=": cannot reach $pull_host:$pull_port"
-    elif grep -qE 'No such file or directory|change_dir.*failed|link_stat' "$1"; then
-        why+=": not in the backup"
-    fi
-    printf '%s' "$why"
-}
-
-# pull_list SOURCE: sets pull_kind (d for a directory, f for anything else) and, for a
-# snapshot root, pull_entries (its top-level names). Dies when SOURCE is not in the backup.
-pull_kind=""
-pull_entries=()
-pull_list() {
-    local src=${1%/} out errf code=0 line first=1 name
-    out=$(mktemp) errf=$(mktemp)
-    tmpfiles+=("$out" "$errf")
-    pull_entries=()
-    if [[ ! $src =~ ^(current|snapshots/[^/]+)$ ]]; then
-        # Without a trailing slash and without -r: one line, SOURCE itself.
-        rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$src" >"$out" 2>"$errf" || code=$?
-        if [[ $code -ne 0 ]]; then
-            sed 's/^/    /' "$errf" >&2
-            die "cannot read $src on the archive: $(pull_explain "$errf" "$code")"
-        fi
-        case $(head -c 1 "$out") in
-            d) pull_kind=d ;;
-            "") die "$src: not in the backup" ;;
-            *) pull_kind=f ;;
-        esac
-        return 0
-    fi
-    # A snapshot root (`current` is a symlink to one): a directory, listed with a trailing
-    # slash, which follows the link.
-    pull_kind=d
-    rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$src/" >"$out" 2>"$errf" || code=$?
-    if [[ $code -ne 0 ]]; then
-        sed 's/^/    /' "$errf" >&2
-        die "cannot list $src on the archive: $(pull_explain "$errf" "$code")"
-    fi
-    # `MODE SIZE DATE TIME NAME`; the first line is "." itself.
-    while IFS= read -r line; do
-        [[ $line =~ ^[-a-zA-Z]{10}[[:space:]]+[0-9,.]+[[:space:]]+[0-9/]+[[:space:]]+[0-9:]+[[:space:]](.*)$ ]] || continue
-        name=${BASH_REMATCH[1]}
-        [[ $line == l* ]] && name=${name% -> *}
-        if [[ $first == 1 && $name == . ]]; then
-            first=0
-            continue
-        fi
-        pull_entries+=("$name")
-    done <"$out"
-}
-
-# pull_run SOURCE DEST DRY_RUN(0|1): the transfer; sets the pull_* counters. Itemized
-# changes go to the file pull_items.
-pull_create=0 pull_update=0 pull_delete=0 pull_bytes=0 pull_transferred=0
-pull_files=0 pull_nentries=0 pull_deleted=0 pull_items=0 pull_changed=false
-pull_sample_update=() pull_sample_delete=()
-pull_run() {
-    local src=${1%/} dest=$2 dry=$3 e
-    local -a jobs=() # pairs: remote source, local destination
-    if [[ $dest == / && " ${pull_opts[*]-} " == *" --delete "* && ! $src =~ ^(current|snapshots/[^/]+)$ ]]; then
-        die_usage "--delete into / is only allowed for a whole snapshot (current or snapshots/DATE), which is pulled entry by entry"
-    fi
-    pull_list "$src"
-    if [[ $pull_kind == d ]]; then
-        if [[ -e $dest && ! -d $dest ]]; then
-            die "$dest exists and is not a directory: cannot restore the directory $src into it"
-        fi
-        if [[ $src =~ ^(current|snapshots/[^/]+)$ ]]; then
-            # A snapshot root: its own owner and mode are the archive's, not the host's.
-            for e in "${pull_entries[@]+"${pull_entries[@]}"}"; do
-                [[ $e =~ ^[A-Za-z0-9._+@,:=-]+$ && $e != . && $e != .. ]] || {
-                    log "warning: skipping the top-level entry $(json_str "$e") (unusual name)"
-                    continue
-                }
-                jobs+=("$src/$e" "${dest%/}/")
-            done
-        else
-            jobs+=("$src/" "${dest%/}/")
-        fi
-        [[ $dry == 1 ]] || mkdir -p "$dest"
-    else
-        if [[ -d $dest ]]; then
-            jobs+=("$src" "${dest%/}/")
-        else
-            [[ $dest != */ ]] || die "$src is a file: DEST $dest (with a trailing /) is not a directory"
-            [[ $dry == 1 ]] || mkdir -p "$(dirname "$dest")"
-            jobs+=("$src" "$dest")
-        fi
-    fi
-    # --checksum: a file of the destination with the same size and time as the archived one
-    # but other content (a config written at the same second on a fresh machine) would be
-    # skipped by rsync's quick check; a restore must not trust it.
-    local -a mode_opts=(--checksum --itemize-changes --stats)
-    [[ $dry == 0 ]] || mode_opts+=(--dry-run)
-    local out errf code i item path flags n
-    out=$(mktemp) errf=$(mktemp)
-    tmpfiles+=("$out" "$errf")
-    for ((i = 0; i < ${#jobs[@]}; i += 2)); do
-        code=0
-        log "pulling ${jobs[i]} into ${jobs[i + 1]}$([[ $dry == 0 ]] || echo ' (dry run)')"
-        rsync -aH --no-s --numeric-ids "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
-            -e "$(pull_ssh)" "$pull_user@$pull_host:${jobs[i]}" "${jobs[i + 1]}" >"$out" 2>"$errf" || code=$?
-        if [[ $code -ne 0 && $code -ne 24 ]]; then
-            sed 's/^/    /' "$errf" >&2
-            die "pulling ${jobs[i]} failed: $(pull_explain "$errf" "$code")"
-        fi
-        [[ -s $errf ]] && sed 's/^/    /' "$errf" >&2
-        while IFS= read -r item; do
-            if [[ $item == '*deleting '* ]]; then
-                path=${item#\*deleting }
-                path=${path#"${path%%[! ]*}"}
-                pull_delete=$((pull_delete + 1))
-                pull_items=$((pull_items + 1))
-                [[ ${#pull_sample_delete[@]} -ge 20 ]] || pull_sample_delete+=("$path")
-                continue
-            fi
-            [[ $item =~ ^([.\<\>ch*][fdLDS][^ ]{9})\ (.*)$ ]] || continue
-            flags=${BASH_REMATCH[1]} path=${BASH_REMATCH[2]}
-            pull_items=$((pull_items + 1))
-            [[ ${flags:1:1} == L ]] && path=${path% -> *}
-            [[ ${flags:0:1} == h ]] && path=${path% => *}
-            if [[ ${flags:2:9} == +++++++++ ]]; then
-                pull_create=$((pull_create + 1))
-            elif [[ ${flags:1:1} != d ]]; then
-                pull_update=$((pull_update + 1))
-                [[ ${#pull_sample_update[@]} -ge 20 ]] || pull_sample_update+=("$path")
-            fi
-        done <"$out"
-        stat_num() { sed -n "s/^$1: *\([0-9,.]*\).*/\1/p" "$out" | head -n 1 | tr -cd 0-9; }
-        n=$(stat_num 'Total transferred file size') && pull_transferred=$((pull_transferred + ${n:-0}))
-        n=$(stat_num 'Total file size') && pull_bytes=$((pull_bytes + ${n:-0}))
-        n=$(stat_num 'Number of files') && pull_nentries=$((pull_nentries + ${n:-0}))
-        n=$(sed -n 's/^Number of files:.*reg: *\([0-9,.]*\).*/\1/p' "$out" | head -n 1 | tr -cd 0-9)
-        pull_files=$((pull_files + ${n:-0}))
-        n=$(stat_num 'Number of deleted files') && pull_deleted=$((pull_deleted + ${n:-0}))
-    done
-    if [[ $dry == 0 && $pull_items -gt 0 ]]; then
-        pull_changed=true
-    fi
-}
-
-# ==== end of pull ====
-
 cmd_keygen() {
     [[ $# -eq 0 ]] || die_usage "keygen takes no arguments"
     command -v ssh-keygen >/dev/null 2>&1 || die "ssh-keygen is missing (apt-get install openssh-client)"
@@ -302,7 +105,7 @@ cmd_keygen() {
     dir=$(mktemp -d /run/0km-recover.XXXXXX)
     chmod 0700 "$dir"
     host=$(hostname -f 2>/dev/null || hostname)
-    [[ $host =~ $HOSTNAME_RE ]] || host=$(hostname)
+    [[ $host =~ $PULL_HOSTNAME_RE ]] || host=$(hostname)
     if ! ssh-keygen -q -t ed25519 -N '' -C "0km-recover@$host" -f "$dir/id_ed25519" </dev/null >/dev/null; then
         rm -rf "$dir"
         die "ssh-keygen failed"
@@ -320,6 +123,8 @@ cmd_cleanup() {
         die "$dir is a symbolic link, not a directory made by keygen: left alone"
     elif [[ -d $dir ]]; then
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
+        pull_ctl=$dir/ctl pull_key=$dir/id_ed25519
+        pull_disconnect
         rm -rf -- "$dir"
         changed=true
         log "removed $dir"
@@ -330,12 +135,12 @@ cmd_cleanup() {
 }
 
 cmd_pull() {
-    [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run] [--delete] [--exclude PATTERN]..."
-    local dir=$1 kh_b64=$4 source=$5 dest=$6 dry=0 delete=0 kh started
+    [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]..."
+    local dir=$1 kh_b64=$4 source=$5 dest=$6 mode=pull delete=0 kh started
     pull_host=$2 pull_port=$3
     shift 6
     check_run_dir "$dir"
-    [[ ${#pull_host} -le 253 && $pull_host =~ $HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
+    [[ ${#pull_host} -le 253 && $pull_host =~ $PULL_HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
     [[ $pull_port =~ ^[1-9][0-9]{0,4}$ && $pull_port -le 65535 ]] || die_usage "SERVER_PORT is not a port: $pull_port"
     kh=$(printf '%s' "$kh_b64" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
     check_known_hosts "$kh"
@@ -344,7 +149,14 @@ cmd_pull() {
     pull_opts=()
     while [[ $# -gt 0 ]]; do
         case $1 in
-            --dry-run | -n) dry=1 ;;
+            --dry-run | -n) mode=plan ;;
+            --verify) mode=verify ;;
+            --checksum) pull_checksum=1 ;;
+            --kind)
+                [[ $# -ge 2 && $2 =~ ^[df]$ ]] || die_usage "--kind needs d (a directory) or f (a file)"
+                pull_kind=$2
+                shift
+                ;;
             --delete) delete=1 ;;
             --exclude)
                 [[ $# -ge 2 ]] || die_usage "--exclude needs a PATTERN"
@@ -361,6 +173,7 @@ cmd_pull() {
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_key=$dir/id_ed25519
     pull_known_hosts=$dir/known_hosts
+    pull_ctl=$dir/ctl
     local tmp
     tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
     tmpfiles+=("$tmp")
@@ -369,67 +182,13 @@ cmd_pull() {
     mv -f "$tmp" "$pull_known_hosts"
 
     started=$(date +%s)
-    pull_run "$source" "$dest" "$dry"
-    if [[ $dry == 1 ]]; then
-        log "dry run: $pull_create to create, $pull_update to overwrite, $pull_delete to delete, $pull_transferred bytes to copy"
-        printf '0km-result {"changed":false,"dry_run":true,"create":%s,"update":%s,"delete":%s,"bytes":%s,"sample":{"update":%s,"delete":%s}}\n' \
-            "$pull_create" "$pull_update" "$pull_delete" "$pull_transferred" \
-            "$(json_list "${pull_sample_update[@]+"${pull_sample_update[@]}"}")" \
-            "$(json_list "${pull_sample_delete[@]+"${pull_sample_delete[@]}"}")"
-    else
-        log "restored $source into $dest: $pull_files files ($pull_bytes bytes), $pull_transferred bytes copied, $pull_deleted deleted"
-        printf '0km-result {"changed":%s,"files":%s,"entries":%s,"bytes":%s,"transferred_bytes":%s,"deleted":%s,"duration_s":%s}\n' \
-            "$pull_changed" "$pull_files" "$pull_nentries" "$pull_bytes" "$pull_transferred" "$pull_deleted" "$(($(date +%s) - started))"
-    fi
-}
-
-cmd_checksums() {
-    [[ $# -eq 1 ]] || die_usage "usage: checksums PATH"
-    local path=$1 dir list files f rel sum meta target n=0 bs=$'\\'
-    local -a start
-    check_dest "$path" PATH
-    [[ -e $path || -L $path ]] || die "$path does not exist"
-    if [[ -d $path && ! -L $path ]]; then
-        dir=$path start=(.)
-    else
-        dir=$(dirname "$path") start=("./$(basename "$path")" -maxdepth 0)
-    fi
-    list=$(mktemp) files=$(mktemp)
-    tmpfiles+=("$list" "$files")
-    cd "$dir" || die "cannot enter $dir"
-    # The same walk as the archive's `0km-archive checksums` (docs/archive.md): `./NAME`
-    # sorted bytewise, regular files and symlinks.
-    find "${start[@]}" \( -type f -o -type l \) -print0 | sort -z >"$list"
-    # Regular files only, in the same order, for the batched b2sum and stat below.
-    while IFS= read -r -d '' f; do
-        [[ -L $f ]] || printf '%s\0' "$f"
-    done <"$list" >"$files"
-    # b2sum prefixes a line with "\" when the name needs escaping; the hash is the next
-    # 64 characters either way.
-    # (mapfile, not `read` per line: read takes a pipe one byte per system call)
-    local -a sums metas
-    local i=0
-    mapfile -t sums < <(xargs -0 -r b2sum -l 256 -- <"$files" | sed 's/^\\//' | cut -c1-64)
-    mapfile -t metas < <(xargs -0 -r stat -c '%a %u:%g' -- <"$files")
-    while IFS= read -r -d '' f; do
-        rel=${f#./}
-        rel=${rel//"$bs"/"$bs$bs"}
-        rel=${rel//$'\n'/"${bs}n"}
-        if [[ -L $f ]]; then
-            target=$(readlink -- "$f" && printf x)
-            target=${target%$'\n'x}
-            target=${target//"$bs"/"$bs$bs"}
-            target=${target//$'\n'/"${bs}n"}
-            target=${target// /"${bs}s"}
-            printf 'LINK %s %s\n' "$target" "$rel"
-        else
-            sum=${sums[i]} meta=${metas[i]}
-            i=$((i + 1))
-            printf '%s %s %s\n' "$sum" "$meta" "$rel"
-        fi
-        n=$((n + 1))
-    done <"$list"
-    printf '0km-result {"changed":false,"files":%s}\n' "$n"
+    pull_run "$source" "$dest" "$mode"
+    case $mode in
+        plan) log "dry run: $pull_create to create, $pull_update to overwrite, $pull_delete to delete, $pull_same with the same size and time, $pull_transferred bytes to copy" ;;
+        verify) log "verified $source against $dest: $pull_files files, $pull_differ difference(s)" ;;
+        pull) log "restored $source into $dest: $pull_files files ($pull_bytes bytes), $pull_transferred bytes copied, $pull_deleted deleted" ;;
+    esac
+    printf '0km-result %s\n' "$(pull_result "$mode" "$started")"
 }
 
 # ---- services (mailcow) -------------------------------------------------------------------
@@ -560,14 +319,13 @@ cmd_mysql_load() {
     printf '0km-result {"changed":true,"databases":%s}\n' "$(json_list "${dbs[@]+"${dbs[@]}"}")"
 }
 
-[[ $# -ge 1 ]] || die_usage "usage: recover.sh keygen | cleanup DIR | pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [options] | checksums PATH | services-stop|services-start COMPONENT... | mysql-load DUMPFILE"
+[[ $# -ge 1 ]] || die_usage "usage: recover.sh keygen | cleanup DIR | pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [options] | services-stop|services-start COMPONENT... | mysql-load DUMPFILE"
 mode=$1
 shift
 case $mode in
     keygen) cmd_keygen "$@" ;;
     cleanup) cmd_cleanup "$@" ;;
     pull) cmd_pull "$@" ;;
-    checksums) cmd_checksums "$@" ;;
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;

@@ -11,13 +11,15 @@ pub struct Playbook {
 }
 
 /// `name => CONST` for every playbook: `playbooks/NAME.sh`, embedded behind the helpers all
-/// playbooks share (`playbooks/lib/json.sh`).
+/// playbooks share (`playbooks/lib/json.sh`) and the libraries it names after `with` (paths
+/// from the crate root; a library a charm also installs lives in that charm).
 macro_rules! playbooks {
-    ($($name:literal => $konst:ident),* $(,)?) => {
+    ($($name:literal => $konst:ident $(with $($lib:literal),+)?),* $(,)?) => {
         $(pub const $konst: Playbook = Playbook {
             name: $name,
             script: concat!(
                 include_str!("../playbooks/lib/json.sh"),
+                $($(include_str!(concat!("../", $lib)),)+)?
                 include_str!(concat!("../playbooks/", $name, ".sh"))
             ),
         };)*
@@ -33,7 +35,7 @@ playbooks! {
     "packages" => PACKAGES,
     "charm-install" => CHARM_INSTALL,
     "backup-server-setup" => BACKUP_SERVER_SETUP,
-    "recover" => RECOVER,
+    "recover" => RECOVER with "charms/rsync-backup/lib/pull.sh",
 }
 
 impl Playbook {

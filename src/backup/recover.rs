@@ -2,8 +2,10 @@
 //! destination VPS. A plan first (what, from which snapshot, how much, what on the destination
 //! is overwritten or deleted, which services stop), then one confirmation, then the data goes
 //! straight from the archive to the destination (pulled there with a temporary read key that
-//! only reads the source host's area), then a check: checksums, modes and owners of what was
-//! restored against the archive's. The temporary key is revoked on every path, Ctrl-C included.
+//! only reads the source host's area), then a check: every restored entry against the
+//! archive, content (rsync's checksums, computed on both sides), size, mode and owner. The
+//! destination side is `playbooks/recover.sh` with `charms/rsync-backup/lib/pull.sh`. The
+//! temporary key is revoked on every path, Ctrl-C included.
 
 use super::archive;
 use super::spec::{RecoverSpec, Selection};
@@ -69,6 +71,8 @@ pub struct Plan {
     pub create: u64,
     pub update: u64,
     pub delete: u64,
+    /// Existing files with the archived size and time: compared by content during the pull.
+    pub same: u64,
     pub update_sample: Vec<String>,
     pub delete_sample: Vec<String>,
     pub mysql_load: bool,
@@ -106,7 +110,11 @@ where
             work,
         )
         .await?;
-    let r = &r[0];
+    data_of(&r[0], what)
+}
+
+/// A host's result as data, or its failure as a plan error saying what was being done.
+fn data_of(r: &HostResult, what: &str) -> Result<serde_json::Value, RecoverError> {
     match r.status {
         Outcome::Ok | Outcome::Changed => Ok(r.data.clone()),
         _ => Err(RecoverError::Plan(format!(
@@ -139,56 +147,118 @@ impl RecoverRun<'_> {
             return Err(RecoverError::NeedsConfirmation);
         }
         let host = self.spec.host.clone();
-        // 1. The archive: which snapshot. One cheap `inspect` resolves it (and `latest`); the
-        // full list of snapshots is only read to explain a missing one.
+        let (mut items, components) = self.select_items().await?;
+        let whole = matches!(self.spec.selection, Selection::WholeHost);
+        // 1. The archive: which snapshot (`latest` resolved), and what it holds of the paths
+        // to restore (a whole host: of the lists each backup carries). The full list of
+        // snapshots is only read to explain a missing one. 2. Meanwhile on the destination:
+        // a temporary key, to be granted read access to the source host only.
         let wanted = self
             .spec
             .snapshot
             .clone()
             .unwrap_or_else(|| "latest".into());
-        let probe = {
-            let (h, w) = (host.clone(), wanted.clone());
-            on_one(&self, &self.archive, "finding the snapshot", move |ctx| {
-                let (h, w) = (h.clone(), w.clone());
-                async move {
-                    archive::call(
-                        &ctx,
-                        "archive: snapshot",
-                        &["inspect", &h, &w, "var/lib/rsync-backup"],
+        let paths: Vec<String> = if whole {
+            vec!["var/lib/rsync-backup".into()]
+        } else {
+            items
+                .iter()
+                .map(|i| i.source.trim_start_matches('/').to_string())
+                .collect()
+        };
+        let (probe, key) = self.probe_and_keygen(&host, &wanted, &paths).await?;
+        let key_dir = key
+            .as_ref()
+            .ok()
+            .and_then(|k| k["dir"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let public = key.and_then(|k| {
+            crate::keys::KeyLine::parse(k["public_key"].as_str().unwrap_or_default())
+                .map_err(|e| RecoverError::Plan(format!("the destination's temporary key: {e}")))
+        });
+        // Whatever failed, a key made on the destination is removed (and revoked) again.
+        let cleanup_id = (!key_dir.is_empty()).then(|| {
+            let blob = public.as_ref().map(|p| p.blob.clone()).unwrap_or_default();
+            self.register_cleanup(&host, &blob, &key_dir)
+        });
+        let result = match (probe, public) {
+            (Ok(info), Ok(public)) => match info["snapshot"].as_str() {
+                Some(snapshot) => {
+                    let snapshot = snapshot.to_string();
+                    let inspected = (!whole).then_some(info);
+                    self.with_key(
+                        &host,
+                        &snapshot,
+                        &mut items,
+                        &components,
+                        &public,
+                        &key_dir,
+                        inspected,
                     )
                     .await
-                    .map(done)
                 }
-            })
-            .await
-        };
-        let snapshot = match probe.as_ref().ok().and_then(|v| v["snapshot"].as_str()) {
-            Some(s) => s.to_string(),
-            None => return Err(self.no_snapshot(&host, &wanted).await),
-        };
-        let (mut items, components) = self.select_items().await?;
-
-        // 2. The destination: a temporary key, granted read access to the source host only.
-        let key = on_one(
-            &self,
-            &self.dest,
-            "creating a temporary key",
-            |ctx| async move {
-                run_playbook(&ctx, "recover: key", &crate::playbook::RECOVER, &["keygen"])
-                    .await
-                    .map(done)
+                None => Err(self.no_snapshot(&host, &wanted).await),
             },
-        )
-        .await?;
-        let key_dir = key["dir"].as_str().unwrap_or_default().to_string();
-        let public = crate::keys::KeyLine::parse(key["public_key"].as_str().unwrap_or_default())
-            .map_err(|e| RecoverError::Plan(format!("the destination's temporary key: {e}")))?;
-        let cleanup_id = self.register_cleanup(&host, &public.blob, &key_dir);
-        let result = self
-            .with_key(&host, &snapshot, &mut items, &components, &public, &key_dir)
-            .await;
-        self.app.cleanups.run(cleanup_id).await;
+            (Err(_), _) => Err(self.no_snapshot(&host, &wanted).await),
+            (Ok(_), Err(e)) => Err(e),
+        };
+        if let Some(id) = cleanup_id {
+            self.app.cleanups.run(id).await;
+        }
         result
+    }
+
+    /// The archive's `inspect HOST WANTED PATH...` and the destination's `keygen`, at the same
+    /// time, in one fleet run (so unknown host keys make one question). Each result on its own.
+    #[allow(clippy::type_complexity)]
+    async fn probe_and_keygen(
+        &self,
+        host: &str,
+        wanted: &str,
+        paths: &[String],
+    ) -> Result<
+        (
+            Result<serde_json::Value, RecoverError>,
+            Result<serde_json::Value, RecoverError>,
+        ),
+        RecoverError,
+    > {
+        let mut words = vec!["inspect".to_string(), host.to_string(), wanted.to_string()];
+        words.extend(paths.iter().cloned());
+        let archive_name = self.archive.name.clone();
+        let work = move |ctx: HostCtx| {
+            let (words, on_archive) = (words.clone(), ctx.target.name == archive_name);
+            async move {
+                if on_archive {
+                    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+                    archive::call(&ctx, "archive: snapshot", &w).await.map(done)
+                } else {
+                    run_playbook(&ctx, "recover: key", &crate::playbook::RECOVER, &["keygen"])
+                        .await
+                        .map(done)
+                }
+            }
+        };
+        if self.archive.name == self.dest.name {
+            return Err(RecoverError::Plan(format!(
+                "{} is the archive server: recover onto a VPS",
+                self.dest.name
+            )));
+        }
+        let r = self
+            .fleet
+            .run(
+                &[self.archive.clone(), self.dest.clone()],
+                self.app.ui.reporter(2),
+                self.log.clone(),
+                work,
+            )
+            .await?;
+        Ok((
+            data_of(&r[0], "finding the snapshot"),
+            data_of(&r[1], "creating a temporary key"),
+        ))
     }
 
     /// Undo of the temporary key: revoked on the archive, removed from the destination.
@@ -217,10 +287,14 @@ impl RecoverRun<'_> {
             }
         })
         .await;
-        let available: Vec<String> = snaps
-            .as_ref()
-            .ok()
-            .and_then(|v| v["snapshots"].as_array().cloned())
+        // The archive does not answer, or refuses: that is the error, not a missing snapshot.
+        let snaps = match snaps {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let available: Vec<String> = snaps["snapshots"]
+            .as_array()
+            .cloned()
             .unwrap_or_default()
             .iter()
             .filter_map(|s| s["date"].as_str().map(str::to_string))
@@ -277,6 +351,7 @@ impl RecoverRun<'_> {
         components: &[String],
         public: &crate::keys::KeyLine,
         key_dir: &str,
+        inspected: Option<serde_json::Value>,
     ) -> Result<Vec<HostResult>, RecoverError> {
         let grant = {
             let (h, ty, blob) = (
@@ -326,7 +401,11 @@ impl RecoverRun<'_> {
             excludes.extend(left_out);
         }
         // Sizes from the archive, and every path must exist there.
-        self.inspect(host, snapshot, items).await?;
+        let info = match inspected {
+            Some(info) => info,
+            None => self.inspect(host, snapshot, items).await?,
+        };
+        self.apply_inspect(&info, host, snapshot, items)?;
         // 3. The plan: a dry run on the destination.
         let mut plan = Plan {
             host: host.to_string(),
@@ -338,12 +417,13 @@ impl RecoverRun<'_> {
             create: 0,
             update: 0,
             delete: 0,
+            same: 0,
             update_sample: Vec::new(),
             delete_sample: Vec::new(),
             mysql_load: components.iter().any(|c| c == "mysql"),
         };
         let dry = self
-            .pull_all(snapshot, items, &excludes, &server, true)
+            .pull_all(snapshot, items, &excludes, &server, PullMode::Plan)
             .await?;
         let dests: Vec<&str> = items
             .iter()
@@ -354,6 +434,7 @@ impl RecoverRun<'_> {
             plan.create += d["create"].as_u64().unwrap_or(0);
             plan.update += d["update"].as_u64().unwrap_or(0);
             plan.delete += d["delete"].as_u64().unwrap_or(0);
+            plan.same += d["same"].as_u64().unwrap_or(0);
             for (key, out) in [
                 ("update", &mut plan.update_sample),
                 ("delete", &mut plan.delete_sample),
@@ -384,8 +465,11 @@ impl RecoverRun<'_> {
             )]);
         }
         // 4. For real: services down, data, database, services up.
+        // The quick check (size and time) is enough when nothing on the destination could
+        // fool it; files already there with the archived size and time are compared by content.
+        let checksum = plan.same > 0;
         let applied = self
-            .apply(snapshot, items, components, &excludes, &server)
+            .apply(snapshot, items, components, &excludes, &server, checksum)
             .await;
         let (pulled, mut notes) = match applied {
             Ok(v) => v,
@@ -398,38 +482,48 @@ impl RecoverRun<'_> {
             }
         };
         // 5. The check: what the destination holds against the archive.
-        let verify = self.verify(host, snapshot, items, &excludes).await;
+        let verify = self.verify(snapshot, items, &excludes, &server).await;
         let (status, failure) = match &verify {
-            Ok(v) if v.differences.is_empty() => (Outcome::Changed, None),
+            Ok(v) if v.differ == 0 => (Outcome::Changed, None),
             Ok(v) => (
                 Outcome::Failed,
                 Some((
                     "verify".to_string(),
                     format!(
                         "{} difference(s) between the archive and the destination",
-                        v.differences.len()
+                        v.differ
                     ),
                 )),
             ),
             Err(e) => (Outcome::Failed, Some(("verify".to_string(), e.to_string()))),
         };
         let verify_json = match &verify {
-            Ok(v) => serde_json::json!({"files": v.files, "differences": v.differences}),
+            Ok(v) => serde_json::json!({
+                "files": v.files,
+                "verified": v.differ == 0,
+                "differ": v.differ,
+                "differences": v.differences,
+            }),
             Err(e) => serde_json::json!({"error": e.to_string()}),
         };
         if let Ok(v) = &verify {
-            if v.differences.is_empty() {
+            if v.differ == 0 {
                 self.app.ui.out(&format!(
-                    "Verified: {} files on {} match the archive (content, mode, owner).",
+                    "Verified: {} files on {} match the archive (content, size, mode, owner).",
                     v.files, self.dest.name
                 ));
             } else {
-                self.app.ui.out(&format!(
-                    "NOT verified: {} difference(s):",
-                    v.differences.len()
-                ));
-                for d in v.differences.iter().take(20) {
+                self.app
+                    .ui
+                    .out(&format!("NOT verified: {} difference(s):", v.differ));
+                for d in &v.differences {
                     self.app.ui.out(&format!("  {d}"));
+                }
+                if v.differ as usize > v.differences.len() {
+                    self.app.ui.out(&format!(
+                        "  ... and {} more",
+                        v.differ as usize - v.differences.len()
+                    ));
                 }
             }
         }
@@ -476,7 +570,7 @@ impl RecoverRun<'_> {
                 for (name, required) in [("backup-roots", true), ("backup-excludes", false)] {
                     let source = archive_path(&snap, &format!("/var/lib/rsync-backup/{name}"));
                     let dest = format!("{}/{name}", s.key_dir);
-                    let args = s.pull_args(&source, &dest, false, false, &[]);
+                    let args = s.pull_args(&source, &dest, PullMode::Pull { checksum: false }, Some(false), false, &[]);
                     let pulled = run_playbook(&ctx, "recover: lists", &crate::playbook::RECOVER, &args).await;
                     if let Err(e) = pulled {
                         if required {
@@ -523,18 +617,19 @@ impl RecoverRun<'_> {
         Ok((roots, lines(1)))
     }
 
+    /// The archive's `inspect` of the items' paths in the snapshot.
     async fn inspect(
         &self,
         host: &str,
         snapshot: &str,
-        items: &mut Vec<Item>,
-    ) -> Result<(), RecoverError> {
+        items: &[Item],
+    ) -> Result<serde_json::Value, RecoverError> {
         let paths: Vec<String> = items
             .iter()
             .map(|i| i.source.trim_start_matches('/').to_string())
             .collect();
         let (h, s) = (host.to_string(), snapshot.to_string());
-        let info = on_one(self, &self.archive, "inspecting the snapshot", move |ctx| {
+        on_one(self, &self.archive, "inspecting the snapshot", move |ctx| {
             let (h, s, paths) = (h.clone(), s.clone(), paths.clone());
             async move {
                 let mut words = vec!["inspect", h.as_str(), s.as_str()];
@@ -544,7 +639,18 @@ impl RecoverRun<'_> {
                     .map(done)
             }
         })
-        .await?;
+        .await
+    }
+
+    /// Types and sizes from an `inspect`; a path the snapshot lacks is an error for a path
+    /// recover, and skipped (said so) for components and roots.
+    fn apply_inspect(
+        &self,
+        info: &serde_json::Value,
+        host: &str,
+        snapshot: &str,
+        items: &mut Vec<Item>,
+    ) -> Result<(), RecoverError> {
         let found = info["paths"].as_array().cloned().unwrap_or_default();
         let mut missing = Vec::new();
         for it in items.iter_mut() {
@@ -588,55 +694,51 @@ impl RecoverRun<'_> {
         items: &[Item],
         excludes: &[String],
         server: &Server,
-        dry_run: bool,
+        mode: PullMode,
     ) -> Result<Vec<serde_json::Value>, RecoverError> {
-        let jobs: Vec<(String, String, bool)> = items
+        let jobs: Vec<(String, String, bool, bool)> = items
             .iter()
             .filter(|i| i.files > 0 || i.is_dir)
-            .map(|i| (archive_path(snapshot, &i.source), i.dest.clone(), i.delete))
+            .map(|i| {
+                (
+                    archive_path(snapshot, &i.source),
+                    i.dest.clone(),
+                    i.is_dir,
+                    i.delete,
+                )
+            })
             .collect();
         let (s, ex) = (server.clone(), excludes.to_vec());
-        let out = on_one(
-            self,
-            &self.dest,
-            if dry_run {
-                "planning (dry run)"
-            } else {
-                "restoring"
-            },
-            move |ctx| {
-                let (s, ex, jobs) = (s.clone(), ex.clone(), jobs.clone());
-                async move {
-                    let mut results = Vec::new();
-                    for (source, dest, delete) in &jobs {
-                        // Whole-host excludes are absolute paths: anchor them under this root.
-                        let root = source.split_once('/').map(|(_, r)| r).unwrap_or("");
-                        let root = root
-                            .split_once('/')
-                            .map(|(_, r)| format!("/{r}"))
-                            .unwrap_or_default();
-                        let local: Vec<String> = ex
-                            .iter()
-                            .filter_map(|e| {
-                                e.strip_prefix(&root)
-                                    .filter(|r| r.starts_with('/'))
-                                    .map(str::to_string)
-                            })
-                            .collect();
-                        let step = if dry_run {
-                            "recover: plan"
-                        } else {
-                            "recover: pull"
-                        };
-                        let args = s.pull_args(source, dest, dry_run, *delete, &local);
-                        results.push(
-                            run_playbook(&ctx, step, &crate::playbook::RECOVER, &args).await?,
-                        );
-                    }
-                    Ok(done(serde_json::Value::Array(results)))
+        let (what, step) = match mode {
+            PullMode::Plan => ("planning (dry run)", "recover: plan"),
+            PullMode::Pull { .. } => ("restoring", "recover: pull"),
+            PullMode::Verify => ("verifying against the archive", "recover: verify"),
+        };
+        let out = on_one(self, &self.dest, what, move |ctx| {
+            let (s, ex, jobs) = (s.clone(), ex.clone(), jobs.clone());
+            async move {
+                let mut results = Vec::new();
+                for (source, dest, is_dir, delete) in &jobs {
+                    // Whole-host excludes are absolute paths: anchor them under this root.
+                    let root = source.split_once('/').map(|(_, r)| r).unwrap_or("");
+                    let root = root
+                        .split_once('/')
+                        .map(|(_, r)| format!("/{r}"))
+                        .unwrap_or_default();
+                    let local: Vec<String> = ex
+                        .iter()
+                        .filter_map(|e| {
+                            e.strip_prefix(&root)
+                                .filter(|r| r.starts_with('/'))
+                                .map(str::to_string)
+                        })
+                        .collect();
+                    let args = s.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
+                    results.push(run_playbook(&ctx, step, &crate::playbook::RECOVER, &args).await?);
                 }
-            },
-        )
+                Ok(done(serde_json::Value::Array(results)))
+            }
+        })
         .await?;
         Ok(out.as_array().cloned().unwrap_or_default())
     }
@@ -648,6 +750,7 @@ impl RecoverRun<'_> {
         components: &[String],
         excludes: &[String],
         server: &Server,
+        checksum: bool,
     ) -> Result<(Vec<serde_json::Value>, Vec<String>), RecoverError> {
         let comps = components.to_vec();
         let mut notes = Vec::new();
@@ -672,7 +775,13 @@ impl RecoverRun<'_> {
             notes.extend(strings(&stopped["notes"]));
         }
         let pulled = self
-            .pull_all(snapshot, items, excludes, server, false)
+            .pull_all(
+                snapshot,
+                items,
+                excludes,
+                server,
+                PullMode::Pull { checksum },
+            )
             .await;
         if comps.iter().any(|c| c == "mysql") && pulled.is_ok() {
             let loaded = on_one(
@@ -723,74 +832,23 @@ impl RecoverRun<'_> {
         Ok((pulled?, notes))
     }
 
+    /// Every restored entry against the archive, content included: rsync's checksums on
+    /// both sides, in a dry run over the same paths, excludes and deletions as the pull.
     async fn verify(
         &self,
-        host: &str,
         snapshot: &str,
         items: &[Item],
         excludes: &[String],
+        server: &Server,
     ) -> Result<Verified, RecoverError> {
-        let mut files = 0;
-        let mut differences = Vec::new();
-        for it in items.iter().filter(|i| i.files > 0 || i.is_dir) {
-            let rel = it.source.trim_start_matches('/').to_string();
-            let (h, s) = (host.to_string(), snapshot.to_string());
-            let theirs = on_one(
-                self,
-                &self.archive,
-                "checksums on the archive",
-                move |ctx| {
-                    let (h, s, rel) = (h.clone(), s.clone(), rel.clone());
-                    async move {
-                        let out = ctx
-                            .step(
-                                "archive: checksums",
-                                &["checksums", h.as_str(), s.as_str(), rel.as_str()].join(" "),
-                                None,
-                            )
-                            .await?;
-                        Ok(done(serde_json::json!(String::from_utf8_lossy(
-                            &out.stdout
-                        ))))
-                    }
-                },
-            );
-            let dest = it.dest.clone();
-            let ours = on_one(
-                self,
-                &self.dest,
-                "checksums on the destination",
-                move |ctx| {
-                    let dest = dest.clone();
-                    async move {
-                        let out = ctx
-                            .step(
-                                "recover: checksums",
-                                &crate::playbook::RECOVER.command_line(&["checksums", &dest]),
-                                Some(crate::playbook::RECOVER.script.as_bytes()),
-                            )
-                            .await?;
-                        Ok(done(serde_json::json!(String::from_utf8_lossy(
-                            &out.stdout
-                        ))))
-                    }
-                },
-            );
-            // Both sides hash their copy at the same time.
-            let (theirs, ours) = tokio::join!(theirs, ours);
-            let (theirs, ours) = (theirs?, ours?);
-            let (checked, diffs) = compare_listings(
-                theirs.as_str().unwrap_or_default(),
-                ours.as_str().unwrap_or_default(),
-                &it.source,
-                &it.dest,
-                !it.is_dir,
-                excludes,
-            );
-            files += checked;
-            differences.extend(diffs);
-        }
-        Ok(Verified { files, differences })
+        let results = self
+            .pull_all(snapshot, items, excludes, server, PullMode::Verify)
+            .await?;
+        let dests = items
+            .iter()
+            .filter(|i| i.files > 0 || i.is_dir)
+            .map(|i| (i.dest.as_str(), i.is_dir));
+        Ok(verified(&results, dests))
     }
 
     fn print_plan(&self, plan: &Plan) {
@@ -846,6 +904,12 @@ impl RecoverRun<'_> {
             "  on {}: {} files created, {} overwritten, {} deleted",
             plan.dest, plan.create, plan.update, plan.delete
         ));
+        if plan.same > 0 {
+            ui.out(&format!(
+                "  {} files already on {} have the archived size and time: compared by content while restoring",
+                plan.same, plan.dest
+            ));
+        }
         for (what, sample, n) in [
             ("overwritten", &plan.update_sample, plan.update),
             ("deleted", &plan.delete_sample, plan.delete),
@@ -885,72 +949,48 @@ impl RecoverRun<'_> {
     }
 }
 
-/// Compares the archive's checksum listing of a restored item with the destination's. Lines
-/// are `HASH MODE UID:GID RELPATH` or `LINK TARGET RELPATH`; paths under an excluded pattern
-/// (or the pattern's own path) are left out; a single file may have been restored under
-/// another name, so for a file only its hash, mode and owner count. Returns the number of
-/// entries checked and the differences, each saying which side has what.
-fn compare_listings(
-    theirs: &str,
-    ours: &str,
-    source: &str,
-    dest: &str,
-    is_file: bool,
-    excludes: &[String],
-) -> (usize, Vec<String>) {
-    let excluded = |rel: &str| {
-        let full = format!("{source}/{rel}");
-        excludes.iter().any(|e| {
-            let pat = e.trim_end_matches('/').replace("**", "*");
-            crate::target::glob_match(&pat, &full)
-                || full
-                    .match_indices('/')
-                    .any(|(i, _)| crate::target::glob_match(&pat, &full[..i]))
-        })
+/// The check's outcome from the `--verify` results of each restored item, in order: files
+/// compared, and each difference as `DEST_PATH: WHAT` (WHAT: missing on the destination,
+/// not in the archive, or which of content, size, mode, owner... differ).
+fn verified<'a>(
+    results: &[serde_json::Value],
+    dests: impl Iterator<Item = (&'a str, bool)>,
+) -> Verified {
+    let mut v = Verified {
+        files: 0,
+        differ: 0,
+        differences: Vec::new(),
     };
-    let listing = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| !l.starts_with("0km-result") && !l.trim().is_empty())
-            .filter(|l| !excluded(relpath(l)))
-            .map(|l| {
-                if is_file {
-                    l[..l.len() - relpath(l).len()].trim_end().to_string()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect()
-    };
-    let (a, b) = (listing(theirs), listing(ours));
-    let (sa, sb): (
-        std::collections::HashSet<&String>,
-        std::collections::HashSet<&String>,
-    ) = (a.iter().collect(), b.iter().collect());
-    let mut differences: Vec<String> = a
-        .iter()
-        .filter(|l| !sb.contains(l))
-        .map(|l| format!("{dest}: archive has {l}"))
-        .collect();
-    differences.extend(
-        b.iter()
-            .filter(|l| !sa.contains(l))
-            .map(|l| format!("{dest}: destination has {l}")),
-    );
-    (a.len(), differences)
-}
-
-/// The RELPATH of a checksum line: what follows the third space (`LINK` lines have one field
-/// fewer before it, their second being the target).
-fn relpath(line: &str) -> &str {
-    let n = if line.starts_with("LINK ") { 2 } else { 3 };
-    line.splitn(n + 1, ' ').nth(n).unwrap_or("")
+    for (r, (dest, is_dir)) in results.iter().zip(dests) {
+        v.files += r["files"].as_u64().unwrap_or(0);
+        v.differ += r["differ"].as_u64().unwrap_or(0);
+        for line in r["sample"].as_array().into_iter().flatten() {
+            let line = line.as_str().unwrap_or_default();
+            let (what, rel) = line.split_once(' ').unwrap_or((line, ""));
+            let path = match (is_dir, rel.trim_end_matches('/')) {
+                (true, "." | "") => dest.to_string(),
+                (true, rel) => format!("{}/{rel}", dest.trim_end_matches('/')),
+                (false, _) => dest.to_string(),
+            };
+            let what = match what {
+                "missing" => "missing on the destination".to_string(),
+                "extra" => "not in the archive".to_string(),
+                w if w.contains(',') => format!("{} differ", w.replace(',', ", ")),
+                w => format!("{w} differs"),
+            };
+            v.differences.push(format!("{path}: {what}"));
+        }
+    }
+    v
 }
 
 /// Where the dump of mirror-dir lands, restored by the `mysql` component.
 const MYSQL_DUMP: &str = "/var/backups/mysql/all-databases.sql";
 
 struct Verified {
-    files: usize,
+    files: u64,
+    /// All differences; `differences` holds the first ones (20 per restored item).
+    differ: u64,
     differences: Vec<String>,
 }
 
@@ -963,12 +1003,25 @@ struct Server {
     key_dir: String,
 }
 
+/// What a `recover.sh pull` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PullMode {
+    /// A dry run: what a pull would create, overwrite and delete.
+    Plan,
+    /// The restore; `checksum`: existing files of the same size and time are compared by
+    /// content (the plan found some).
+    Pull { checksum: bool },
+    /// A dry run after the pull comparing everything, content included, with the archive.
+    Verify,
+}
+
 impl Server {
     fn pull_args<'a>(
         &'a self,
         source: &'a str,
         dest: &'a str,
-        dry_run: bool,
+        mode: PullMode,
+        is_dir: Option<bool>,
         delete: bool,
         excludes: &'a [String],
     ) -> Vec<&'a str> {
@@ -981,8 +1034,14 @@ impl Server {
             source,
             dest,
         ];
-        if dry_run {
-            a.push("--dry-run");
+        match mode {
+            PullMode::Plan => a.push("--dry-run"),
+            PullMode::Verify => a.push("--verify"),
+            PullMode::Pull { checksum: true } => a.push("--checksum"),
+            PullMode::Pull { checksum: false } => {}
+        }
+        if let Some(d) = is_dir {
+            a.extend(["--kind", if d { "d" } else { "f" }]);
         }
         if delete {
             a.push("--delete");
@@ -1039,104 +1098,141 @@ async fn revoke(
     log: Option<RunLog>,
 ) {
     let timeout = std::time::Duration::from_secs(30);
-    if let Ok(conn) = engine.connect(archive).await {
-        let line = ["revoke-read", host, blob].join(" ");
-        let r = conn.run(&line, None, timeout).await;
-        if let Some(l) = &log {
-            l.write(
-                &archive.name,
-                &format!("== revoke-read {host}: {:?}\n", r.map(|o| o.code)),
-            );
+    let on_archive = async {
+        if blob.is_empty() {
+            return;
         }
-    }
-    if !key_dir.is_empty() {
-        if let Ok(conn) = engine.connect(dest).await {
-            let pb = &crate::playbook::RECOVER;
-            let _ = conn
-                .run(
-                    &pb.command_line(&["cleanup", key_dir]),
-                    Some(pb.script.as_bytes()),
-                    timeout,
-                )
-                .await;
+        if let Ok(conn) = engine.connect(archive).await {
+            let line = ["revoke-read", host, blob].join(" ");
+            let r = conn.run(&line, None, timeout).await;
+            if let Some(l) = &log {
+                l.write(
+                    &archive.name,
+                    &format!("== revoke-read {host}: {:?}\n", r.map(|o| o.code)),
+                );
+            }
         }
-    }
+    };
+    let on_dest = async {
+        if !key_dir.is_empty() {
+            if let Ok(conn) = engine.connect(dest).await {
+                let pb = &crate::playbook::RECOVER;
+                let _ = conn
+                    .run(
+                        &pb.command_line(&["cleanup", key_dir]),
+                        Some(pb.script.as_bytes()),
+                        timeout,
+                    )
+                    .await;
+            }
+        }
+    };
+    // Both at once; the key is useless without the other half anyway.
+    tokio::join!(on_archive, on_dest);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::compare_listings;
-
-    const A: &str = "aaaa 644 0:0 etc/app.conf\nbbbb 600 33:33 data/name with spaces\nLINK ../x data/link\n0km-result {}\n";
-
-    #[test]
-    fn identical_listings_verify() {
-        let (n, d) = compare_listings(A, A, "/srv", "/srv", false, &[]);
-        assert_eq!(n, 3);
-        assert!(d.is_empty(), "{d:?}");
-    }
+    use super::{verified, PullMode, Server};
+    use serde_json::json;
 
     #[test]
-    fn content_mode_owner_links_and_extra_files_are_differences() {
-        let ours = "aaaa 644 0:0 etc/app.conf\nbbbb 644 33:33 data/name with spaces\nLINK ../y data/link\ncccc 644 0:0 extra\n";
-        let (_, d) = compare_listings(A, ours, "/srv", "/restore", false, &[]);
-        assert!(
-            d.contains(&"/restore: archive has bbbb 600 33:33 data/name with spaces".to_string()),
-            "{d:?}"
+    fn verify_results_become_counts_and_destination_paths() {
+        let results = [
+            json!({"files": 3, "differ": 0, "sample": []}),
+            json!({"files": 1, "differ": 0, "sample": []}),
+        ];
+        let v = verified(
+            &results,
+            [("/srv/data", true), ("/tmp/x.conf", false)].into_iter(),
         );
-        assert!(
-            d.contains(
-                &"/restore: destination has bbbb 644 33:33 data/name with spaces".to_string()
-            ),
-            "{d:?}"
+        assert_eq!((v.files, v.differ, v.differences.len()), (4, 0, 0));
+
+        let results = [
+            json!({"files": 5, "differ": 25, "sample": [
+                "missing a/b.txt", "extra old.log", "content d/c.bin",
+                "content,mode,owner e", "mode ./"
+            ]}),
+            json!({"files": 1, "differ": 1, "sample": ["content app.conf"]}),
+        ];
+        let v = verified(
+            &results,
+            [("/srv/data/", true), ("/tmp/x.conf", false)].into_iter(),
         );
-        assert!(
-            d.contains(&"/restore: archive has LINK ../x data/link".to_string()),
-            "{d:?}"
-        );
-        assert!(
-            d.contains(&"/restore: destination has cccc 644 0:0 extra".to_string()),
-            "{d:?}"
-        );
-        assert_eq!(d.len(), 5, "{d:?}");
-        let changed = "zzzz 644 0:0 etc/app.conf\nbbbb 600 33:33 data/name with spaces\nLINK ../x data/link\n";
+        assert_eq!((v.files, v.differ), (6, 26));
         assert_eq!(
-            compare_listings(A, changed, "/srv", "/srv", false, &[])
-                .1
-                .len(),
-            2
+            v.differences,
+            [
+                "/srv/data/a/b.txt: missing on the destination",
+                "/srv/data/old.log: not in the archive",
+                "/srv/data/d/c.bin: content differs",
+                "/srv/data/e: content, mode, owner differ",
+                "/srv/data/: mode differs",
+                "/tmp/x.conf: content differs",
+            ]
         );
     }
 
     #[test]
-    fn excluded_paths_and_renamed_files() {
-        let ours = "aaaa 644 0:0 etc/app.conf\nLINK ../x data/link\n";
-        let ex = vec!["/srv/data/name with spaces".to_string()];
-        assert!(compare_listings(A, ours, "/srv", "/srv", false, &ex)
-            .1
-            .is_empty());
-        let ex = vec!["/srv/data/".to_string()];
-        let (n, d) = compare_listings(A, "aaaa 644 0:0 etc/app.conf\n", "/srv", "/srv", false, &ex);
-        assert_eq!((n, d.len()), (1, 0));
-        // A single file restored under another name: hash, mode and owner only.
-        let (n, d) = compare_listings(
-            "aaaa 644 0:0 app.conf\n",
-            "aaaa 644 0:0 restored\n",
-            "/etc/app.conf",
-            "/tmp/restored",
-            true,
-            &[],
+    fn pull_arguments_say_mode_kind_deletion_and_excludes() {
+        let s = Server {
+            host: "archive".into(),
+            port: "22".into(),
+            known_hosts_b64: "a2g=".into(),
+            key_dir: "/run/0km-recover.abcdef".into(),
+        };
+        let ex = vec!["/cache/".to_string()];
+        let fixed = [
+            "pull",
+            "/run/0km-recover.abcdef",
+            "archive",
+            "22",
+            "a2g=",
+            "snapshots/2026-11-20/srv",
+            "/srv",
+        ];
+        let args = |mode, is_dir, delete| {
+            s.pull_args(
+                "snapshots/2026-11-20/srv",
+                "/srv",
+                mode,
+                is_dir,
+                delete,
+                &ex,
+            )[fixed.len()..]
+                .join(" ")
+        };
+        assert_eq!(
+            &s.pull_args(
+                "snapshots/2026-11-20/srv",
+                "/srv",
+                PullMode::Plan,
+                None,
+                false,
+                &[]
+            )[..],
+            &fixed[..]
+                .iter()
+                .copied()
+                .chain(["--dry-run"])
+                .collect::<Vec<_>>()[..]
         );
-        assert_eq!((n, d.len()), (1, 0));
-        let (_, d) = compare_listings(
-            "aaaa 644 0:0 app.conf\n",
-            "aaaa 600 0:0 restored\n",
-            "/etc/app.conf",
-            "/tmp/restored",
-            true,
-            &[],
+        assert_eq!(
+            args(PullMode::Plan, Some(true), true),
+            "--dry-run --kind d --delete --exclude /cache/"
         );
-        assert_eq!(d.len(), 2);
+        assert_eq!(
+            args(PullMode::Pull { checksum: false }, Some(false), false),
+            "--kind f --exclude /cache/"
+        );
+        assert_eq!(
+            args(PullMode::Pull { checksum: true }, None, false),
+            "--checksum --exclude /cache/"
+        );
+        assert_eq!(
+            args(PullMode::Verify, Some(true), true),
+            "--verify --kind d --delete --exclude /cache/"
+        );
     }
 
     #[test]

@@ -13,5 +13,6 @@ mod hostkeys;
 mod keys;
 mod lab;
 mod lifecycle;
+mod pull_lib;
 mod recover;
 mod vps_setup;

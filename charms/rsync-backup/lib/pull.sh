@@ -1,0 +1,373 @@
+# shellcheck shell=bash
+# pull.sh: pulling archived files from the archive server onto this host with rsync, as
+# `0km vps-backup recover` (playbooks/recover.sh, which 0km sends with this file in front of
+# it) and `vps recover-target` (bin/vps-recover-target, which sources it from the charm
+# store) both do. One copy, used by both. See docs/recovery.md.
+#
+# The including script provides: json_str, log MESSAGE, die MESSAGE (exit 1), die_usage
+# MESSAGE (exit 2) and a `tmpfiles` array whose files it removes on exit; and sets before
+# pull_run: pull_key pull_known_hosts pull_host pull_port; optionally pull_opts (--delete,
+# --exclude=...), pull_ctl (an ssh control socket path: one connection to the archive shared
+# by every rsync of this and the next calls), pull_kind (d or f when the caller already
+# knows what SOURCE is: no listing), pull_checksum (1: compare existing files by content),
+# pull_refused_hint.
+
+PULL_HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$'
+# A path on the archive: the snapshot, then the host's path. The characters are limited
+# because the path travels on the ssh command line that the archive's forced command
+# checks (no -s/--protect-args); names with other characters are restored through their
+# parent directory.
+PULL_SOURCE_RE='^(current|snapshots/[0-9]{4}-[0-9]{2}-[0-9]{2})(/[A-Za-z0-9._+@,:=-]+)*/?$'
+# How long an idle shared connection (pull_ctl) outlives its last use.
+PULL_CTL_PERSIST=30
+# With AES instructions, AES-GCM moves bulk data through ssh at several times the speed of
+# the default chacha20-poly1305 (both are OpenSSH defaults; this only puts AES-GCM first).
+PULL_CIPHERS=""
+if grep -qw aes /proc/cpuinfo 2>/dev/null; then
+    PULL_CIPHERS='^aes128-gcm@openssh.com,aes256-gcm@openssh.com'
+fi
+
+# json_list ITEM...: a JSON array of strings.
+json_list() {
+    local out="" s
+    for s in "$@"; do
+        out+="${out:+,}$(json_str "$s")"
+    done
+    printf '[%s]' "$out"
+}
+
+# check_source SOURCE: dies (exit 2) unless SOURCE is a plain path under a snapshot.
+check_source() {
+    [[ $1 =~ $PULL_SOURCE_RE ]] ||
+        die_usage "SOURCE must be current[/PATH] or snapshots/YYYY-MM-DD[/PATH] (PATH of letters, digits and . _ + @ , : = -): $1"
+    [[ /$1/ != */./* && /$1/ != */../* ]] || die_usage "SOURCE must not contain . or .. components: $1"
+}
+
+# check_dest PATH [NAME]: an absolute, plain path (NAME, DEST by default, for the message).
+check_dest() {
+    local what=${2:-DEST}
+    [[ $1 == /* ]] || die_usage "$what must be an absolute path: $1"
+    [[ $1 != *[[:cntrl:]]* ]] || die_usage "$what must not contain control characters"
+    [[ /$1/ != */./* && /$1/ != */../* && $1 != *//* ]] || die_usage "$what must be a plain path (no ., .. or //): $1"
+}
+
+# check_known_hosts TEXT: known_hosts lines only.
+check_known_hosts() {
+    local line n=0
+    while IFS= read -r line; do
+        [[ -z $line || $line == \#* ]] && continue
+        [[ $line =~ ^(@(cert-authority|revoked)[[:space:]]+)?[^[:space:]]+[[:space:]]+(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)[[:space:]]+[A-Za-z0-9+/]+={0,2}([[:space:]].*)?$ ]] ||
+            die_usage "KNOWN_HOSTS: not a known_hosts line: ${line:0:80}"
+        n=$((n + 1))
+    done <<<"$1"
+    [[ $n -gt 0 ]] || die_usage "KNOWN_HOSTS holds no known_hosts line"
+}
+
+pull_user=rsync-backup
+pull_key="" pull_known_hosts="" pull_host="" pull_port=""
+pull_opts=()
+pull_ctl=""
+pull_kind=""
+pull_checksum=0
+pull_refused_hint="" # appended to the message when the archive refuses the key
+
+# pull_ssh [MASTER]: the ssh command for rsync -e: through the shared connection when there
+# is one (ssh connects on its own when it is gone); MASTER=master: the command that starts it
+# (ssh takes the first value it gets of an option, so ControlMaster comes first).
+pull_ssh() {
+    if [[ -n $pull_ctl ]]; then
+        if [[ ${1-} == master ]]; then
+            printf 'ssh -o ControlMaster=yes -o ControlPersist=%s ' "$PULL_CTL_PERSIST"
+        else
+            printf 'ssh -o ControlMaster=no '
+        fi
+        printf -- '-o ControlPath=%s ' "$pull_ctl"
+    else
+        printf 'ssh '
+    fi
+    [[ -z $PULL_CIPHERS ]] || printf -- '-o Ciphers=%s ' "$PULL_CIPHERS"
+    printf -- '-i %s -p %s -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=%s -o ConnectTimeout=30 -o ServerAliveInterval=60' \
+        "$pull_key" "$pull_port" "$pull_known_hosts"
+}
+
+# pull_connect: with pull_ctl, makes sure one connection to the archive is up behind it: a
+# master (no command: the archive's forced command only runs for the rsyncs' sessions) that
+# exits after PULL_CTL_PERSIST idle seconds, or when pull_disconnect asks. A master that
+# cannot start is not an error here: each rsync then connects on its own and reports.
+pull_connect() {
+    [[ -n $pull_ctl ]] || return 0
+    local ssh
+    ssh=$(pull_ssh)
+    $ssh -O check "$pull_user@$pull_host" >/dev/null 2>&1 && return 0
+    rm -f "$pull_ctl"
+    ssh=$(pull_ssh master)
+    $ssh -f -N "$pull_user@$pull_host" </dev/null >/dev/null 2>&1 || true
+}
+
+# pull_disconnect: closes the shared connection, if any, and stops every ssh still using
+# the key pull_key (an rsync left running by an interrupted recover: its transfer stops).
+pull_disconnect() {
+    local pid
+    if [[ -n $pull_ctl && -S $pull_ctl ]]; then
+        ssh -o ControlPath="$pull_ctl" -O exit "$pull_user@${pull_host:-archive}" >/dev/null 2>&1 || true
+        rm -f "$pull_ctl"
+    fi
+    [[ -n $pull_key ]] || return 0
+    for pid in $(pgrep -f -- "-i $pull_key " || true); do
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == ssh ]] && kill "$pid" 2>/dev/null
+    done
+    return 0
+}
+
+# pull_explain ERRFILE CODE: a one-line reason for a failed rsync.
+pull_explain() {
+    local why="rsync exited with $2"
+    if grep -q 'Host key verification failed' "$1"; then
+        why+=": the archive's host key does not match the known_hosts given"
+    elif grep -q 'Permission denied' "$1"; then
+        why+=": the archive refused the read key ${pull_refused_hint:-(not granted, expired or revoked)}"
+    elif grep -qE 'Connection refused|Connection timed out|Could not resolve|No route to host' "$1"; then
+        why+=": cannot reach $pull_host:$pull_port"
+    elif grep -qE 'No such file or directory|change_dir.*failed|link_stat' "$1"; then
+        why+=": not in the backup"
+    fi
+    printf '%s' "$why"
+}
+
+# pull_list SOURCE: sets pull_kind (d for a directory, f for anything else, unless the caller
+# set it) and, for a snapshot root, pull_entries (its top-level names). Dies when SOURCE is
+# not in the backup.
+pull_entries=()
+pull_list() {
+    local src=${1%/} out errf code=0 line first=1 name
+    pull_entries=()
+    if [[ ! $src =~ ^(current|snapshots/[^/]+)$ ]]; then
+        [[ -z $pull_kind ]] || return 0
+        out=$(mktemp) errf=$(mktemp)
+        tmpfiles+=("$out" "$errf")
+        # Without a trailing slash and without -r: one line, SOURCE itself.
+        rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$src" >"$out" 2>"$errf" || code=$?
+        if [[ $code -ne 0 ]]; then
+            sed 's/^/    /' "$errf" >&2
+            die "cannot read $src on the archive: $(pull_explain "$errf" "$code")"
+        fi
+        case $(head -c 1 "$out") in
+            d) pull_kind=d ;;
+            "") die "$src: not in the backup" ;;
+            *) pull_kind=f ;;
+        esac
+        return 0
+    fi
+    # A snapshot root (`current` is a symlink to one): a directory, listed with a trailing
+    # slash, which follows the link.
+    pull_kind=d
+    out=$(mktemp) errf=$(mktemp)
+    tmpfiles+=("$out" "$errf")
+    rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$src/" >"$out" 2>"$errf" || code=$?
+    if [[ $code -ne 0 ]]; then
+        sed 's/^/    /' "$errf" >&2
+        die "cannot list $src on the archive: $(pull_explain "$errf" "$code")"
+    fi
+    # `MODE SIZE DATE TIME NAME`; the first line is "." itself.
+    while IFS= read -r line; do
+        [[ $line =~ ^[-a-zA-Z]{10}[[:space:]]+[0-9,.]+[[:space:]]+[0-9/]+[[:space:]]+[0-9:]+[[:space:]](.*)$ ]] || continue
+        name=${BASH_REMATCH[1]}
+        [[ $line == l* ]] && name=${name% -> *}
+        if [[ $first == 1 && $name == . ]]; then
+            first=0
+            continue
+        fi
+        pull_entries+=("$name")
+    done <"$out"
+}
+
+# pull_tally MODE < rsync output: counts rsync's itemized lines (--itemize-changes:
+# YXcstpoguax PATH, or `*deleting PATH`) and its --stats, and prints `NAME VALUE` lines:
+#   create N, update N, delete N, same N, differ N; bytes, transferred, files (regular),
+#   entries, deleted (from the stats); then up to 20 `sample-KIND PATH` lines per kind.
+# create: not on this host yet; update: existing files, links and devices that change
+# (directories whose only change is a time or a mode are not counted); delete: extraneous;
+# same (plan, -ii): existing regular files of the same size and time, whose content the quick
+# check does not compare; differ (verify): entries whose content, size, type, permissions,
+# owner, group, ACL or xattrs differ, are missing, or are extraneous (times alone are not a
+# difference: a service writing into a restored directory changes its time).
+pull_tally() {
+    awk -v mode="$1" '
+    function num(s) { gsub(/[^0-9]/, "", s); return s + 0 }
+    function sample(kind, path) { if (ns[kind]++ < 20) samples = samples "sample-" kind " " path "\n" }
+    /^\*deleting / {
+        path = substr($0, 10); sub(/^ +/, "", path)
+        n["delete"]++; sample("delete", path)
+        if (mode == "verify") { n["differ"]++; sample("differ", "extra " path) }
+        next
+    }
+    /^[.<>ch][fdLDS][^ ]/ || /^[.<>ch][fdLDS] / {
+        flags = substr($0, 1, 11); path = substr($0, 13)
+        y = substr(flags, 1, 1); x = substr(flags, 2, 1); rest = substr(flags, 3)
+        if (x == "L") sub(/ -> .*$/, "", path)
+        if (y == "h") sub(/ => .*$/, "", path)
+        if (rest == "+++++++++") {
+            n["create"]++; sample("create", path)
+            if (mode == "verify") { n["differ"]++; sample("differ", "missing " path) }
+            next
+        }
+        unchanged = (rest ~ /^ +$/)
+        if (x == "f" && substr(rest, 2, 1) != "s" && substr(rest, 3, 1) != "t") n["same"]++
+        if (!unchanged && (x != "d" || y != "." || substr(rest, 4) ~ /[og]/)) {
+            n["update"]++; sample("update", path)
+        }
+        if (mode == "verify" && !unchanged) {
+            what = ""
+            if (y == "<" || y == ">" || substr(rest, 1, 1) == "c") what = what ",content"
+            if (substr(rest, 2, 1) == "s") what = what ",size"
+            if (substr(rest, 4, 1) == "p") what = what ",mode"
+            if (substr(rest, 5, 1) == "o") what = what ",owner"
+            if (substr(rest, 6, 1) == "g") what = what ",group"
+            if (substr(rest, 8, 1) == "a") what = what ",acl"
+            if (substr(rest, 9, 1) == "x") what = what ",xattrs"
+            if (x == "d" && y == ".") sub(/,content/, "", what)
+            if (what != "") { n["differ"]++; sample("differ", substr(what, 2) " " path) }
+        }
+        next
+    }
+    /^Number of files: / {
+        st["entries"] += num($4)
+        if (match($0, /reg: [0-9,.]+/)) st["files"] += num(substr($0, RSTART + 5, RLENGTH - 5))
+        next
+    }
+    /^Number of deleted files: / { st["deleted"] += num($5); next }
+    /^Total file size: / { st["bytes"] += num($4); next }
+    /^Total transferred file size: / { st["transferred"] += num($5); next }
+    END {
+        split("create update delete same differ", k, " ")
+        for (i = 1; i <= 5; i++) print k[i], n[k[i]] + 0
+        split("bytes transferred files entries deleted", k, " ")
+        for (i = 1; i <= 5; i++) print k[i], st[k[i]] + 0
+        printf "%s", samples
+    }'
+}
+
+# pull_run SOURCE DEST MODE: MODE `pull` restores; `plan` is a dry run that says what a pull
+# would do; `verify` is a dry run comparing every file's content (rsync's checksums on both
+# sides) with the archive after a pull. Sets pull_create pull_update pull_delete pull_same
+# pull_differ pull_bytes pull_transferred pull_files pull_nentries pull_deleted pull_changed
+# and the pull_sample_{create,update,delete,differ} arrays.
+pull_create=0 pull_update=0 pull_delete=0 pull_same=0 pull_differ=0 pull_bytes=0
+pull_transferred=0 pull_files=0 pull_nentries=0 pull_deleted=0 pull_changed=false
+pull_sample_create=() pull_sample_update=() pull_sample_delete=() pull_sample_differ=()
+pull_run() {
+    local src=${1%/} dest=$2 mode=$3 e
+    local -a jobs=() # pairs: remote source, local destination
+    [[ $pull_host =~ $PULL_HOSTNAME_RE && $pull_port =~ ^[0-9]+$ && -n $pull_key ]] ||
+        die "pull_run: pull_host, pull_port and pull_key must be set"
+    if [[ $dest == / && " ${pull_opts[*]-} " == *" --delete "* && ! $src =~ ^(current|snapshots/[^/]+)$ ]]; then
+        die_usage "--delete into / is only allowed for a whole snapshot (current or snapshots/DATE), which is pulled entry by entry"
+    fi
+    pull_connect
+    pull_list "$src"
+    if [[ $pull_kind == d ]]; then
+        if [[ -e $dest && ! -d $dest ]]; then
+            die "$dest exists and is not a directory: cannot restore the directory $src into it"
+        fi
+        if [[ $src =~ ^(current|snapshots/[^/]+)$ ]]; then
+            # A snapshot root: its own owner and mode are the archive's, not the host's.
+            for e in "${pull_entries[@]+"${pull_entries[@]}"}"; do
+                [[ $e =~ ^[A-Za-z0-9._+@,:=-]+$ && $e != . && $e != .. ]] || {
+                    log "warning: skipping the top-level entry $(json_str "$e") (unusual name)"
+                    continue
+                }
+                jobs+=("$src/$e" "${dest%/}/")
+            done
+        else
+            jobs+=("$src/" "${dest%/}/")
+        fi
+        [[ $mode != pull ]] || mkdir -p "$dest"
+    else
+        if [[ -d $dest ]]; then
+            jobs+=("$src" "${dest%/}/")
+        else
+            [[ $dest != */ ]] || die "$src is a file: DEST $dest (with a trailing /) is not a directory"
+            [[ $mode != pull ]] || mkdir -p "$(dirname "$dest")"
+            jobs+=("$src" "$dest")
+        fi
+    fi
+    # The plan lists every entry (-ii) to count the existing files the quick check (size and
+    # time) would skip. A pull compares those by content (--checksum) when there are any: a
+    # file of this host with the same size and time as the archived one but other content
+    # (a config written at the same second on a fresh machine) must not be kept. A verify
+    # always compares content.
+    local -a mode_opts=(--stats)
+    case $mode in
+        plan) mode_opts+=(--dry-run -ii) ;;
+        pull) mode_opts+=(-i) ;;
+        verify) mode_opts+=(--dry-run -i --checksum) ;;
+        *) die_usage "pull_run: unknown mode $mode" ;;
+    esac
+    [[ $mode != pull || $pull_checksum != 1 ]] || mode_opts+=(--checksum)
+    local out errf code i key value
+    out=$(mktemp) errf=$(mktemp)
+    tmpfiles+=("$out" "$errf")
+    for ((i = 0; i < ${#jobs[@]}; i += 2)); do
+        code=0
+        log "pulling ${jobs[i]} into ${jobs[i + 1]}$([[ $mode == pull ]] || echo " ($mode, dry run)")"
+        rsync -aH --no-s --numeric-ids "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+            -e "$(pull_ssh)" "$pull_user@$pull_host:${jobs[i]}" "${jobs[i + 1]}" 2>"$errf" |
+            pull_tally "$mode" >>"$out" || code=${PIPESTATUS[0]}
+        if [[ $code -ne 0 && $code -ne 24 ]]; then
+            sed 's/^/    /' "$errf" >&2
+            die "pulling ${jobs[i]} failed: $(pull_explain "$errf" "$code")"
+        fi
+        [[ -s $errf ]] && sed 's/^/    /' "$errf" >&2
+    done
+    while read -r key value; do
+        case $key in
+            create) pull_create=$((pull_create + value)) ;;
+            update) pull_update=$((pull_update + value)) ;;
+            delete) pull_delete=$((pull_delete + value)) ;;
+            same) pull_same=$((pull_same + value)) ;;
+            differ) pull_differ=$((pull_differ + value)) ;;
+            bytes) pull_bytes=$((pull_bytes + value)) ;;
+            transferred) pull_transferred=$((pull_transferred + value)) ;;
+            files) pull_files=$((pull_files + value)) ;;
+            entries) pull_nentries=$((pull_nentries + value)) ;;
+            deleted) pull_deleted=$((pull_deleted + value)) ;;
+            sample-create) [[ ${#pull_sample_create[@]} -ge 20 ]] || pull_sample_create+=("$value") ;;
+            sample-update) [[ ${#pull_sample_update[@]} -ge 20 ]] || pull_sample_update+=("$value") ;;
+            sample-delete) [[ ${#pull_sample_delete[@]} -ge 20 ]] || pull_sample_delete+=("$value") ;;
+            sample-differ) [[ ${#pull_sample_differ[@]} -ge 20 ]] || pull_sample_differ+=("$value") ;;
+        esac
+    done <"$out"
+    if [[ $mode == pull && $((pull_create + pull_update + pull_delete)) -gt 0 ]]; then
+        pull_changed=true
+    fi
+}
+
+# pull_result: the `0km-result` JSON of a pull_run.
+#   plan:   {"changed":false,"dry_run":true,"create":N,"update":N,"delete":N,"same":N,"bytes":N,
+#            "sample":{"create":[...],"update":[...],"delete":[...]}}
+#   verify: {"changed":false,"verified":bool,"files":N,"entries":N,"differ":N,"sample":[...]}
+#   pull:   {"changed":bool,"files":N,"entries":N,"bytes":N,"transferred_bytes":N,"deleted":N,
+#            "checksum":bool,"duration_s":N}
+# bytes (plan): the size of the files a pull would copy.
+pull_result() {
+    local mode=$1 started=$2
+    case $mode in
+        plan)
+            printf '{"changed":false,"dry_run":true,"create":%s,"update":%s,"delete":%s,"same":%s,"bytes":%s,"sample":{"create":%s,"update":%s,"delete":%s}}' \
+                "$pull_create" "$pull_update" "$pull_delete" "$pull_same" "$pull_transferred" \
+                "$(json_list "${pull_sample_create[@]+"${pull_sample_create[@]}"}")" \
+                "$(json_list "${pull_sample_update[@]+"${pull_sample_update[@]}"}")" \
+                "$(json_list "${pull_sample_delete[@]+"${pull_sample_delete[@]}"}")"
+            ;;
+        verify)
+            printf '{"changed":false,"verified":%s,"files":%s,"entries":%s,"differ":%s,"sample":%s}' \
+                "$([[ $pull_differ == 0 ]] && echo true || echo false)" "$pull_files" "$pull_nentries" \
+                "$pull_differ" "$(json_list "${pull_sample_differ[@]+"${pull_sample_differ[@]}"}")"
+            ;;
+        pull)
+            printf '{"changed":%s,"files":%s,"entries":%s,"bytes":%s,"transferred_bytes":%s,"deleted":%s,"checksum":%s,"duration_s":%s}' \
+                "$pull_changed" "$pull_files" "$pull_nentries" "$pull_bytes" "$pull_transferred" "$pull_deleted" \
+                "$([[ $pull_checksum == 1 ]] && echo true || echo false)" "$(($(date +%s) - started))"
+            ;;
+    esac
+}

@@ -1,0 +1,129 @@
+//! `charms/rsync-backup/lib/pull.sh`'s reading of rsync's itemized output (`pull_tally`), fed
+//! by the real rsync comparing two local trees that differ in every way a restore can: what
+//! a plan counts, and what the check after a restore calls a difference.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+fn run(script: &str, dir: &Path) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail; source {root}/playbooks/lib/json.sh; \
+             source {root}/charms/rsync-backup/lib/pull.sh; cd {}; {script}",
+            dir.display()
+        ))
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `NAME VALUE` lines: counters in a map, samples in order.
+fn parse(out: &str) -> (BTreeMap<String, u64>, Vec<String>) {
+    let (mut counts, mut samples) = (BTreeMap::new(), Vec::new());
+    for line in out.lines() {
+        let (k, v) = line.split_once(' ').unwrap();
+        if let Some(kind) = k.strip_prefix("sample-") {
+            samples.push(format!("{kind} {v}"));
+        } else {
+            counts.insert(k.to_string(), v.parse().unwrap());
+        }
+    }
+    (counts, samples)
+}
+
+/// `s/` is the archive's side, `d/` the destination after a (bad) restore.
+fn trees() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    run(
+        "mkdir -p s/sub && echo same > s/same.txt && echo aaaa > s/content.txt && \
+         echo m > s/mode.txt && echo new > 's/missing file' && ln -s same.txt s/link && \
+         echo t > s/time.txt && echo o > s/owner.txt && cp -a s/. d/ && \
+         echo bbbb > d/content.txt && touch -r s/content.txt d/content.txt && \
+         chmod 600 d/mode.txt && rm 'd/missing file' && echo x > d/extra.txt && \
+         ln -sfn other d/link && touch -d 2001-01-01 d/time.txt && \
+         if [[ $EUID == 0 ]]; then chown 1234 d/owner.txt; else chmod 604 d/owner.txt; fi",
+        t.path(),
+    );
+    t
+}
+
+#[test]
+fn the_check_after_a_restore_names_every_difference_but_times() {
+    let t = trees();
+    let out = run(
+        "rsync -aH --no-s --numeric-ids --stats --dry-run -i --checksum --delete s/ d/ | pull_tally verify",
+        t.path(),
+    );
+    let (counts, samples) = parse(&out);
+    let differ: Vec<&str> = samples
+        .iter()
+        .filter_map(|s| s.strip_prefix("differ "))
+        .collect();
+    let owner = if is_root() {
+        "owner owner.txt"
+    } else {
+        "mode owner.txt"
+    };
+    for want in [
+        "extra extra.txt",
+        "content content.txt",
+        "content link",
+        "missing missing file",
+        "mode mode.txt",
+        owner,
+    ] {
+        assert!(differ.contains(&want), "{want} not in {differ:?}");
+    }
+    // Same content, other time: rsync would set the time, but it is not a difference.
+    assert!(!differ.iter().any(|d| d.contains("time.txt")), "{differ:?}");
+    assert!(!differ.iter().any(|d| d.contains("same.txt")), "{differ:?}");
+    assert_eq!(counts["differ"], 6, "{out}");
+    // Files the sender lists (regular ones): same content mode missing time owner.
+    assert_eq!(counts["files"], 6, "{out}");
+}
+
+#[test]
+fn a_plan_counts_creations_overwrites_deletions_and_unchecked_files() {
+    let t = trees();
+    let out = run(
+        "rsync -aH --no-s --numeric-ids --stats --dry-run -ii --delete s/ d/ | pull_tally plan",
+        t.path(),
+    );
+    let (counts, samples) = parse(&out);
+    assert_eq!(counts["create"], 1, "{out}");
+    assert_eq!(counts["delete"], 1, "{out}");
+    // The link (target), mode.txt, owner.txt (attributes) and time.txt (time) change.
+    assert_eq!(counts["update"], 4, "{out}");
+    // Same size and time, content not compared without --checksum: same.txt, content.txt
+    // (which differs!), mode.txt and owner.txt.
+    assert_eq!(counts["same"], 4, "{out}");
+    assert!(
+        samples.contains(&"create missing file".to_string()),
+        "{samples:?}"
+    );
+    assert!(
+        samples.contains(&"delete extra.txt".to_string()),
+        "{samples:?}"
+    );
+    assert!(
+        samples.contains(&"update time.txt".to_string()),
+        "{samples:?}"
+    );
+    assert_eq!(counts["differ"], 0, "a plan finds no differences: {out}");
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
