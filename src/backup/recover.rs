@@ -464,14 +464,18 @@ impl RecoverRun<'_> {
                 Some(("confirm".into(), "not confirmed".into())),
             )]);
         }
-        // 4. For real: services down, data, database, services up.
+        // 4. For real: services down, data, the check (5), database, services up.
         // The quick check (size and time) is enough when nothing on the destination could
         // fool it; files already there with the archived size and time are compared by content.
         let checksum = plan.same > 0;
         let applied = self
             .apply(snapshot, items, components, &excludes, &server, checksum)
             .await;
-        let (pulled, mut notes) = match applied {
+        let Applied {
+            pulled,
+            mut notes,
+            verify,
+        } = match applied {
             Ok(v) => v,
             Err(e) => {
                 return Ok(vec![self.result(
@@ -481,8 +485,6 @@ impl RecoverRun<'_> {
                 )])
             }
         };
-        // 5. The check: what the destination holds against the archive.
-        let verify = self.verify(snapshot, items, &excludes, &server).await;
         let (status, failure) = match &verify {
             Ok(v) if v.differ == 0 => (Outcome::Changed, None),
             Ok(v) => (
@@ -751,7 +753,7 @@ impl RecoverRun<'_> {
         excludes: &[String],
         server: &Server,
         checksum: bool,
-    ) -> Result<(Vec<serde_json::Value>, Vec<String>), RecoverError> {
+    ) -> Result<Applied, RecoverError> {
         let comps = components.to_vec();
         let mut notes = Vec::new();
         if !comps.is_empty() {
@@ -783,6 +785,12 @@ impl RecoverRun<'_> {
                 PullMode::Pull { checksum },
             )
             .await;
+        // 5. The check, while the services are still stopped: what was restored, before
+        // they write into it again.
+        let verify = match &pulled {
+            Ok(_) => Some(self.verify(snapshot, items, excludes, server).await),
+            Err(_) => None,
+        };
         if comps.iter().any(|c| c == "mysql") && pulled.is_ok() {
             let loaded = on_one(
                 self,
@@ -829,7 +837,11 @@ impl RecoverRun<'_> {
                 Err(e) => notes.push(format!("services not restarted: {e}")),
             }
         }
-        Ok((pulled?, notes))
+        Ok(Applied {
+            pulled: pulled?,
+            notes,
+            verify: verify.unwrap_or_else(|| Err(RecoverError::Plan("not restored".into()))),
+        })
     }
 
     /// Every restored entry against the archive, content included: rsync's checksums on
@@ -986,6 +998,13 @@ fn verified<'a>(
 
 /// Where the dump of mirror-dir lands, restored by the `mysql` component.
 const MYSQL_DUMP: &str = "/var/backups/mysql/all-databases.sql";
+
+/// What `apply` did: the pull's results, notes, and the check.
+struct Applied {
+    pulled: Vec<serde_json::Value>,
+    notes: Vec<String>,
+    verify: Result<Verified, RecoverError>,
+}
 
 struct Verified {
     files: u64,

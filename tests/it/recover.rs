@@ -175,6 +175,32 @@ fn a_path_recovers_to_another_destination_path() {
         ),
         "no"
     );
+    // Again: everything is already there with the archived size and time, so the restore
+    // compares contents, copies nothing, and the check passes.
+    let again = [
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data/app",
+        "vps2:/restore/app",
+    ];
+    lab.zerokm(again)
+        .run()
+        .success()
+        .stdout_has("have the archived size and time: compared by content")
+        .stdout_has("0 files created, 0 overwritten, 0 deleted")
+        .stdout_has("Verified: 32 files on vps2 match the archive");
+    // A process still writing into the restored directory: the check says what differs.
+    sh(
+        &lab,
+        "vps2",
+        "touch /tmp/writing; setsid bash -c 'while [ -e /tmp/writing ]; do echo x >> /restore/app/sub/f3.txt; sleep 0.01; done' </dev/null >/dev/null 2>&1 &",
+    );
+    let out = lab.zerokm(again).run();
+    sh(&lab, "vps2", "rm -f /tmp/writing");
+    out.code(1)
+        .stdout_has("NOT verified: 1 difference(s):")
+        .stdout_has("  /restore/app/sub/f3.txt: content, size differ");
     // A single file too.
     lab.zerokm([
         "--yes",
