@@ -134,23 +134,32 @@ pull_explain() {
     printf '%s' "$why"
 }
 
+# pull_ls PATH OUT: rsync's listing of PATH on the archive into the file OUT; dies saying why
+# when it cannot be read.
+pull_ls() {
+    local errf code=0
+    errf=$(mktemp)
+    tmpfiles+=("$errf")
+    rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$1" >"$2" 2>"$errf" || code=$?
+    if [[ $code -ne 0 ]]; then
+        sed 's/^/    /' "$errf" >&2
+        die "cannot read ${1%/} on the archive: $(pull_explain "$errf" "$code")"
+    fi
+}
+
 # pull_list SOURCE: sets pull_kind (d for a directory, f for anything else, unless the caller
 # set it) and, for a snapshot root, pull_entries (its top-level names). Dies when SOURCE is
 # not in the backup.
 pull_entries=()
 pull_list() {
-    local src=${1%/} out errf code=0 line first=1 name
+    local src=${1%/} out line first=1 name
     pull_entries=()
+    out=$(mktemp)
+    tmpfiles+=("$out")
     if [[ ! $src =~ ^(current|snapshots/[^/]+)$ ]]; then
         [[ -z $pull_kind ]] || return 0
-        out=$(mktemp) errf=$(mktemp)
-        tmpfiles+=("$out" "$errf")
         # Without a trailing slash and without -r: one line, SOURCE itself.
-        rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$src" >"$out" 2>"$errf" || code=$?
-        if [[ $code -ne 0 ]]; then
-            sed 's/^/    /' "$errf" >&2
-            die "cannot read $src on the archive: $(pull_explain "$errf" "$code")"
-        fi
+        pull_ls "$src" "$out"
         case $(head -c 1 "$out") in
             d) pull_kind=d ;;
             "") die "$src: not in the backup" ;;
@@ -161,13 +170,7 @@ pull_list() {
     # A snapshot root (`current` is a symlink to one): a directory, listed with a trailing
     # slash, which follows the link.
     pull_kind=d
-    out=$(mktemp) errf=$(mktemp)
-    tmpfiles+=("$out" "$errf")
-    rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$src/" >"$out" 2>"$errf" || code=$?
-    if [[ $code -ne 0 ]]; then
-        sed 's/^/    /' "$errf" >&2
-        die "cannot list $src on the archive: $(pull_explain "$errf" "$code")"
-    fi
+    pull_ls "$src/" "$out"
     # `MODE SIZE DATE TIME NAME`; the first line is "." itself.
     while IFS= read -r line; do
         [[ $line =~ ^[-a-zA-Z]{10}[[:space:]]+[0-9,.]+[[:space:]]+[0-9/]+[[:space:]]+[0-9:]+[[:space:]](.*)$ ]] || continue
