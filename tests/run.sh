@@ -45,5 +45,14 @@ mapfile -t scripts < <({
     grep -rlE '^#!(/usr/bin/env bash|/bin/bash)' charms
 } | sort -u)
 shellcheck -x "${scripts[@]}"
+# The archive's tools travel inside backup-server-setup.sh as here-documents: check each alone.
+tools=$(mktemp -d)
+trap 'rm -rf "$tools"' EXIT
+mapfile -t names < <(sed -n "s/.*<<'\(ZEROKM_TOOL_[A-Z]*\)'.*/\1/p" playbooks/backup-server-setup.sh)
+for tool in "${names[@]}"; do
+    awk -v t="$tool" '$0 == t { f = 0 } f { print } $0 ~ "<<.?" t { f = 1 }' \
+        playbooks/backup-server-setup.sh >"$tools/$tool"
+    shellcheck -x "$tools/$tool"
+done
 echo "== cargo test"
 cargo test --quiet "$@"
