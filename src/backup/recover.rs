@@ -511,8 +511,14 @@ impl RecoverRun<'_> {
         if let Ok(v) = &verify {
             if v.differ == 0 {
                 self.app.ui.out(&format!(
-                    "Verified: {} files on {} match the archive (content, size, mode, owner).",
-                    v.files, self.dest.name
+                    "Verified: {} files on {} match the archive (content, size, mode, owner){}.",
+                    v.files,
+                    self.dest.name,
+                    if excludes.is_empty() {
+                        ""
+                    } else {
+                        "; the ones kept as they are on the destination aside"
+                    }
                 ));
             } else {
                 self.app
