@@ -352,7 +352,11 @@ pub async fn install_backup(
     if !ready.is_empty() {
         let backups = fleet
             .run(&ready, ui.reporter(ready.len()), log, |ctx| async move {
-                let out = ctx.step("backup", "mirror-dir backup", None).await?;
+                // The first backup of a big host takes long: a transfer, not a step.
+                let out = ctx
+                    .for_transfers()
+                    .step("backup", "mirror-dir backup", None)
+                    .await?;
                 let r = crate::playbook::result(&out.stdout).ok_or_else(|| StepFailure {
                     step: "backup".into(),
                     reason: "mirror-dir printed no result".into(),

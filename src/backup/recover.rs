@@ -742,6 +742,8 @@ impl RecoverRun<'_> {
                         })
                         .collect();
                     let args = s.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
+                    // Plan, pull and check all walk or move the whole tree.
+                    let ctx = ctx.for_transfers();
                     results.push(run_playbook(&ctx, step, &crate::playbook::RECOVER, &args).await?);
                 }
                 Ok(done(serde_json::Value::Array(results)))
@@ -803,8 +805,9 @@ impl RecoverRun<'_> {
                 &self.dest,
                 "loading the database dump",
                 |ctx| async move {
+                    // A big dump loads for a long time.
                     run_playbook(
-                        &ctx,
+                        &ctx.for_transfers(),
                         "recover: mysql",
                         &crate::playbook::RECOVER,
                         &["mysql-load", MYSQL_DUMP],

@@ -55,7 +55,14 @@ pub struct StepFailure {
     pub data: serde_json::Value,
 }
 
+/// How long a data transfer step may run (a first backup, a recover's pull and check, a
+/// database load): not the step timeout, which a large transfer outlasts. A stalled one ends
+/// sooner: rsync stops when no data moves for 10 minutes (`--timeout`), ssh when the other end
+/// stops answering (keepalives); this is a backstop.
+pub const TRANSFER_LIMIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// What a host's work gets: its target, its connection, and ways to run steps.
+#[derive(Clone)]
 pub struct HostCtx {
     pub target: Target,
     pub conn: Connection,
@@ -70,6 +77,15 @@ pub struct HostCtx {
 impl HostCtx {
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The same host, for data transfer steps: bounded by [`TRANSFER_LIMIT`] instead of the
+    /// step timeout.
+    pub fn for_transfers(&self) -> HostCtx {
+        HostCtx {
+            step_timeout: TRANSFER_LIMIT.max(self.step_timeout),
+            ..self.clone()
+        }
     }
 
     /// Runs a command line and returns its output whatever its exit code; only a command that

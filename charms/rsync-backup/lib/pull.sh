@@ -20,6 +20,9 @@ PULL_HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0
 PULL_SOURCE_RE='^(current|snapshots/[0-9]{4}-[0-9]{2}-[0-9]{2})(/[A-Za-z0-9._+@,:=-]+)*/?$'
 # How long an idle shared connection (pull_ctl) outlives its last use.
 PULL_CTL_PERSIST=30
+# rsync gives up when no data moves for this long (seconds): a stalled archive ends the pull
+# instead of hanging it (0km does not bound transfers by its step timeout).
+PULL_IO_TIMEOUT=600
 # With AES instructions, AES-GCM moves bulk data through ssh at several times the speed of
 # the default chacha20-poly1305 (both are OpenSSH defaults; this only puts AES-GCM first).
 PULL_CIPHERS=""
@@ -313,7 +316,7 @@ pull_run() {
     for ((i = 0; i < ${#jobs[@]}; i += 2)); do
         code=0
         log "pulling ${jobs[i]} into ${jobs[i + 1]}$([[ $mode == pull ]] || echo " ($mode, dry run)")"
-        rsync -aH --no-s --numeric-ids "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+        rsync -aH --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
             -e "$(pull_ssh)" "$pull_user@$pull_host:${jobs[i]}" "${jobs[i + 1]}" 2>"$errf" |
             pull_tally "$mode" >>"$out" || code=${PIPESTATUS[0]}
         if [[ $code -ne 0 && $code -ne 24 ]]; then
