@@ -14,7 +14,8 @@
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
 #        [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
-#       one ssh connection kept in DIR/ctl for the next pulls (30 s idle at most).
+#       one ssh connection kept in DIR/ctl for the next pulls (30 s idle at most). While it
+#       copies, DIR/progress holds `BYTES RATE` (bytes copied so far, rsync's rate).
 #       SOURCE: `current[/PATH]` or `snapshots/YYYY-MM-DD[/PATH]`, as stored on the archive
 #       (PATH is the path on the backed-up host without its leading "/"). A directory's
 #       contents go into DEST (created if missing); a file goes to DEST, or into DEST when
@@ -174,6 +175,7 @@ cmd_pull() {
     pull_key=$dir/id_ed25519
     pull_known_hosts=$dir/known_hosts
     pull_ctl=$dir/ctl
+    pull_progress=$dir/progress
     local tmp
     tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
     tmpfiles+=("$tmp")

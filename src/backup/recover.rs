@@ -73,6 +73,8 @@ pub struct Plan {
     pub delete: u64,
     /// Existing files with the archived size and time: compared by content during the pull.
     pub same: u64,
+    /// What the pull will copy, in bytes (files created or changed).
+    pub transfer_bytes: u64,
     pub update_sample: Vec<String>,
     pub delete_sample: Vec<String>,
     pub mysql_load: bool,
@@ -418,12 +420,13 @@ impl RecoverRun<'_> {
             update: 0,
             delete: 0,
             same: 0,
+            transfer_bytes: 0,
             update_sample: Vec::new(),
             delete_sample: Vec::new(),
             mysql_load: components.iter().any(|c| c == "mysql"),
         };
         let dry = self
-            .pull_all(snapshot, items, &excludes, &server, PullMode::Plan)
+            .pull_all(snapshot, items, &excludes, &server, PullMode::Plan, 0)
             .await?;
         let dests: Vec<&str> = items
             .iter()
@@ -435,6 +438,7 @@ impl RecoverRun<'_> {
             plan.update += d["update"].as_u64().unwrap_or(0);
             plan.delete += d["delete"].as_u64().unwrap_or(0);
             plan.same += d["same"].as_u64().unwrap_or(0);
+            plan.transfer_bytes += d["bytes"].as_u64().unwrap_or(0);
             for (key, out) in [
                 ("update", &mut plan.update_sample),
                 ("delete", &mut plan.delete_sample),
@@ -465,12 +469,7 @@ impl RecoverRun<'_> {
             )]);
         }
         // 4. For real: services down, data, the check (5), database, services up.
-        // The quick check (size and time) is enough when nothing on the destination could
-        // fool it; files already there with the archived size and time are compared by content.
-        let checksum = plan.same > 0;
-        let applied = self
-            .apply(snapshot, items, components, &excludes, &server, checksum)
-            .await;
+        let applied = self.apply(&plan, &server).await;
         let Applied {
             pulled,
             mut notes,
@@ -703,6 +702,7 @@ impl RecoverRun<'_> {
         excludes: &[String],
         server: &Server,
         mode: PullMode,
+        transfer_bytes: u64,
     ) -> Result<Vec<serde_json::Value>, RecoverError> {
         let jobs: Vec<(String, String, bool, bool)> = items
             .iter()
@@ -726,6 +726,7 @@ impl RecoverRun<'_> {
             let (s, ex, jobs) = (s.clone(), ex.clone(), jobs.clone());
             async move {
                 let mut results = Vec::new();
+                let mut copied = 0; // by the previous jobs
                 for (source, dest, is_dir, delete) in &jobs {
                     // Whole-host excludes are absolute paths: anchor them under this root.
                     let root = source.split_once('/').map(|(_, r)| r).unwrap_or("");
@@ -744,7 +745,18 @@ impl RecoverRun<'_> {
                     let args = s.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
                     // Plan, pull and check all walk or move the whole tree.
                     let ctx = ctx.for_transfers();
-                    results.push(run_playbook(&ctx, step, &crate::playbook::RECOVER, &args).await?);
+                    let run = run_playbook(&ctx, step, &crate::playbook::RECOVER, &args);
+                    let r = if matches!(mode, PullMode::Pull { .. }) {
+                        let progress = format!("{}/progress", s.key_dir);
+                        tokio::select! {
+                            r = run => r,
+                            _ = show_progress(&ctx, &progress, copied, transfer_bytes) => unreachable!(),
+                        }
+                    } else {
+                        run.await
+                    }?;
+                    copied += r["transferred_bytes"].as_u64().unwrap_or(0);
+                    results.push(r);
                 }
                 Ok(done(serde_json::Value::Array(results)))
             }
@@ -753,16 +765,14 @@ impl RecoverRun<'_> {
         Ok(out.as_array().cloned().unwrap_or_default())
     }
 
-    async fn apply(
-        &self,
-        snapshot: &str,
-        items: &[Item],
-        components: &[String],
-        excludes: &[String],
-        server: &Server,
-        checksum: bool,
-    ) -> Result<Applied, RecoverError> {
-        let comps = components.to_vec();
+    /// The plan, for real: its items from its snapshot, its excludes and components.
+    async fn apply(&self, plan: &Plan, server: &Server) -> Result<Applied, RecoverError> {
+        let (snapshot, items, excludes) = (&plan.snapshot, &plan.items, &plan.excludes);
+        // The quick check (size and time) is enough when nothing on the destination could
+        // fool it; files already there with the archived size and time are compared by
+        // content.
+        let checksum = plan.same > 0;
+        let comps = plan.components.clone();
         let mut notes = Vec::new();
         if !comps.is_empty() {
             let c = comps.clone();
@@ -791,6 +801,7 @@ impl RecoverRun<'_> {
                 excludes,
                 server,
                 PullMode::Pull { checksum },
+                plan.transfer_bytes,
             )
             .await;
         // 5. The check, while the services are still stopped: what was restored, before
@@ -863,7 +874,7 @@ impl RecoverRun<'_> {
         server: &Server,
     ) -> Result<Verified, RecoverError> {
         let results = self
-            .pull_all(snapshot, items, excludes, server, PullMode::Verify)
+            .pull_all(snapshot, items, excludes, server, PullMode::Verify, 0)
             .await?;
         let dests = items
             .iter()
@@ -1007,6 +1018,38 @@ fn verified<'a>(
 
 /// Where the dump of mirror-dir lands, restored by the `mysql` component.
 const MYSQL_DUMP: &str = "/var/backups/mysql/all-databases.sql";
+
+/// Every few seconds, how far the pull got, from the file the destination's rsync keeps
+/// (`BYTES RATE`, see recover.sh), plus what earlier pulls of this recover copied; never ends.
+async fn show_progress(ctx: &HostCtx, file: &str, before: u64, total: u64) {
+    let cat = crate::ssh::quote_join(&["cat", file]);
+    let human = crate::cmd::check::human_bytes;
+    loop {
+        tokio::time::sleep(PROGRESS_EVERY).await;
+        let Ok(out) = ctx.conn.run(&cat, None, PROGRESS_EVERY).await else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut words = text.split_whitespace();
+        let (Some(Ok(n)), Some(rate)) = (words.next().map(str::parse::<u64>), words.next()) else {
+            continue;
+        };
+        let done = before + n;
+        let of = if total > 0 {
+            format!(
+                " of {} ({}%)",
+                human(total),
+                (done.min(total) * 100) / total
+            )
+        } else {
+            String::new()
+        };
+        ctx.progress(&format!("recover: pull {}{of}, {rate}", human(done)));
+    }
+}
+
+/// How often the pull's progress is read.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `apply` did: the pull's results, notes, and the check.
 struct Applied {

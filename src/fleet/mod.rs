@@ -79,6 +79,11 @@ impl HostCtx {
         &self.engine
     }
 
+    /// Says how far the current step got (shown on the host's line).
+    pub fn progress(&self, text: &str) {
+        self.reporter.progress(&self.target.name, text);
+    }
+
     /// The same host, for data transfer steps: bounded by [`TRANSFER_LIMIT`] instead of the
     /// step timeout.
     pub fn for_transfers(&self) -> HostCtx {

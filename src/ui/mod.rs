@@ -58,6 +58,11 @@ pub struct HostResult {
 /// Receives progress events from the fleet runner.
 pub trait Reporter: Send + Sync {
     fn step(&self, host: &str, step: &str);
+    /// How far a long step got (`recover: pull 37% ...`), said every few seconds: the live
+    /// view shows each, plain output one per host every [`PLAIN_PROGRESS_EVERY`].
+    fn progress(&self, host: &str, text: &str) {
+        self.step(host, text)
+    }
     fn done(&self, result: &HostResult);
     /// The host is connected and waits for the others before its work starts.
     fn waiting(&self, _host: &str) {}
@@ -93,7 +98,7 @@ impl Ui {
         } else if self.json || self.quiet {
             Arc::new(Silent)
         } else {
-            Arc::new(Plain)
+            Arc::new(Plain::default())
         }
     }
 
@@ -126,9 +131,27 @@ impl Reporter for Silent {
     fn done(&self, _: &HostResult) {}
 }
 
+/// How often plain output repeats a host's progress.
+pub const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// Plain lines for pipes, CI and logs: `[host] step` and `[host] outcome`.
-struct Plain;
+#[derive(Default)]
+struct Plain {
+    /// When each host's progress was last printed.
+    said: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
 impl Reporter for Plain {
+    fn progress(&self, host: &str, text: &str) {
+        let mut said = self.said.lock().expect("plain lock");
+        let now = std::time::Instant::now();
+        match said.get(host) {
+            Some(t) if now.duration_since(*t) < PLAIN_PROGRESS_EVERY => {}
+            _ => {
+                said.insert(host.to_string(), now);
+                eprintln!("[{host}] {text}");
+            }
+        }
+    }
     fn step(&self, host: &str, step: &str) {
         // Every host connects first; a line each for that is noise in a log of 100 hosts.
         if step != "connecting" {

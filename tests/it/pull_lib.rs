@@ -127,3 +127,47 @@ fn is_root() -> bool {
         .map(|o| o.stdout.starts_with(b"0\n"))
         .unwrap_or(false)
 }
+
+/// A pull keeps its progress in the file `pull_progress` while rsync copies, not only at the
+/// end, with mawk (Debian's default awk, which reads pipes in blocks unless told otherwise)
+/// when it is installed, else the system's awk.
+#[test]
+fn a_pull_writes_its_progress_while_it_copies() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    run(
+        "mkdir -p s bin && for i in 1 2 3 4 5 6; do head -c 5000000 /dev/urandom > s/f$i; done && \
+         if command -v mawk >/dev/null; then ln -s \"$(command -v mawk)\" bin/awk; fi",
+        dir,
+    );
+    // 30 MB at 10 MB/s: about 3 s.
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail; export PATH={d}/bin:$PATH; source {root}/playbooks/lib/json.sh; \
+             source {root}/charms/rsync-backup/lib/pull.sh; pull_progress={d}/progress; cd {d}; \
+             rsync -a -i --stats --info=progress2 --bwlimit=10000 s/ d/ | pull_tally pull",
+            d = dir.display(),
+            root = env!("CARGO_MANIFEST_DIR"),
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(p) = std::fs::read_to_string(dir.join("progress")) {
+            if let Some(Ok(n)) = p.split_whitespace().next().map(str::parse::<u64>) {
+                seen.push(n);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let (counts, _) = parse(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(counts["transferred"], 30_000_000);
+    assert!(
+        seen.iter().any(|&n| n > 0 && n < 30_000_000),
+        "no progress seen before the end: {seen:?}"
+    );
+}

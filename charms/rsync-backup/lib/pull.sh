@@ -10,7 +10,8 @@
 # --exclude=...), pull_ctl (an ssh control socket path: one connection to the archive shared
 # by every rsync of this and the next calls), pull_kind (d or f when the caller already
 # knows what SOURCE is: no listing), pull_checksum (1: compare existing files by content),
-# pull_refused_hint.
+# pull_progress (a file where a pull keeps `BYTES RATE`: the bytes copied so far and rsync's
+# rate, rewritten every 8 MiB), pull_refused_hint.
 
 PULL_HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$'
 # A path on the archive: the snapshot, then the host's path. The characters are limited
@@ -72,6 +73,7 @@ pull_opts=()
 pull_ctl=""
 pull_kind=""
 pull_checksum=0
+pull_progress=""
 pull_refused_hint="" # appended to the message when the archive refuses the key
 
 # pull_ssh [MASTER]: the ssh command for rsync -e: through the shared connection when there
@@ -188,7 +190,8 @@ pull_list() {
 }
 
 # pull_tally MODE < rsync output: counts rsync's itemized lines (--itemize-changes:
-# YXcstpoguax PATH, or `*deleting PATH`) and its --stats, and prints `NAME VALUE` lines:
+# YXcstpoguax PATH, or `*deleting PATH`) and its --stats, keeps --info=progress2's last
+# figures in the file pull_progress (if set), and prints `NAME VALUE` lines:
 #   create N, update N, delete N, same N, differ N; bytes, transferred, files (regular),
 #   entries, deleted (from the stats); then up to 20 `sample-KIND PATH` lines per kind.
 # create: not on this host yet; update: existing files, links and devices that change
@@ -198,8 +201,25 @@ pull_list() {
 # owner, group, ACL or xattrs differ, are missing, or are extraneous (times alone are not a
 # difference: a service writing into a restored directory changes its time).
 pull_tally() {
-    awk -v mode="$1" '
+    # Progress lines end in \r: made lines, and read as they come (mawk, Debian's default
+    # awk, reads a pipe in large blocks unless -W interactive).
+    local -a awk=(awk)
+    if awk -W version 2>/dev/null | head -n 1 | grep -q mawk; then
+        awk+=(-W interactive)
+    fi
+    # shellcheck disable=SC2016 # an awk program
+    stdbuf -oL tr '\r' '\n' | "${awk[@]}" -v mode="$1" -v progress="$pull_progress" '
+    BEGIN { shown = -1 }
     function num(s) { gsub(/[^0-9]/, "", s); return s + 0 }
+    # --info=progress2: "   380,000,000  37%   50.12MB/s    0:00:07 (xfr#12, to-chk=...)"
+    /^ *[0-9][0-9,]* +[0-9]+% / {
+        if (progress != "" && (shown < 0 || num($1) - shown >= 8388608)) {
+            shown = num($1)
+            printf "%d %s\n", shown, $3 > progress
+            close(progress)
+        }
+        next
+    }
     function sample(kind, path) { if (ns[kind]++ < 20) samples = samples "sample-" kind " " path "\n" }
     /^\*deleting / {
         path = substr($0, 10); sub(/^ +/, "", path)
@@ -310,6 +330,10 @@ pull_run() {
         *) die_usage "pull_run: unknown mode $mode" ;;
     esac
     [[ $mode != pull || $pull_checksum != 1 ]] || mode_opts+=(--checksum)
+    if [[ $mode == pull && -n $pull_progress ]]; then
+        mode_opts+=(--info=progress2)
+        rm -f "$pull_progress"
+    fi
     local out errf code i key value
     out=$(mktemp) errf=$(mktemp)
     tmpfiles+=("$out" "$errf")
