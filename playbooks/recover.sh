@@ -3,10 +3,11 @@
 # Run as root on the host being restored to, by 0km (`bash -s -- MODE ARGS...`); reads
 # nothing on stdin.
 #
-#   keygen
+#   keygen [PATH...]
 #       a fresh ed25519 key in a new private directory /run/0km-recover.XXXXXX (0700; under
-#       /run, so it is gone at the latest at reboot). The private half never leaves it.
-#       0km-result {"changed":true,"dir":"/run/0km-recover.X","public_key":"ssh-ed25519 AAAA... 0km-recover@HOST"}
+#       /run, so it is gone at the latest at reboot). The private half never leaves it. The
+#       PATHs (where the restore will write) that exist already are listed in "existing".
+#       0km-result {"changed":true,"dir":"/run/0km-recover.X","public_key":"ssh-ed25519 AAAA... 0km-recover@HOST","existing":[PATH...]}
 #   cleanup DIR
 #       removes DIR, a directory made by keygen (/run/0km-recover.XXXXXX, nothing else).
 #       0km-result {"changed":bool,"dir":"DIR"}
@@ -99,9 +100,13 @@ check_run_dir() {
 }
 
 cmd_keygen() {
-    [[ $# -eq 0 ]] || die_usage "keygen takes no arguments"
+    local dir host p
+    local -a existing=()
+    for p in "$@"; do
+        check_dest "$p" PATH
+        [[ ! -e $p && ! -L $p ]] || existing+=("$p")
+    done
     command -v ssh-keygen >/dev/null 2>&1 || die "ssh-keygen is missing (apt-get install openssh-client)"
-    local dir host
     [[ -d /run ]] || die "/run is missing"
     dir=$(mktemp -d /run/0km-recover.XXXXXX)
     chmod 0700 "$dir"
@@ -112,8 +117,9 @@ cmd_keygen() {
         die "ssh-keygen failed"
     fi
     log "created a temporary read key in $dir"
-    printf '0km-result {"changed":true,"dir":%s,"public_key":%s}\n' \
-        "$(json_str "$dir")" "$(json_str "$(cat "$dir/id_ed25519.pub")")"
+    printf '0km-result {"changed":true,"dir":%s,"public_key":%s,"existing":%s}\n' \
+        "$(json_str "$dir")" "$(json_str "$(cat "$dir/id_ed25519.pub")")" \
+        "$(json_list "${existing[@]+"${existing[@]}"}")"
 }
 
 cmd_cleanup() {
@@ -321,7 +327,7 @@ cmd_mysql_load() {
     printf '0km-result {"changed":true,"databases":%s}\n' "$(json_list "${dbs[@]+"${dbs[@]}"}")"
 }
 
-[[ $# -ge 1 ]] || die_usage "usage: recover.sh keygen | cleanup DIR | pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [options] | services-stop|services-start COMPONENT... | mysql-load DUMPFILE"
+[[ $# -ge 1 ]] || die_usage "usage: recover.sh keygen [PATH...] | cleanup DIR | pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [options] | services-stop|services-start COMPONENT... | mysql-load DUMPFILE"
 mode=$1
 shift
 case $mode in

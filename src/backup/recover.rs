@@ -168,7 +168,23 @@ impl RecoverRun<'_> {
                 .map(|i| i.source.trim_start_matches('/').to_string())
                 .collect()
         };
-        let (probe, key) = self.probe_and_keygen(&host, &wanted, &paths).await?;
+        // Where the restore writes; those that do not exist yet need no dry run.
+        let dests: Vec<String> = if whole {
+            Vec::new()
+        } else {
+            items.iter().map(|i| i.dest.clone()).collect()
+        };
+        let (probe, key) = self
+            .probe_and_keygen(&host, &wanted, &paths, &dests)
+            .await?;
+        let existing = key
+            .as_ref()
+            .map(|k| strings(&k["existing"]))
+            .unwrap_or_default();
+        let fresh: Vec<String> = dests
+            .into_iter()
+            .filter(|d| !existing.contains(d))
+            .collect();
         let key_dir = key
             .as_ref()
             .ok()
@@ -197,6 +213,7 @@ impl RecoverRun<'_> {
                         &public,
                         &key_dir,
                         inspected,
+                        &fresh,
                     )
                     .await
                 }
@@ -219,6 +236,7 @@ impl RecoverRun<'_> {
         host: &str,
         wanted: &str,
         paths: &[String],
+        dests: &[String],
     ) -> Result<
         (
             Result<serde_json::Value, RecoverError>,
@@ -229,14 +247,18 @@ impl RecoverRun<'_> {
         let mut words = vec!["inspect".to_string(), host.to_string(), wanted.to_string()];
         words.extend(paths.iter().cloned());
         let archive_name = self.archive.name.clone();
+        let mut keygen = vec!["keygen".to_string()];
+        keygen.extend(dests.iter().cloned());
         let work = move |ctx: HostCtx| {
-            let (words, on_archive) = (words.clone(), ctx.target.name == archive_name);
+            let (words, keygen) = (words.clone(), keygen.clone());
+            let on_archive = ctx.target.name == archive_name;
             async move {
                 if on_archive {
                     let w: Vec<&str> = words.iter().map(String::as_str).collect();
                     archive::call(&ctx, "archive: snapshot", &w).await.map(done)
                 } else {
-                    run_playbook(&ctx, "recover: key", &crate::playbook::RECOVER, &["keygen"])
+                    let k: Vec<&str> = keygen.iter().map(String::as_str).collect();
+                    run_playbook(&ctx, "recover: key", &crate::playbook::RECOVER, &k)
                         .await
                         .map(done)
                 }
@@ -354,6 +376,7 @@ impl RecoverRun<'_> {
         public: &crate::keys::KeyLine,
         key_dir: &str,
         inspected: Option<serde_json::Value>,
+        fresh: &[String],
     ) -> Result<Vec<HostResult>, RecoverError> {
         let grant = {
             let (h, ty, blob) = (
@@ -425,10 +448,21 @@ impl RecoverRun<'_> {
             delete_sample: Vec::new(),
             mysql_load: components.iter().any(|c| c == "mysql"),
         };
-        let dry = self
-            .pull_all(snapshot, items, &excludes, &server, PullMode::Plan, 0)
-            .await?;
-        let dests: Vec<&str> = items
+        // Where nothing exists on the destination yet, everything is created: the archive's
+        // counts say it all, and a dry run would only repeat them.
+        let (new, existing): (Vec<Item>, Vec<Item>) =
+            items.iter().cloned().partition(|i| fresh.contains(&i.dest));
+        for it in &new {
+            plan.create += it.files;
+            plan.transfer_bytes += it.bytes;
+        }
+        let dry = if existing.is_empty() {
+            Vec::new()
+        } else {
+            self.pull_all(snapshot, &existing, &excludes, &server, PullMode::Plan, 0)
+                .await?
+        };
+        let dests: Vec<&str> = existing
             .iter()
             .filter(|i| i.files > 0 || i.is_dir)
             .map(|i| i.dest.as_str())

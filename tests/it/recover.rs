@@ -153,19 +153,23 @@ fn a_whole_host_recover_gives_identical_trees_and_verifies() {
 fn a_path_recovers_to_another_destination_path() {
     let lab = Lab::up(2);
     backed_up(&lab);
-    lab.zerokm([
-        "--yes",
-        "vps-backup",
-        "recover",
-        "myadmin@archive#vps1:/srv/datastore/data/app",
-        "vps2:/restore/app",
-    ])
-    .run()
-    .success()
-    .stdout_has("/srv/datastore/data/app/ -> vps2:/restore/app")
-    // 33 regular files: 30 in sub/, the blob, the name with spaces and the empty one; the
-    // link and the fifo are not files (on the archive all are plain files with xattrs).
-    .stdout_has(" 33 files), files not in the backup deleted");
+    let first = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/app",
+            "vps2:/restore/app",
+        ])
+        .run()
+        .success()
+        .stdout_has("/srv/datastore/data/app/ -> vps2:/restore/app")
+        // 33 regular files: 30 in sub/, the blob, the name with spaces and the empty one; the
+        // link and the fifo are not files (on the archive all are plain files with xattrs).
+        .stdout_has(" 33 files), files not in the backup deleted")
+        // Nothing there yet: everything is created, no dry run was needed to say so.
+        .stdout_has("on vps2: 33 files created, 0 overwritten, 0 deleted");
+    assert!(!first.stderr.contains("recover: plan"), "{}", first.all());
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/app"),
         tree(&lab, "vps2", "/restore/app")
@@ -191,6 +195,7 @@ fn a_path_recovers_to_another_destination_path() {
     lab.zerokm(again)
         .run()
         .success()
+        .stderr_has("recover: plan")
         .stdout_has("have the archived size and time: compared by content")
         .stdout_has("0 files created, 0 overwritten, 0 deleted")
         .stdout_has("Verified: 33 files on vps2 match the archive");
