@@ -45,6 +45,37 @@ fn exec_runs_on_twenty_hosts_and_groups_identical_output() {
             "{header}"
         );
     }
+
+    // On a terminal of 12 rows: a live view, a line per running host up to what fits, the
+    // others counted in the total bar, a line per finished host, then the same summary.
+    let mut run = lab.zerokm(["exec", "@vps", "--", "sleep 2; echo same"]);
+    run.cmd.env("EXPECT_ROWS", "12");
+    let out = crate::support::on_terminal(run, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", out.text);
+    assert!(out.text.contains("/20 hosts"), "no total bar: {}", out.text);
+    assert!(out.text.contains("not shown"), "{}", out.text);
+    let live_lines = out
+        .text
+        .lines()
+        .filter(|l| l.contains(" exec") && l.contains("vps"))
+        .count();
+    assert!(live_lines > 0, "no line per running host: {}", out.text);
+    for name in lab.vps_names() {
+        assert!(
+            out.text.contains(&format!("[{name}] ok (")),
+            "{name}: {}",
+            out.text
+        );
+        // Plain output's step lines are not there: this is the live view.
+        assert!(
+            !out.text.contains(&format!("[{name}] exec")),
+            "{}",
+            out.text
+        );
+    }
+    assert!(out
+        .text
+        .contains("Summary: 20 ok, 0 changed, 0 failed, 0 unreachable"));
 }
 
 #[test]

@@ -6,14 +6,17 @@ STEPS_JSON is a list of [pattern, reply] pairs: wait until the output so far mat
 regular expression `pattern` (searched in the output after the previous match), then type
 `reply`. After the last step, the output is read until the command exits. Everything the
 command printed goes to stdout; the exit status is the command's (124 on timeout, with the
-output so far).
+output so far). EXPECT_ROWS in the environment: the terminal's height (80 columns).
 """
+import fcntl
 import json
 import os
 import pty
 import re
 import select
+import struct
 import sys
+import termios
 import time
 
 
@@ -23,6 +26,8 @@ def main():
     argv = sys.argv[sys.argv.index("--") + 1:]
     pid, fd = pty.fork()
     if pid == 0:
+        rows = int(os.environ.get("EXPECT_ROWS", "24"))
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 80, 0, 0))
         os.execvp(argv[0], argv)
     deadline = time.monotonic() + timeout
     out = b""
