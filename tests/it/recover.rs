@@ -256,16 +256,29 @@ fn an_older_snapshot_gives_the_older_content() {
     .success()
     .stdout_has("snapshot 2026-11-01");
     assert_eq!(sh(&lab, "vps2", "cat /old/f3.txt"), "file 3");
-    lab.zerokm([
-        "--yes",
-        "vps-backup",
-        "recover",
-        "myadmin@archive#vps1:/srv/datastore/data/app/sub",
-        "vps2:/new",
-    ])
-    .run()
-    .success();
+    // The latest, with the result in JSON: its snapshot, plan, what was copied, the check.
+    let done = lab
+        .zerokm([
+            "--json",
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/app/sub",
+            "vps2:/new",
+        ])
+        .run()
+        .success();
     assert_eq!(sh(&lab, "vps2", "cat /new/f3.txt"), "new");
+    let r = &done.json()[0];
+    assert_eq!(r["host"], "vps2", "{r}");
+    assert_eq!(r["status"], "changed", "{r}");
+    let d = &r["data"];
+    assert_ne!(d["plan"]["snapshot"], "2026-11-01", "{d}");
+    assert_eq!(d["plan"]["create"], 30, "{d}");
+    assert_eq!(d["restored"][0]["files"], 30, "{d}");
+    assert_eq!(d["verify"]["verified"], true, "{d}");
+    assert_eq!(d["verify"]["files"], 30, "{d}");
+    assert_eq!(d["verify"]["differ"], 0, "{d}");
     lab.zerokm([
         "--yes",
         "vps-backup",
