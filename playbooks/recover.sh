@@ -57,7 +57,8 @@
 #       0km-result {"changed":bool,"stopped":[SERVICE...],"notes":[...]}   (or "started")
 #   mysql-load DUMPFILE
 #       loads a mysqldump (mirror-dir's /var/backups/mysql/all-databases.sql) into mailcow's
-#       database container (root, DBROOT of mailcow.conf, passed in the environment), or
+#       database container (root, DBROOT of mailcow.conf, passed in the environment; waits up
+#       to 120 s for it to run and answer, as after services-start), or
 #       else into the local MySQL/MariaDB (root through the unix socket, or
 #       /etc/mysql/debian.cnf). Fails when no server answers.
 #       0km-result {"changed":true,"databases":[NAME...]}
@@ -70,6 +71,7 @@ export LC_ALL=C
 RUN_DIR_RE='^/run/0km-recover\.[A-Za-z0-9]{6}$'
 MAILCOW_DIR=/opt/mailcow-dockerized
 MAILCOW_CONF=$MAILCOW_DIR/mailcow.conf
+MYSQL_WAIT=120 # seconds mysql-load waits for mailcow's database to answer
 
 # json_str (playbooks/lib/json.sh) and the pull functions (charms/rsync-backup/lib/pull.sh)
 # travel in front of this script; read them from the source tree when it is run from there.
@@ -294,11 +296,25 @@ cmd_mysql_load() {
         dbroot=$(sed -n 's/^DBROOT=//p' "$MAILCOW_CONF" | tail -n 1)
         dbroot=${dbroot#[\"\']} && dbroot=${dbroot%[\"\']}
         [[ -n $dbroot ]] || die "no DBROOT in $MAILCOW_CONF"
-        container=$(docker ps --filter name=mysql-mailcow --format '{{.Names}}' | head -n 1) ||
-            die "docker ps failed: cannot find mailcow's mysql container"
-        [[ -n $container ]] || die "mailcow's mysql container (name *mysql-mailcow*) is not running: start it (services-start mailcow) and retry"
-        log "loading $dump into mailcow's database (container $container)"
         export MYSQL_PWD=$dbroot
+        # Just started (services-start) it may need a moment: up to MYSQL_WAIT seconds for
+        # the container to run and its server to answer.
+        local waited=0
+        while :; do
+            container=$(docker ps --filter name=mysql-mailcow --format '{{.Names}}' | head -n 1) ||
+                die "docker ps failed: cannot find mailcow's mysql container"
+            # shellcheck disable=SC2016 # expanded by the container's sh
+            if [[ -n $container ]] && docker exec -e MYSQL_PWD "$container" \
+                sh -c 'a=$(command -v mariadb-admin || command -v mysqladmin) && exec "$a" -uroot ping' \
+                </dev/null >/dev/null 2>&1; then
+                break
+            fi
+            ((waited < MYSQL_WAIT)) ||
+                die "mailcow's mysql container (name *mysql-mailcow*) is not running or does not answer after ${MYSQL_WAIT}s: start it (services-start mailcow) and retry"
+            sleep 2
+            waited=$((waited + 2))
+        done
+        log "loading $dump into mailcow's database (container $container)"
         # shellcheck disable=SC2016 # expanded by the container's sh
         docker exec -i -e MYSQL_PWD "$container" \
             sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -uroot' <"$dump" ||

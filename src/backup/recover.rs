@@ -16,6 +16,9 @@ use crate::target::Target;
 use crate::ui::{HostResult, Outcome};
 use std::sync::Arc;
 
+/// Paths per archive `inspect` call: the admin command takes 16 words, 3 of them before.
+const INSPECT_PATHS_PER_CALL: usize = 13;
+
 /// How long the temporary read key may be used to start a transfer.
 const READ_KEY_MINUTES: &str = "240";
 
@@ -425,12 +428,45 @@ impl RecoverRun<'_> {
             // What the backup left out stays as it is on the destination (not deleted).
             excludes.extend(left_out);
         }
+        // A whole host's charm components (mailcow's): whichever the backup holds are
+        // restored as components are, their services stopped before and started after, the
+        // database dump loaded. Their paths are inspected with the roots.
+        let charm_components = if whole { all_components() } else { Vec::new() };
         // Sizes from the archive, and every path must exist there.
         let info = match inspected {
             Some(info) => info,
-            None => self.inspect(host, snapshot, items).await?,
+            None => {
+                let mut probe = items.clone();
+                for p in charm_components.iter().flat_map(|(_, ps)| ps) {
+                    probe.push(Item {
+                        source: p.clone(),
+                        dest: p.clone(),
+                        delete: false,
+                        is_dir: false,
+                        files: 0,
+                        bytes: 0,
+                    });
+                }
+                self.inspect(host, snapshot, &probe).await?
+            }
         };
         self.apply_inspect(&info, host, snapshot, items)?;
+        let components: Vec<String> = if whole {
+            let held = |p: &String| {
+                info["paths"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|x| x["path"] == p.trim_start_matches('/') && x["exists"] == true)
+            };
+            charm_components
+                .iter()
+                .filter(|(_, ps)| ps.iter().any(held))
+                .map(|(n, _)| n.clone())
+                .collect()
+        } else {
+            components.to_vec()
+        };
         // 3. The plan: a dry run on the destination.
         let mut plan = Plan {
             host: host.to_string(),
@@ -502,7 +538,7 @@ impl RecoverRun<'_> {
                 Some(("confirm".into(), "not confirmed".into())),
             )]);
         }
-        // 4. For real: services down, data, the check (5), database, services up.
+        // 4. For real: services down, data, the check (5), services up, database.
         let applied = self.apply(&plan, &server).await;
         let Applied {
             pulled,
@@ -673,11 +709,20 @@ impl RecoverRun<'_> {
         on_one(self, &self.archive, "inspecting the snapshot", move |ctx| {
             let (h, s, paths) = (h.clone(), s.clone(), paths.clone());
             async move {
-                let mut words = vec!["inspect", h.as_str(), s.as_str()];
-                words.extend(paths.iter().map(String::as_str));
-                archive::call(&ctx, "archive: inspect", &words)
-                    .await
-                    .map(done)
+                // The admin command takes 16 words at most: a few calls for many paths (a
+                // whole mailcow host has a dozen roots), their answers put together.
+                let mut all = serde_json::json!({"paths": []});
+                for chunk in paths.chunks(INSPECT_PATHS_PER_CALL) {
+                    let mut words = vec!["inspect", h.as_str(), s.as_str()];
+                    words.extend(chunk.iter().map(String::as_str));
+                    let mut r = archive::call(&ctx, "archive: inspect", &words).await?;
+                    let found = r["paths"].as_array_mut().map(std::mem::take);
+                    if let (Some(found), Some(list)) = (found, all["paths"].as_array_mut()) {
+                        list.extend(found);
+                    }
+                    all["snapshot"] = r["snapshot"].take();
+                }
+                Ok(done(all))
             }
         })
         .await
@@ -844,29 +889,6 @@ impl RecoverRun<'_> {
             Ok(_) => Some(self.verify(snapshot, items, excludes, server).await),
             Err(_) => None,
         };
-        if comps.iter().any(|c| c == "mysql") && pulled.is_ok() {
-            let loaded = on_one(
-                self,
-                &self.dest,
-                "loading the database dump",
-                |ctx| async move {
-                    // A big dump loads for a long time.
-                    run_playbook(
-                        &ctx.for_transfers(),
-                        "recover: mysql",
-                        &crate::playbook::RECOVER,
-                        &["mysql-load", MYSQL_DUMP],
-                    )
-                    .await
-                    .map(done)
-                },
-            )
-            .await;
-            if let Err(e) = loaded {
-                notes.push(e.to_string());
-                return Err(e);
-            }
-        }
         if !comps.is_empty() {
             // Restart even when the data step failed: leave the services as they were.
             let c = comps.clone();
@@ -889,6 +911,31 @@ impl RecoverRun<'_> {
             match started {
                 Ok(v) => notes.extend(strings(&v["notes"])),
                 Err(e) => notes.push(format!("services not restarted: {e}")),
+            }
+        }
+        // The dump goes into the running database: after the services are back (mailcow's
+        // database runs in one of its containers, which the `mailcow` component stops).
+        if comps.iter().any(|c| c == "mysql") && pulled.is_ok() {
+            let loaded = on_one(
+                self,
+                &self.dest,
+                "loading the database dump",
+                |ctx| async move {
+                    // A big dump loads for a long time.
+                    run_playbook(
+                        &ctx.for_transfers(),
+                        "recover: mysql",
+                        &crate::playbook::RECOVER,
+                        &["mysql-load", MYSQL_DUMP],
+                    )
+                    .await
+                    .map(done)
+                },
+            )
+            .await;
+            if let Err(e) = loaded {
+                notes.push(e.to_string());
+                return Err(e);
             }
         }
         Ok(Applied {
@@ -1167,6 +1214,15 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every component of the embedded charms, with its paths.
+fn all_components() -> Vec<(String, Vec<String>)> {
+    crate::charm::names()
+        .into_iter()
+        .filter_map(|c| crate::charm::metadata(c).ok())
+        .flat_map(|m| m.components.into_iter().map(|(n, c)| (n, c.paths)))
+        .collect()
 }
 
 /// The paths of a component, from the embedded charms' metadata; an unknown name is an error

@@ -493,3 +493,148 @@ fn on_the_vps_itself_recover_target_restores_from_its_own_backup() {
         assert!(!out.status.success(), "{cmd} must fail");
     }
 }
+
+/// A recording `docker` for the lab (no Docker engine runs here): mailcow's containers are a
+/// state file (up or down); every call is logged with the first line of the compose file in
+/// place (whose copy it is); `exec` dumps a database (for mirror-dir), answers a ping, or
+/// takes a dump to load on stdin (kept in /tmp/loaded.sql).
+const DOCKER_STUB: &str = r#"#!/bin/sh
+state=$(cat /tmp/docker.state 2>/dev/null || echo up)
+echo "$1 $2 $3 | $(head -n 1 /opt/mailcow-dockerized/docker-compose.yml 2>/dev/null) | $state" >> /tmp/docker.log
+case "$1 $2" in
+    "compose version") echo "Docker Compose version v2.0.0-lab" ;;
+    "compose down") echo down > /tmp/docker.state ;;
+    "compose up") echo up > /tmp/docker.state ;;
+    ps*) [ "$state" = up ] && echo mailcowdockerized-mysql-mailcow-1 ;;
+    exec*)
+        [ "$state" = up ] || exit 1
+        case "$*" in
+            *FLUSH*) ;;
+            *ping*) echo "mysqld is alive" ;;
+            *dump*) printf -- '-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\nCREATE DATABASE `mailcow`;\nINSERT INTO mailbox VALUES (1);\n-- Dump completed on 2026-11-23\n' ;;
+            *) cat > /tmp/loaded.sql ;;
+        esac ;;
+esac
+exit 0
+"#;
+
+/// A mailcow host: its compose project (the file's first line says whose), its
+/// configuration, a postfix queue volume, and the recording docker.
+fn mailcow_host_with_stub(lab: &Lab, host: &str) {
+    let mut child = std::process::Command::new("ssh")
+        .args(["-F", &lab.dir().join("ssh_config").display().to_string(), "-o", "BatchMode=yes", host])
+        .arg(format!(
+            "mkdir -p /opt/mailcow-dockerized /var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/_data && \
+             printf '# {host}\\nservices: {{}}\\n' > /opt/mailcow-dockerized/docker-compose.yml && \
+             printf 'COMPOSE_PROJECT_NAME=mailcowdockerized\\nDBROOT={host}-secret\\n' > /opt/mailcow-dockerized/mailcow.conf && \
+             echo queued-on-{host} > /var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/_data/queued && \
+             cat > /usr/local/bin/docker && chmod 755 /usr/local/bin/docker && echo up > /tmp/docker.state"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(DOCKER_STUB.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{host}: mailcow set-up");
+}
+
+#[test]
+fn mailcow_components_and_a_whole_mailcow_host_stop_start_and_load() {
+    let lab = Lab::up(2);
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success();
+    mailcow_host_with_stub(&lab, "vps1");
+    mailcow_host_with_stub(&lab, "vps2");
+    // vps1 is backed up as a mailcow host: its project, its volumes, its database dumped
+    // through the container.
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let dump = sh(
+        &lab,
+        "vps1",
+        "sha256sum < /var/backups/mysql/all-databases.sql",
+    );
+
+    // The manual's example: mailcow's configuration and its database.
+    sh(&lab, "vps2", "rm -f /tmp/docker.log /tmp/loaded.sql");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:mailcow,mysql",
+        "vps2",
+    ])
+    .run()
+    .success()
+    .stdout_has("services of mailcow, mysql stopped before and started after")
+    .stdout_has("Verified: ");
+    let log = sh(&lab, "vps2", "grep -v '^compose version' /tmp/docker.log");
+    let calls: Vec<&str> = log.lines().collect();
+    // Down with vps2's own project, up with vps1's, then the dump into the running database.
+    assert!(calls[0].starts_with("compose down  | # vps2 | up"), "{log}");
+    assert!(
+        calls[1].starts_with("compose up -d | # vps1 | down"),
+        "{log}"
+    );
+    assert!(
+        calls[2..].iter().any(|c| c.starts_with("exec -i -e")),
+        "{log}"
+    );
+    assert_eq!(sh(&lab, "vps2", "sha256sum < /tmp/loaded.sql"), dump);
+    assert_eq!(
+        sh(&lab, "vps2", "cat /opt/mailcow-dockerized/mailcow.conf"),
+        "COMPOSE_PROJECT_NAME=mailcowdockerized\nDBROOT=vps1-secret"
+    );
+
+    // The whole host: its components are found in the backup and handled the same way, the
+    // postfix queue volume included.
+    sh(
+        &lab,
+        "vps2",
+        "rm -f /tmp/docker.log /tmp/loaded.sql && echo '# vps2 again' > /opt/mailcow-dockerized/docker-compose.yml",
+    );
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1",
+        "vps2",
+    ])
+    .run()
+    .success()
+    .stdout_has("stopped before and started after")
+    .stdout_has("is loaded into the destination's MySQL/MariaDB")
+    .stdout_has("Verified: ");
+    let log = sh(&lab, "vps2", "grep -v '^compose version' /tmp/docker.log");
+    let calls: Vec<&str> = log.lines().collect();
+    assert!(
+        calls[0].starts_with("compose down  | # vps2 again | up"),
+        "{log}"
+    );
+    assert!(
+        calls[1].starts_with("compose up -d | # vps1 | down"),
+        "{log}"
+    );
+    assert_eq!(sh(&lab, "vps2", "sha256sum < /tmp/loaded.sql"), dump);
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "cat /var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/_data/queued"
+        ),
+        "queued-on-vps1"
+    );
+}
