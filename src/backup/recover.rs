@@ -431,7 +431,21 @@ impl RecoverRun<'_> {
         // A whole host's charm components (mailcow's): whichever the backup holds are
         // restored as components are, their services stopped before and started after, the
         // database dump loaded. Their paths are inspected with the roots.
-        let charm_components = if whole { all_components() } else { Vec::new() };
+        let charm_components: Vec<(String, Vec<String>)> = if whole {
+            all_components()
+                .into_iter()
+                .map(|(name, paths)| {
+                    // The database counts when its dump is there, not just its directory.
+                    if name == "mysql" {
+                        (name, vec![MYSQL_DUMP.to_string()])
+                    } else {
+                        (name, paths)
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Sizes from the archive, and every path must exist there.
         let info = match inspected {
             Some(info) => info,
