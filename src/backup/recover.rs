@@ -858,6 +858,31 @@ impl RecoverRun<'_> {
         Ok(out.as_array().cloned().unwrap_or_default())
     }
 
+    /// `recover.sh MODE ARGS...` on the destination, as the step STEP (a data transfer when
+    /// `transfer`: not bound by the step timeout); its result, or what failed while doing WHAT.
+    async fn on_dest(
+        &self,
+        what: &str,
+        step: &'static str,
+        mode: &'static str,
+        args: &[String],
+        transfer: bool,
+    ) -> Result<serde_json::Value, RecoverError> {
+        let mut words = vec![mode.to_string()];
+        words.extend(args.iter().cloned());
+        on_one(self, &self.dest, what, move |ctx| {
+            let words = words.clone();
+            async move {
+                let ctx = if transfer { ctx.for_transfers() } else { ctx };
+                let w: Vec<&str> = words.iter().map(String::as_str).collect();
+                run_playbook(&ctx, step, &crate::playbook::RECOVER, &w)
+                    .await
+                    .map(done)
+            }
+        })
+        .await
+    }
+
     /// The plan, for real: its items from its snapshot, its excludes and components.
     async fn apply(&self, plan: &Plan, server: &Server) -> Result<Applied, RecoverError> {
         let (snapshot, items, excludes) = (&plan.snapshot, &plan.items, &plan.excludes);
@@ -868,23 +893,15 @@ impl RecoverRun<'_> {
         let comps = plan.components.clone();
         let mut notes = Vec::new();
         if !comps.is_empty() {
-            let c = comps.clone();
-            let stopped = on_one(self, &self.dest, "stopping services", move |ctx| {
-                let c = c.clone();
-                async move {
-                    let mut args = vec!["services-stop"];
-                    args.extend(c.iter().map(String::as_str));
-                    run_playbook(
-                        &ctx,
-                        "recover: stop services",
-                        &crate::playbook::RECOVER,
-                        &args,
-                    )
-                    .await
-                    .map(done)
-                }
-            })
-            .await?;
+            let stopped = self
+                .on_dest(
+                    "stopping services",
+                    "recover: stop services",
+                    "services-stop",
+                    &comps,
+                    false,
+                )
+                .await?;
             notes.extend(strings(&stopped["notes"]));
         }
         let pulled = self
@@ -905,23 +922,15 @@ impl RecoverRun<'_> {
         };
         if !comps.is_empty() {
             // Restart even when the data step failed: leave the services as they were.
-            let c = comps.clone();
-            let started = on_one(self, &self.dest, "starting services", move |ctx| {
-                let c = c.clone();
-                async move {
-                    let mut args = vec!["services-start"];
-                    args.extend(c.iter().map(String::as_str));
-                    run_playbook(
-                        &ctx,
-                        "recover: start services",
-                        &crate::playbook::RECOVER,
-                        &args,
-                    )
-                    .await
-                    .map(done)
-                }
-            })
-            .await;
+            let started = self
+                .on_dest(
+                    "starting services",
+                    "recover: start services",
+                    "services-start",
+                    &comps,
+                    false,
+                )
+                .await;
             match started {
                 Ok(v) => notes.extend(strings(&v["notes"])),
                 Err(e) => notes.push(format!("services not restarted: {e}")),
@@ -930,23 +939,16 @@ impl RecoverRun<'_> {
         // The dump goes into the running database: after the services are back (mailcow's
         // database runs in one of its containers, which the `mailcow` component stops).
         if comps.iter().any(|c| c == "mysql") && pulled.is_ok() {
-            let loaded = on_one(
-                self,
-                &self.dest,
-                "loading the database dump",
-                |ctx| async move {
-                    // A big dump loads for a long time.
-                    run_playbook(
-                        &ctx.for_transfers(),
-                        "recover: mysql",
-                        &crate::playbook::RECOVER,
-                        &["mysql-load", MYSQL_DUMP],
-                    )
-                    .await
-                    .map(done)
-                },
-            )
-            .await;
+            // A big dump loads for a long time: a transfer.
+            let loaded = self
+                .on_dest(
+                    "loading the database dump",
+                    "recover: mysql",
+                    "mysql-load",
+                    &[MYSQL_DUMP.to_string()],
+                    true,
+                )
+                .await;
             if let Err(e) = loaded {
                 notes.push(e.to_string());
                 return Err(e);
