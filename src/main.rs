@@ -2,15 +2,16 @@
 //! happened to the exit status (0 all hosts ok, 1 a host failed, 2 usage or config error).
 //! Ctrl-C ends the run cleanly: connections are closed before exiting.
 
-mod app;
 mod backup;
 mod charm;
 mod cli;
 mod cmd;
 mod config;
+mod encoding;
 mod fleet;
 mod keys;
 mod lab;
+mod names;
 mod paths;
 mod playbook;
 mod setup;
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let app = match app::App::load(cli.global.clone()) {
+    let app = match cmd::App::load(cli.global.clone()) {
         Ok(a) => a,
         Err(e) => {
             ui::Ui::new(cli.global.json, cli.global.quiet).error(&e.to_string());
@@ -71,7 +72,7 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn dispatch(app: &app::App, command: &Command) -> anyhow::Result<Status> {
+async fn dispatch(app: &cmd::App, command: &Command) -> anyhow::Result<Status> {
     match command {
         Command::VpsSetup(a) => cmd::vps_setup::run(app, a).await,
         Command::Keys(c) => cmd::keys::run(app, c).await,

@@ -144,7 +144,7 @@ fn parse_adhoc(sel: &str, config: &Config) -> Result<Target, TargetError> {
         ),
         _ => (rest, None),
     };
-    if !is_valid_host_name(name) || user.is_some_and(|u| !is_valid_user_name(u)) {
+    if !crate::names::is_host(name) || user.is_some_and(|u| !crate::names::is_user(u)) {
         return Err(invalid());
     }
     let mut t = from_inventory(name, config);
@@ -193,30 +193,6 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     go(&p, &n)
-}
-
-/// Host names and addresses as ssh takes them; anything else (spaces, quotes, a leading `-`
-/// that ssh would read as an option) is refused before it reaches a command line.
-pub fn is_valid_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && !s.starts_with(['-', '.'])
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-}
-
-pub fn is_valid_group_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-}
-
-pub fn is_valid_user_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && !s.starts_with('-')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 #[cfg(test)]

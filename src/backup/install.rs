@@ -114,7 +114,7 @@ pub async fn install_backup(
         .await
         .map_err(archive_fail)?;
     let server = format!("{}:{}", endpoint.hostname, endpoint.port);
-    let known_hosts_b64 = base64(endpoint.lines.join("\n").as_bytes());
+    let known_hosts_b64 = crate::encoding::base64(endpoint.lines.join("\n").as_bytes());
 
     // 2. Every VPS: the charm, its install hook, its key.
     let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
@@ -382,12 +382,10 @@ pub async fn install_backup(
                     "changed",
                     format!(
                         "{} in {} files, {} of changed files ({} sent), {}s",
-                        crate::cmd::check::human_bytes(d["bytes"].as_u64().unwrap_or(0)),
+                        crate::ui::format::bytes(d["bytes"].as_u64().unwrap_or(0)),
                         d["files"].as_u64().unwrap_or(0),
-                        crate::cmd::check::human_bytes(
-                            d["transferred_bytes"].as_u64().unwrap_or(0)
-                        ),
-                        crate::cmd::check::human_bytes(d["sent_bytes"].as_u64().unwrap_or(0)),
+                        crate::ui::format::bytes(d["transferred_bytes"].as_u64().unwrap_or(0)),
+                        crate::ui::format::bytes(d["sent_bytes"].as_u64().unwrap_or(0)),
                         d["duration_s"]
                             .as_f64()
                             .map(|s| format!("{s:.1}"))
@@ -535,41 +533,7 @@ fn ordered(vps: &[Target], mut results: BTreeMap<String, HostResult>) -> Vec<Hos
     vps.iter().filter_map(|t| results.remove(&t.name)).collect()
 }
 
-/// Standard base64 (for passing known_hosts lines as one safe word).
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The archive's `list`, for `vps-backup list` and `check`.
 pub fn infos(v: &serde_json::Value) -> Vec<BackupInfo> {
     archive::parse_list(v)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(super::base64(b""), "");
-        assert_eq!(super::base64(b"f"), "Zg==");
-        assert_eq!(super::base64(b"fo"), "Zm8=");
-        assert_eq!(super::base64(b"foo"), "Zm9v");
-        assert_eq!(super::base64(b"foobar"), "Zm9vYmFy");
-    }
 }

@@ -36,10 +36,10 @@ impl ArchiveSpec {
             ),
             None => (rest, None),
         };
-        if !crate::target::is_valid_user_name(admin) {
+        if !crate::names::is_user(admin) {
             return Err(bad("the admin account name is not valid"));
         }
-        if !crate::target::is_valid_host_name(host) {
+        if !crate::names::is_host(host) {
             return Err(bad("the host name is not valid"));
         }
         Ok(Self {

@@ -9,7 +9,7 @@
 
 use super::archive;
 use super::spec::{RecoverSpec, Selection};
-use crate::app::App;
+use crate::cmd::App;
 use crate::fleet::{Done, Fleet, HostCtx, RunLog, StepFailure};
 use crate::setup::run_playbook;
 use crate::target::Target;
@@ -416,7 +416,7 @@ impl RecoverRun<'_> {
         let server = Server {
             host: endpoint.hostname.clone(),
             port: endpoint.port.to_string(),
-            known_hosts_b64: super::install::base64(endpoint.lines.join("\n").as_bytes()),
+            known_hosts_b64: crate::encoding::base64(endpoint.lines.join("\n").as_bytes()),
             key_dir: key_dir.to_string(),
         };
         let whole = matches!(self.spec.selection, Selection::WholeHost);
@@ -990,7 +990,7 @@ impl RecoverRun<'_> {
         let files: u64 = plan.items.iter().map(|i| i.files).sum();
         ui.out(&format!(
             "  restores {} in {files} files, straight from the archive to {} (temporary read key for {} only)",
-            crate::cmd::check::human_bytes(total),
+            crate::ui::format::bytes(total),
             plan.dest,
             plan.host
         ));
@@ -1001,7 +1001,7 @@ impl RecoverRun<'_> {
                 if it.is_dir { "/" } else { "" },
                 plan.dest,
                 it.dest,
-                crate::cmd::check::human_bytes(it.bytes),
+                crate::ui::format::bytes(it.bytes),
                 it.files,
                 if it.delete {
                     ", files not in the backup deleted"
@@ -1120,7 +1120,7 @@ const MYSQL_DUMP: &str = "/var/backups/mysql/all-databases.sql";
 /// (`BYTES RATE`, see recover.sh), plus what earlier pulls of this recover copied; never ends.
 async fn show_progress(ctx: &HostCtx, file: &str, before: u64, total: u64) {
     let cat = crate::ssh::quote_join(&["cat", file]);
-    let human = crate::cmd::check::human_bytes;
+    let human = crate::ui::format::bytes;
     loop {
         tokio::time::sleep(PROGRESS_EVERY).await;
         let Ok(out) = ctx.conn.run(&cat, None, PROGRESS_EVERY).await else {

@@ -49,7 +49,7 @@ impl RecoverSpec {
             Some((h, s)) => (h, Some(s)),
             None => (head, None),
         };
-        if !is_host(host) {
+        if !crate::names::is_area(host) {
             return Err(err(
                 source,
                 &format!("host `{host}`"),
@@ -57,7 +57,7 @@ impl RecoverSpec {
             ));
         }
         if let Some(s) = snapshot {
-            if !is_date(s) {
+            if !crate::names::is_date(s) {
                 return Err(err(
                     source,
                     &format!("snapshot `{s}`"),
@@ -79,7 +79,7 @@ impl RecoverSpec {
             ),
             Some(list) => {
                 let comps: Vec<String> = list.split(',').map(str::to_string).collect();
-                if let Some(bad) = comps.iter().find(|c| !is_component(c)) {
+                if let Some(bad) = comps.iter().find(|c| !crate::names::is_component(c)) {
                     return Err(err(source, &format!("component `{bad}`"), "component names are lowercase letters, digits and `-`; a path must start with `/`"));
                 }
                 let mut uniq = comps.clone();
@@ -124,34 +124,6 @@ impl RecoverSpec {
             dest_path,
         })
     }
-}
-
-fn is_host(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && !s.contains("..")
-        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-}
-
-fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && (1..=12).contains(&s[5..7].parse::<u32>().unwrap_or(0))
-        && (1..=31).contains(&s[8..10].parse::<u32>().unwrap_or(0))
-}
-
-fn is_component(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 /// An absolute path without `..`, `.` or empty parts (a trailing `/` is dropped).

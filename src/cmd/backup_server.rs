@@ -3,7 +3,7 @@
 //! one VPS's area, and the admin account that accepts the config's keys with a forced
 //! command. Re-running changes nothing.
 
-use crate::app::App;
+use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
 use crate::fleet::{Done, RunLog};
 use crate::keys::KeyLine;
@@ -37,14 +37,8 @@ pub async fn run(app: &App, cmd: &BackupServerCommand) -> anyhow::Result<Status>
 }
 
 async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
-    let admin_ok = !a.admin.is_empty()
-        && a.admin.len() <= 32
-        && a.admin
-            .starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && a.admin
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        && !["root", "rsync-backup"].contains(&a.admin.as_str());
+    let admin_ok =
+        crate::names::is_account(&a.admin) && !["root", "rsync-backup"].contains(&a.admin.as_str());
     if !admin_ok {
         return Err(UsageError(format!(
             "--admin {}: not a valid account name (lowercase letters, digits, `_`, `-`, starting with a letter; not root or rsync-backup)",

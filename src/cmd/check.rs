@@ -1,7 +1,7 @@
 //! `0km check TARGETS`: who is up, and what they run: OS release, kernel, uptime, free disk on
 //! `/`, and which 0km charms are installed. Read-only.
 
-use crate::app::App;
+use crate::cmd::App;
 use crate::cmd::{rerun_line, Status};
 use crate::fleet::{Done, RunLog, StepFailure};
 use crate::playbook;
@@ -71,9 +71,10 @@ fn print_table(app: &App, results: &[HostResult]) {
         "CHARMS",
         "LAST BACKUP",
     ];
-    let now = crate::cmd::vps_backup::now_epoch();
+    let now = crate::ui::format::now_epoch();
     let mut stale = Vec::new();
-    let rows: Vec<[String; 8]> = results
+    let mut table = crate::ui::table::Table::new(&header);
+    let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
             let d = &r.data;
@@ -82,7 +83,7 @@ fn print_table(app: &App, results: &[HostResult]) {
                 .as_array()
                 .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
                 .unwrap_or_default();
-            [
+            vec![
                 r.host.clone(),
                 if ok {
                     "up".into()
@@ -93,11 +94,11 @@ fn print_table(app: &App, results: &[HostResult]) {
                 d["kernel"].as_str().unwrap_or("-").to_string(),
                 d["uptime_s"]
                     .as_u64()
-                    .map(human_uptime)
+                    .map(crate::ui::format::uptime)
                     .unwrap_or_else(|| "-".into()),
                 match (d["disk_free_bytes"].as_u64(), d["disk_size_bytes"].as_u64()) {
                     (Some(f), Some(s)) if s > 0 => {
-                        format!("{} ({}%)", human_bytes(f), f * 100 / s)
+                        format!("{} ({}%)", crate::ui::format::bytes(f), f * 100 / s)
                     }
                     _ => "-".into(),
                 },
@@ -118,26 +119,10 @@ fn print_table(app: &App, results: &[HostResult]) {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
+    for row in rows {
+        table.row(row);
     }
-    let fmt = |cells: Vec<&str>| {
-        cells
-            .iter()
-            .zip(widths.iter())
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    app.ui.out(&fmt(header.to_vec()));
-    for row in &rows {
-        app.ui.out(&fmt(row.iter().map(String::as_str).collect()));
-    }
+    app.ui.table(&table);
     if !stale.is_empty() {
         app.ui.out(&format!(
             "STALE backups (none successful for {}h): {}; see `vps backup-status` on them",
@@ -160,7 +145,7 @@ fn backup_cell(b: &serde_json::Value, now: i64) -> (String, bool) {
     let (mut cell, stale) = match b["last_success"].as_i64() {
         None => ("never".to_string(), true),
         Some(t) => {
-            let ago = format!("{} ago", crate::cmd::vps_backup::age(now - t));
+            let ago = format!("{} ago", crate::ui::format::age(now - t));
             if now - t > STALE_AFTER_S {
                 (format!("STALE {ago}"), true)
             } else {
@@ -174,41 +159,9 @@ fn backup_cell(b: &serde_json::Value, now: i64) -> (String, bool) {
     (cell, stale)
 }
 
-pub fn human_uptime(secs: u64) -> String {
-    match secs {
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-pub fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn humane_numbers() {
-        assert_eq!(human_uptime(59), "0m");
-        assert_eq!(human_uptime(3 * 3600 + 5 * 60), "3h05m");
-        assert_eq!(human_uptime(2 * 86_400 + 3600), "2d01h");
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-    }
 
     #[test]
     fn backup_ages_and_staleness() {

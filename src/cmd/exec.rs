@@ -5,7 +5,7 @@
 //! `$(...)` are the remote shell's). Several arguments are a program and its arguments, each
 //! passed exactly as typed: quotes, `$(...)`, globs and newlines reach the program untouched.
 
-use crate::app::App;
+use crate::cmd::App;
 use crate::cmd::{rerun_line, Status};
 use crate::fleet::{Done, RunLog, StepFailure};
 use crate::ui::{print_summary, HostResult, SummaryInfo};

@@ -2,7 +2,7 @@
 //! on every host (`ssh-access.public-keys` in the config). The config file is edited in place,
 //! its comments and layout kept.
 
-use crate::app::App;
+use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
 use crate::keys::{self, KeyLine};
 use clap::{Args, Subcommand};

@@ -3,7 +3,7 @@
 //! two VPSes up to it, recovers one onto the third with its check, runs `exec`, and tears it
 //! down.
 
-use crate::app::App;
+use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
 use anyhow::Context;
 use clap::{Args, Subcommand};

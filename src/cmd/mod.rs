@@ -1,6 +1,7 @@
 //! One file per subcommand: its clap arguments and a `run` that builds options and calls the
 //! domain layer. The shared pieces: the exit status policy and the re-run command line.
 
+mod app;
 pub mod backup_server;
 pub mod check;
 pub mod completions;
@@ -10,6 +11,8 @@ pub mod lab;
 pub mod vps_backup;
 pub mod vps_install;
 pub mod vps_setup;
+
+pub use app::App;
 
 use crate::ui::{HostResult, Outcome};
 

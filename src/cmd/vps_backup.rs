@@ -2,8 +2,8 @@
 //! `0km vps-backup recover SOURCE DEST`: a whole host, a path or components from a snapshot
 //! onto a VPS, with a plan, a confirmation and a check (see `backup/recover.rs`).
 
-use crate::app::App;
 use crate::backup::ArchiveSpec;
+use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
 use crate::fleet::{Done, RunLog};
 use crate::ui::{print_summary, SummaryInfo};
@@ -154,19 +154,22 @@ async fn list(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
             app.ui.json_line(&b);
         }
     } else if matches!(r.status, crate::ui::Outcome::Ok) {
-        let now = now_epoch();
-        let mut rows = vec![
-            ["HOST", "SIZE", "FILES", "LAST SUCCESS", "SNAPSHOTS", "KEY"]
-                .map(String::from)
-                .to_vec(),
-        ];
+        let now = crate::ui::format::now_epoch();
+        let mut table = crate::ui::table::Table::new(&[
+            "HOST",
+            "SIZE",
+            "FILES",
+            "LAST SUCCESS",
+            "SNAPSHOTS",
+            "KEY",
+        ]);
         for b in crate::backup::install::infos(&r.data) {
-            rows.push(vec![
+            table.row(vec![
                 b.host.clone(),
-                crate::cmd::check::human_bytes(b.bytes),
+                crate::ui::format::bytes(b.bytes),
                 b.files.to_string(),
                 b.last_success
-                    .map(|t| format!("{} ago", age(now - t)))
+                    .map(|t| format!("{} ago", crate::ui::format::age(now - t)))
                     .unwrap_or_else(|| "never".into()),
                 match (b.snapshots.first(), b.snapshots.last()) {
                     (Some(first), Some(last)) if b.snapshots.len() > 1 => {
@@ -182,20 +185,8 @@ async fn list(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
                 },
             ]);
         }
-        let widths: Vec<usize> = (0..rows[0].len())
-            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-            .collect();
-        for row in &rows {
-            app.ui.out(
-                row.iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end(),
-            );
-        }
-        if rows.len() == 1 {
+        app.ui.table(&table);
+        if table.is_empty() {
             app.ui
                 .out("(no backup yet: 0km vps-install backup ADMIN@SERVER VPS...)");
         }
@@ -212,20 +203,4 @@ async fn list(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
         );
     }
     Ok(Status::from_results(&results))
-}
-
-pub fn now_epoch() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// `3m`, `5h`, `2d` for an age in seconds.
-pub fn age(secs: i64) -> String {
-    match secs.max(0) {
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
 }

@@ -2,9 +2,9 @@
 //! the manual's `0km vps-install backup myadmin@core-06.0k.io:10023 myvps.fr`. The server may
 //! come from `backup.server` in the config. See `backup/install.rs`.
 
-use crate::app::App;
 use crate::backup::install::{self, InstallOptions};
 use crate::backup::ArchiveSpec;
+use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
 use crate::fleet::RunLog;
 use crate::ui::{print_summary, HostResult, SummaryInfo};
@@ -46,7 +46,7 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
     let targets = crate::target::resolve(&selectors, &app.config.config)?;
     for t in &targets {
         let area = crate::backup::area_name(t);
-        if !is_area_name(&area) {
+        if !crate::names::is_area(&area) {
             return Err(UsageError(format!(
                 "{}: `{area}` cannot name a backup area (lowercase letters, digits, `.`, `-`); give the host a `domain:` in the inventory",
                 t.name
@@ -112,16 +112,6 @@ fn split_server(
     }
 }
 
-fn is_area_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && !s.contains("..")
-        && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
-}
-
 fn print_table(app: &App, results: &[HostResult]) {
     let cols = ["charms", "rsync-backup", "authorize", "backup"];
     let mut rows = vec![{
@@ -155,19 +145,11 @@ fn print_table(app: &App, results: &[HostResult]) {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        app.ui.out(
-            row.iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect::<Vec<_>>()
-                .join("  ")
-                .trim_end(),
-        );
+    let mut table = crate::ui::table::Table::new(&rows[0]);
+    for row in rows.into_iter().skip(1) {
+        table.row(row);
     }
+    app.ui.table(&table);
     for d in details {
         app.ui.out(&d);
     }
@@ -190,8 +172,5 @@ mod tests {
             .unwrap_err()
             .0
             .contains("backup.server"));
-        assert!(is_area_name("mail.example.com"));
-        assert!(!is_area_name("Mail"));
-        assert!(!is_area_name("a..b"));
     }
 }

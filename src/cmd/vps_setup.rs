@@ -2,7 +2,7 @@
 //! (the config's keys), the domain name, and a charm-ready, compose-ready bootstrap, on every
 //! host at once. See `setup/` for the steps.
 
-use crate::app::App;
+use crate::cmd::App;
 use crate::cmd::{rerun_line, Status, UsageError};
 use crate::fleet::RunLog;
 use crate::keys::KeyLine;
@@ -44,7 +44,7 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
             ))
             .into());
         }
-        if !is_valid_domain(d) {
+        if !crate::names::is_domain(d) {
             return Err(UsageError(format!(
                 "--domain {d}: not a valid domain name (letters, digits and `-` in dot-separated labels, e.g. vps1.example.com)"
             ))
@@ -54,7 +54,7 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
     } else {
         for t in &targets {
             if let Some(d) = &t.domain {
-                if !is_valid_domain(d) {
+                if !crate::names::is_domain(d) {
                     return Err(UsageError(format!(
                         "host {}: domain `{d}` in the inventory is not a valid domain name",
                         t.name
@@ -183,18 +183,6 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
     Ok(Status::from_results(&results))
 }
 
-fn is_valid_domain(d: &str) -> bool {
-    d.len() <= 253
-        && d.contains('.')
-        && d.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
 /// One row per host, one column per step: changed / unchanged / - (skipped) / FAILED.
 fn print_table(app: &App, results: &[HostResult]) {
     let mut header = vec!["HOST".to_string()];
@@ -233,39 +221,12 @@ fn print_table(app: &App, results: &[HostResult]) {
         }
         rows.push(row);
     }
-    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.len());
-        }
+    let mut table = crate::ui::table::Table::new(&header);
+    for row in rows {
+        table.row(row);
     }
-    let fmt = |cells: &[String]| {
-        cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    app.ui.out(&fmt(&header));
-    for row in &rows {
-        app.ui.out(&fmt(row));
-    }
+    app.ui.table(&table);
     for n in notes {
         app.ui.out(&format!("note: {n}"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn domains_are_checked() {
-        assert!(super::is_valid_domain("vps1.example.com"));
-        assert!(super::is_valid_domain("mail.my-vps.fr"));
-        for bad in ["localhost", "a..b", "-a.b", "a b.c", "x.y;rm", ""] {
-            assert!(!super::is_valid_domain(bad), "{bad}");
-        }
     }
 }

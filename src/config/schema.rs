@@ -86,9 +86,7 @@ impl Config {
                     Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0).map(|_| ())),
                     None => (rest, Some(())),
                 };
-                crate::target::is_valid_user_name(user)
-                    && crate::target::is_valid_host_name(host)
-                    && port.is_some()
+                crate::names::is_user(user) && crate::names::is_host(host) && port.is_some()
             });
             if !ok {
                 return Err((
@@ -98,14 +96,14 @@ impl Config {
             }
         }
         for (name, host) in &self.hosts {
-            if !crate::target::is_valid_host_name(name) {
+            if !crate::names::is_host(name) {
                 return Err((
                     name.clone(),
                     format!("host `{name}`: not a valid host name (letters, digits, `.`, `-`, `_` only)"),
                 ));
             }
             for g in &host.groups {
-                if !crate::target::is_valid_group_name(g) {
+                if !crate::names::is_group(g) {
                     return Err((
                         "groups".into(),
                         format!("host `{name}`: group `{g}` is not a valid group name (letters, digits, `-`, `_` only)"),
@@ -113,7 +111,7 @@ impl Config {
                 }
             }
             if let Some(a) = &host.address {
-                if !crate::target::is_valid_host_name(a) {
+                if !crate::names::is_host(a) {
                     return Err((
                         "address".into(),
                         format!("host `{name}`: address `{a}` is not a valid address"),
@@ -121,7 +119,7 @@ impl Config {
                 }
             }
             if let Some(u) = &host.user {
-                if !crate::target::is_valid_user_name(u) {
+                if !crate::names::is_user(u) {
                     return Err((
                         "user".into(),
                         format!("host `{name}`: user `{u}` is not a valid user name"),

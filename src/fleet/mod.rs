@@ -2,8 +2,10 @@
 //! keys with one question, then runs a command's per-host work on all connected hosts at
 //! once. A host's failure is data: it is recorded and reported, and the others go on.
 
+mod cleanup;
 mod log;
 
+pub use cleanup::Cleanups;
 pub use log::{utc_stamp, RunLog};
 
 use crate::ssh::{ConnectError, Connection, Engine, ExecError, NewHostKey, Output};

@@ -4,9 +4,11 @@
 //! stdout, progress to stderr. Nothing else in the program prints.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod format;
 mod live;
 pub mod prompt;
 mod summary;
+pub mod table;
 
 pub use summary::{print_summary, SummaryInfo};
 
@@ -107,6 +109,13 @@ impl Ui {
         println!("{line}");
     }
 
+    /// A table of results on stdout.
+    pub fn table(&self, table: &table::Table) {
+        for line in table.lines() {
+            self.out(&line);
+        }
+    }
+
     /// A note for the user on stderr (never results).
     pub fn note(&self, line: &str) {
         eprintln!("{line}");
@@ -183,14 +192,7 @@ pub fn one_line(r: &HostResult) -> String {
     }
 }
 
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
-}
+pub use format::duration as format_duration;
 
 /// The last `n` non-empty lines of some output, for failure reports.
 pub fn tail(bytes: &[u8], n: usize) -> Option<String> {

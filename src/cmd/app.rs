@@ -1,9 +1,10 @@
 //! The run's context, built once from the command line and the config: resolved settings,
-//! the output layer, and (on first use) the SSH engine. Commands receive an `&App`.
+//! the output layer, and (on first use) the SSH engine. Commands receive an `&App`; the
+//! domain code below them gets only what it needs from it (a `Fleet`, the `Cleanups`).
 
 use crate::cli::GlobalArgs;
 use crate::config::{self, Loaded};
-use crate::fleet::Fleet;
+use crate::fleet::{Cleanups, Fleet};
 use crate::ssh::{Engine, SshOptions};
 use crate::ui::Ui;
 use std::path::PathBuf;
@@ -22,50 +23,7 @@ pub struct App {
     engine: OnceLock<Arc<Engine>>,
     /// What must be undone however the run ends (a temporary key on an archive server):
     /// run by the command on its normal path, or by `main` on Ctrl-C.
-    pub cleanups: Cleanups,
-}
-
-/// An undo action, run once.
-pub type CleanupFn =
-    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
-
-/// Pending undo actions of a run.
-#[derive(Default)]
-pub struct Cleanups {
-    items: std::sync::Mutex<Vec<(u64, CleanupFn)>>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl Cleanups {
-    /// Registers an action; the id takes it back with [`Cleanups::run`].
-    pub fn push(&self, f: CleanupFn) -> u64 {
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.items.lock().expect("cleanups lock").push((id, f));
-        id
-    }
-
-    /// Runs one action now (the normal path), if it has not run yet.
-    pub async fn run(&self, id: u64) {
-        let f = {
-            let mut items = self.items.lock().expect("cleanups lock");
-            items
-                .iter()
-                .position(|(i, _)| *i == id)
-                .map(|p| items.remove(p).1)
-        };
-        if let Some(f) = f {
-            f().await;
-        }
-    }
-
-    /// Runs every pending action, newest first, each bounded in time (Ctrl-C).
-    pub async fn run_all(&self) {
-        let items: Vec<(u64, CleanupFn)> =
-            std::mem::take(&mut *self.items.lock().expect("cleanups lock"));
-        for (_, f) in items.into_iter().rev() {
-            let _ = tokio::time::timeout(Duration::from_secs(30), f()).await;
-        }
-    }
+    pub cleanups: Arc<Cleanups>,
 }
 
 /// Settings after flags, config and defaults are combined.
@@ -83,7 +41,7 @@ impl App {
             global,
             config,
             engine: OnceLock::new(),
-            cleanups: Cleanups::default(),
+            cleanups: Arc::default(),
         }
     }
 
