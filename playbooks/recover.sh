@@ -50,10 +50,11 @@
 #          "checksum":bool,"duration_s":N}
 #         files: regular files in SOURCE (after excludes), entries: files, directories and
 #         links, bytes: their total size, transferred_bytes: size of the files copied.
-#   services-stop COMPONENT... / services-start COMPONENT...
-#       stops / starts the mailcow containers that write those components' data (the table
-#       below mirrors `services:` in charms/mailcow/metadata.yml), with docker compose in
-#       /opt/mailcow-dockerized. No docker or no mailcow here: a note, and success.
+#   services-stop SERVICE... / services-start SERVICE...
+#       stops / starts those compose services of mailcow (0km sends the `services:` of the
+#       restored components, from charms/mailcow/metadata.yml; `*` is the whole project:
+#       down / up -d), with docker compose in /opt/mailcow-dockerized. No docker or no
+#       mailcow here: a note, and success.
 #       0km-result {"changed":bool,"stopped":[SERVICE...],"notes":[...]}   (or "started")
 #   mysql-load DUMPFILE
 #       loads a mysqldump (mirror-dir's /var/backups/mysql/all-databases.sql) into mailcow's
@@ -203,39 +204,26 @@ cmd_pull() {
 
 # ---- services (mailcow) -------------------------------------------------------------------
 
-# The compose services that write each component's data; keep in sync with `services:` in
-# charms/mailcow/metadata.yml. "*" means the whole project (down / up -d).
-declare -A COMPONENT_SERVICES=(
-    [mailcow]='*'
-    [postfix]='postfix-mailcow'
-    [rspamd]='rspamd-mailcow'
-    [redis]='redis-mailcow'
-    [crypt]='dovecot-mailcow postfix-mailcow'
-    [vmail]='dovecot-mailcow'
-    [vmail-attachments]='dovecot-mailcow'
-    [mysql]=''
-)
+# Compose service names as 0km sends them (from the components' `services:` in the charms'
+# metadata, the one table); "*" is the whole project.
+SERVICE_RE='^([a-z0-9][a-z0-9_.-]{0,62}|\*)$'
 
 cmd_services() {
-    local action=$1 c s
+    local action=$1 s
     shift
-    [[ $# -ge 1 ]] || die_usage "usage: services-$action COMPONENT..."
+    [[ $# -ge 1 ]] || die_usage "usage: services-$action SERVICE... (compose service names, or * for the whole project)"
     local -a services=() notes=() done_list=() compose=()
     local whole=0
     local -A seen=()
-    for c in "$@"; do
-        [[ -v COMPONENT_SERVICES[$c] ]] ||
-            die_usage "unknown component: $c (known: mailcow postfix rspamd redis crypt vmail vmail-attachments mysql)"
-        if [[ ${COMPONENT_SERVICES[$c]} == '*' ]]; then
+    for s in "$@"; do
+        [[ $s =~ $SERVICE_RE ]] || die_usage "not a compose service name: $(json_str "$s")"
+        if [[ $s == '*' ]]; then
             whole=1
-        elif [[ -z ${COMPONENT_SERVICES[$c]} ]]; then
-            notes+=("$c: no container to $action (the database dump is loaded into the running database with mysql-load)")
+            continue
         fi
-        for s in ${COMPONENT_SERVICES[$c]}; do
-            [[ $s == '*' || -n ${seen[$s]:-} ]] && continue
-            seen[$s]=1
-            services+=("$s")
-        done
+        [[ -n ${seen[$s]:-} ]] && continue
+        seen[$s]=1
+        services+=("$s")
     done
     local key=stopped
     [[ $action == start ]] && key=started

@@ -55,21 +55,69 @@ impl Playbook {
     }
 }
 
-/// Finds and parses the `0km-result` line of a playbook's output.
-pub fn result(stdout: &[u8]) -> Option<serde_json::Value> {
-    String::from_utf8_lossy(stdout)
+/// `charm-install.sh`'s result: what the charm's hooks changed, and what they want said.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CharmInstalled {
+    #[serde(default)]
+    pub changes: Vec<String>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// `packages.sh`'s result: the packages it installed.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PackagesInstalled {
+    #[serde(default)]
+    pub installed: Vec<String>,
+}
+
+/// `authorized-keys.sh`'s results (`list`, `ensure`, `remove`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct AuthorizedKeys {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    #[serde(default)]
+    pub added: u64,
+    #[serde(default)]
+    pub removed: u64,
+}
+
+/// `domain.sh`'s result.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct DomainSet {
+    #[serde(default)]
+    pub changed: bool,
+    pub previous: Option<String>,
+}
+
+/// Finds the `0km-result` line of a playbook's (or an archive tool's) output and reads it into
+/// `T`, the struct of that result: the one place a result line is parsed. The error says
+/// whether the line is missing or not what this 0km expects.
+pub fn result<T: serde::de::DeserializeOwned>(stdout: &[u8]) -> Result<T, String> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
         .lines()
         .rev()
         .find_map(|l| l.strip_prefix("0km-result "))
-        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(|| "no result line".to_string())?;
+    serde_json::from_str(line).map_err(|e| format!("an unexpected result line ({e})"))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn finds_the_last_result_line() {
+        #[derive(Debug, serde::Deserialize)]
+        struct R {
+            a: u32,
+        }
         let out = b"noise\n0km-result {\"a\":1}\nmore\n";
-        assert_eq!(super::result(out).unwrap()["a"], 1);
-        assert!(super::result(b"nothing").is_none());
+        assert_eq!(super::result::<R>(out).unwrap().a, 1);
+        assert_eq!(
+            super::result::<R>(b"nothing").err().as_deref(),
+            Some("no result line")
+        );
+        let e = super::result::<R>(b"0km-result {\"b\":1}").unwrap_err();
+        assert!(e.contains("unexpected result line"), "{e}");
     }
 }

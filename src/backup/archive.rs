@@ -1,8 +1,15 @@
 //! The archive server's admin account, seen from the workstation: every call is one ssh
 //! command whose words the server's forced command (`0km-archive-admin`) splits and checks,
-//! so each word is restricted to a safe alphabet here too. Results are the `0km-result` line.
+//! so each word is restricted to a safe alphabet here too. Each answer is the `0km-result`
+//! line, read once into the struct of that command below.
 
 use crate::fleet::{HostCtx, StepFailure};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The archive tools this 0km speaks to (`0km-archive version`); an older archive is refused
+/// with the command that upgrades it.
+pub const TOOLS_VERSION: u32 = 4;
 
 /// Characters the server accepts in a word of an admin command.
 pub fn is_safe_word(w: &str) -> bool {
@@ -13,22 +20,29 @@ pub fn is_safe_word(w: &str) -> bool {
         })
 }
 
-/// Runs an admin command on the archive and returns its result object.
-pub async fn call(
+fn failure(step: &str, reason: String) -> StepFailure {
+    StepFailure {
+        step: step.into(),
+        reason,
+        exit_code: None,
+        stderr_tail: None,
+        data: serde_json::Value::Null,
+    }
+}
+
+/// Runs an admin command on the archive and reads its answer as `T`.
+pub async fn call<T: DeserializeOwned>(
     ctx: &HostCtx,
     step: &str,
     words: &[&str],
-) -> Result<serde_json::Value, StepFailure> {
+) -> Result<T, StepFailure> {
     if let Some(bad) = words.iter().find(|w| !is_safe_word(w)) {
-        return Err(StepFailure {
-            step: step.into(),
-            reason: format!(
+        return Err(failure(
+            step,
+            format!(
                 "refusing to send `{bad}` to the archive's admin account: unexpected characters"
             ),
-            exit_code: None,
-            stderr_tail: None,
-            data: serde_json::Value::Null,
-        });
+        ));
     }
     let out = ctx
         .step(step, &words.join(" "), None)
@@ -45,17 +59,87 @@ pub async fn call(
             }
             f
         })?;
-    crate::playbook::result(&out.stdout).ok_or_else(|| StepFailure {
+    crate::playbook::result(&out.stdout).map_err(|why| StepFailure {
         step: step.into(),
-        reason: "the archive's admin account gave no result: is this an archive server set up by `0km backup-server setup`, and the right admin account?".into(),
+        reason: format!("the archive's admin account: {why}: is this an archive server set up by `0km backup-server setup`, and the right admin account?"),
         exit_code: out.code,
         stderr_tail: crate::ui::tail(&out.stderr, 5),
         data: serde_json::Value::Null,
     })
 }
 
+/// Checks that the archive's tools are this 0km's (`version`); the error says how to
+/// upgrade them.
+pub async fn check_version(ctx: &HostCtx, upgrade: &str) -> Result<(), StepFailure> {
+    let v: Version = call(ctx, "archive: version", &["version"]).await?;
+    match v.version.parse::<u32>() {
+        Ok(n) if n >= TOOLS_VERSION => Ok(()),
+        _ => Err(failure(
+            "archive: version",
+            format!(
+                "the archive's tools are version {}, this 0km needs {TOOLS_VERSION}: upgrade them with `{upgrade}`",
+                v.version
+            ),
+        )),
+    }
+}
+
+/// `version`.
+#[derive(Debug, Deserialize)]
+pub struct Version {
+    pub version: String,
+}
+
+/// The answer of a command whose success is all that is read (`grant-read`).
+#[derive(Debug, Deserialize)]
+pub struct Acknowledged {}
+
+/// `authorize HOST TYPE BLOB`.
+#[derive(Debug, Deserialize)]
+pub struct Authorized {
+    #[serde(default)]
+    pub replaced: bool,
+}
+
+/// `keys`: the backup keys and read keys the archive holds.
+#[derive(Debug, Default, Deserialize)]
+pub struct Keys {
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    #[serde(default)]
+    pub read_keys: Vec<KeyEntry>,
+}
+
+/// One key of `keys`, for the area `host`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct KeyEntry {
+    pub host: String,
+    pub blob: String,
+}
+
+impl Keys {
+    /// Whether the area holds that backup key.
+    pub fn has_backup_key(&self, area: &str, blob: &str) -> bool {
+        self.keys.iter().any(|k| k.host == area && k.blob == blob)
+    }
+
+    /// Whether the area holds that read key.
+    pub fn has_read_key(&self, area: &str, blob: &str) -> bool {
+        self.read_keys
+            .iter()
+            .any(|k| k.host == area && k.blob == blob)
+    }
+}
+
+/// `list`: every area.
+#[derive(Debug, Default, Deserialize)]
+pub struct List {
+    #[serde(default)]
+    pub backups: Vec<BackupInfo>,
+}
+
 /// One area of the archive, as `list` reports it.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BackupInfo {
     pub host: String,
     #[serde(default)]
@@ -70,8 +154,47 @@ pub struct BackupInfo {
     pub snapshots: Vec<String>,
 }
 
-pub fn parse_list(v: &serde_json::Value) -> Vec<BackupInfo> {
-    serde_json::from_value(v["backups"].clone()).unwrap_or_default()
+/// `snapshots HOST`.
+#[derive(Debug, Deserialize)]
+pub struct Snapshots {
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotInfo>,
+}
+
+/// One snapshot of `snapshots`.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotInfo {
+    pub date: String,
+}
+
+/// `inspect HOST SNAPSHOT PATH...`: the snapshot `latest` resolved to, and each path in it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Inspect {
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub paths: Vec<PathInfo>,
+}
+
+/// One path of an `inspect`, relative to the snapshot's root.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PathInfo {
+    pub path: String,
+    #[serde(default)]
+    pub exists: bool,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl Inspect {
+    /// What the snapshot holds at `path` (absolute on the source host), if it exists.
+    pub fn found(&self, path: &str) -> Option<&PathInfo> {
+        let rel = path.trim_start_matches('/');
+        self.paths.iter().find(|p| p.path == rel && p.exists)
+    }
 }
 
 #[cfg(test)]
@@ -83,5 +206,22 @@ mod tests {
         for bad in ["", "a b", "$(id)", "a;b", "'x'", "a\nb"] {
             assert!(!super::is_safe_word(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn answers_are_read_into_their_structs() {
+        let i: super::Inspect = serde_json::from_str(
+            r#"{"changed":false,"snapshot":"2026-11-20","paths":[{"path":"etc","exists":true,"type":"dir","files":3,"bytes":10},{"path":"srv/x","exists":false,"type":null,"files":0,"bytes":0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(i.snapshot.as_deref(), Some("2026-11-20"));
+        assert_eq!(i.found("/etc").map(|p| p.files), Some(3));
+        assert!(i.found("/srv/x").is_none());
+        let k: super::Keys = serde_json::from_str(
+            r#"{"keys":[{"host":"vps1","type":"ssh-ed25519","blob":"AAA"}],"read_keys":[]}"#,
+        )
+        .unwrap();
+        assert!(k.has_backup_key("vps1", "AAA") && !k.has_backup_key("vps2", "AAA"));
+        assert!(!k.has_read_key("vps1", "AAA"));
     }
 }

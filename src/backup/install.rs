@@ -1,15 +1,20 @@
 //! `vps-install backup`: the `rsync-backup` charm on every VPS at once, each VPS's own key
-//! authorised on the archive server (after one confirmation), then a first backup whose size,
-//! file count and duration are reported. Running it again duplicates nothing: the charm and
-//! key are unchanged, the archive already knows the key, and only a new sync happens.
+//! authorised on the archive server (after one confirmation, asked by the command layer),
+//! then a first backup whose size, file count and duration are reported. Running it again
+//! duplicates nothing: the charm and key are unchanged, the archive already knows the key,
+//! and only a new sync happens.
 //!
-//! Four passes, so that the one question comes before anything is authorised:
-//! 1. the archive: its admin account answers, and which keys it already holds;
-//! 2. every VPS: charm store, packages, the charm's install hook, read the backup key;
-//! 3. the archive: authorise the new keys (each locked to its VPS's area);
-//! 4. every VPS: a backup now.
+//! The passes, each a function below, so that the one question comes before anything is
+//! authorised:
+//! 1. [`Install::archive_state`]: the archive answers, its tools are this 0km's, and which
+//!    keys it already holds;
+//! 2. [`Install::install_on_vpses`]: every VPS: charm store, packages, the charm's install
+//!    hook, its keys read; then [`Install::prepare`] returns the keys that are new;
+//! 3. [`Install::authorize`]: the archive authorises the new keys, each locked to its area;
+//! 4. [`Install::grant_recover_keys`]: each VPS's read-only recover key, for its own area;
+//! 5. [`Install::backup_now`]: every VPS whose key the archive holds backs up now.
 
-use super::archive::{self, BackupInfo};
+use super::archive::{self, Keys};
 use super::ArchiveSpec;
 use crate::charm::{self, UploadMethod};
 use crate::fleet::{Done, Fleet, HostCtx, RunLog, StepFailure};
@@ -17,14 +22,13 @@ use crate::keys::KeyLine;
 use crate::setup::run_playbook;
 use crate::target::Target;
 use crate::ui::{HostResult, Outcome, Ui};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 
 /// What `vps-install backup` was asked to do.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
     pub archive: ArchiveSpec,
-    /// Authorise without asking.
-    pub yes: bool,
     /// `MIN HOUR` of the daily backup; default derived from the host name.
     pub schedule: Option<String>,
 }
@@ -36,376 +40,346 @@ pub enum InstallError {
     Fleet(#[from] crate::fleet::FleetError),
     #[error("the archive server {archive}: {reason}")]
     Archive { archive: String, reason: String },
-    #[error(
-        "authorising keys on the archive needs a confirmation: run on a terminal, or pass --yes"
-    )]
-    NeedsConfirmation,
 }
 
-/// A VPS's backup key, read after the charm's install.
+/// A VPS's keys, read after the charm's install.
 #[derive(Debug, Clone)]
-struct VpsKey {
-    host: String,
-    area: String,
-    key: KeyLine,
+pub struct VpsKey {
+    pub host: String,
+    /// Its area on the archive.
+    pub area: String,
+    pub key: KeyLine,
+    /// Its read-only key for `vps recover-target` (absent on older charms).
+    pub recover_key: Option<KeyLine>,
 }
 
-pub async fn install_backup(
-    fleet: &Fleet,
-    ui: &Ui,
-    vps: &[Target],
-    archive_target: &Target,
-    opts: &InstallOptions,
-    log: Option<RunLog>,
-) -> Result<Vec<HostResult>, InstallError> {
-    if !opts.yes && !crate::ui::prompt::interactive() {
-        return Err(InstallError::NeedsConfirmation);
-    }
-    let archive_name = opts.archive.to_string();
-    let archive_fail = |reason: String| InstallError::Archive {
-        archive: archive_name.clone(),
-        reason,
-    };
+/// The install on every VPS.
+pub struct Install<'a> {
+    pub fleet: &'a Fleet,
+    /// For the live view (reporters only: nothing here prints).
+    pub ui: Ui,
+    pub vps: &'a [Target],
+    /// The archive's admin account.
+    pub archive: &'a Target,
+    pub opts: &'a InstallOptions,
+    pub log: Option<RunLog>,
+}
 
-    // 1. The archive answers, and what it already holds.
-    let first = fleet
-        .run(
-            std::slice::from_ref(archive_target),
-            ui.reporter(1),
-            log.clone(),
-            |ctx| async move {
-                archive::call(&ctx, "archive: version", &["version"]).await?;
-                let keys = archive::call(&ctx, "archive: keys", &["keys"]).await?;
-                Ok(Done {
-                    changed: false,
-                    data: keys,
-                })
-            },
-        )
-        .await?;
-    let first = &first[0];
-    if !matches!(first.status, Outcome::Ok) {
-        return Err(archive_fail(format!(
-            "{}{}",
-            first.reason.clone().unwrap_or_default(),
-            first
-                .stderr_tail
-                .as_deref()
-                .map(|t| format!("\n{t}"))
-                .unwrap_or_default()
-        )));
+/// The state after passes 1 and 2: each VPS's result so far, and the keys to authorise.
+pub struct Prepared {
+    results: BTreeMap<String, HostResult>,
+    known: Keys,
+    keys: Vec<VpsKey>,
+    /// The backup keys the archive does not hold yet: the question is about these.
+    pub new: Vec<VpsKey>,
+}
+
+/// `mirror-dir backup`'s result.
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
+struct BackedUp {
+    #[serde(default)]
+    files: u64,
+    #[serde(default)]
+    bytes: u64,
+    #[serde(default)]
+    transferred_bytes: u64,
+    #[serde(default)]
+    sent_bytes: u64,
+    duration_s: Option<f64>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+impl Install<'_> {
+    fn archive_error(&self, reason: String) -> InstallError {
+        InstallError::Archive {
+            archive: self.opts.archive.to_string(),
+            reason,
+        }
     }
-    let known: Vec<(String, String)> = first.data["keys"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|k| {
-                    Some((
-                        k["host"].as_str()?.to_string(),
-                        k["blob"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
+
+    /// Passes 1 and 2; then the keys that are new to the archive are in `new`.
+    pub async fn prepare(&self) -> Result<Prepared, InstallError> {
+        let known = self.archive_state().await?;
+        let endpoint = self
+            .fleet
+            .engine
+            .known_endpoint(self.archive)
+            .await
+            .map_err(|e| self.archive_error(e))?;
+        let server = format!("{}:{}", endpoint.hostname, endpoint.port);
+        let known_hosts_b64 = crate::encoding::base64(endpoint.lines.join("\n").as_bytes());
+        let (results, keys) = self.install_on_vpses(&server, &known_hosts_b64).await?;
+        let new = keys
+            .iter()
+            .filter(|k| !known.has_backup_key(&k.area, &k.key.blob))
+            .cloned()
+            .collect();
+        Ok(Prepared {
+            results,
+            known,
+            keys,
+            new,
         })
-        .unwrap_or_default();
-    let endpoint = fleet
-        .engine
-        .known_endpoint(archive_target)
-        .await
-        .map_err(archive_fail)?;
-    let server = format!("{}:{}", endpoint.hostname, endpoint.port);
-    let known_hosts_b64 = crate::encoding::base64(endpoint.lines.join("\n").as_bytes());
+    }
 
-    // 2. Every VPS: the charm, its install hook, its key.
-    let mut results: BTreeMap<String, HostResult> = BTreeMap::new();
-    let installed = fleet
-        .run(vps, ui.reporter(vps.len()), log.clone(), |ctx| {
-            let server = server.clone();
-            let known_hosts_b64 = known_hosts_b64.clone();
-            async move {
-                install_on_vps(&ctx, &server, &known_hosts_b64, opts.schedule.as_deref()).await
+    /// The question was declined: the new keys' VPSes fail, nothing is authorised.
+    pub fn decline(&self, mut p: Prepared) -> Vec<HostResult> {
+        for k in &p.new {
+            if let Some(r) = p.results.get_mut(&k.host) {
+                fail(
+                    r,
+                    "authorize",
+                    "not authorised: declined at the prompt".into(),
+                    None,
+                );
             }
-        })
-        .await?;
-    let mut keys: Vec<VpsKey> = Vec::new();
-    for r in installed {
-        if let Some(k) = r.data["key"].as_str().and_then(|k| KeyLine::parse(k).ok()) {
-            if matches!(r.status, Outcome::Ok | Outcome::Changed) {
+        }
+        self.ordered(p.results)
+    }
+
+    /// Passes 3 to 5, after the question.
+    pub async fn finish(&self, mut p: Prepared) -> Result<Vec<HostResult>, InstallError> {
+        self.authorize(&mut p).await?;
+        self.grant_recover_keys(&mut p).await?;
+        self.backup_now(&mut p.results).await?;
+        Ok(self.ordered(p.results))
+    }
+
+    /// 1. The archive answers, its tools are this 0km's, and what it already holds.
+    async fn archive_state(&self) -> Result<Keys, InstallError> {
+        let upgrade = format!(
+            "0km backup-server setup root@{}{} --admin {}",
+            self.opts.archive.host,
+            self.opts
+                .archive
+                .port
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default(),
+            self.opts.archive.admin
+        );
+        let upgrade = &upgrade;
+        self.fleet
+            .run_one(
+                self.archive,
+                self.ui.reporter(1),
+                self.log.clone(),
+                |ctx| async move {
+                    archive::check_version(&ctx, upgrade).await?;
+                    archive::call::<Keys>(&ctx, "archive: keys", &["keys"]).await
+                },
+            )
+            .await?
+            .map_err(|r| {
+                self.archive_error(format!(
+                    "{}{}",
+                    r.reason.unwrap_or_default(),
+                    r.stderr_tail.map(|t| format!("\n{t}")).unwrap_or_default()
+                ))
+            })
+    }
+
+    /// 2. Every VPS: the charm, its install hook, its keys.
+    async fn install_on_vpses(
+        &self,
+        server: &str,
+        known_hosts_b64: &str,
+    ) -> Result<(BTreeMap<String, HostResult>, Vec<VpsKey>), InstallError> {
+        let schedule = self.opts.schedule.as_deref();
+        let installed = self
+            .fleet
+            .run(
+                self.vps,
+                self.ui.reporter(self.vps.len()),
+                self.log.clone(),
+                |ctx| async move { install_on_vps(&ctx, server, known_hosts_b64, schedule).await },
+            )
+            .await?;
+        let mut results = BTreeMap::new();
+        let mut keys = Vec::new();
+        for r in installed {
+            let key = r.data["key"].as_str().and_then(|k| KeyLine::parse(k).ok());
+            if let (Some(key), Outcome::Ok | Outcome::Changed) = (key, r.status) {
                 keys.push(VpsKey {
                     host: r.host.clone(),
                     area: r.data["area"].as_str().unwrap_or_default().to_string(),
-                    key: k,
+                    key,
+                    recover_key: r.data["recover_key"]
+                        .as_str()
+                        .and_then(|k| KeyLine::parse(k).ok()),
                 });
             }
+            results.insert(r.host.clone(), r);
         }
-        results.insert(r.host.clone(), r);
+        Ok((results, keys))
     }
 
-    // The one question: the keys about to be authorised.
-    let new: Vec<&VpsKey> = keys
-        .iter()
-        .filter(|k| !known.iter().any(|(h, b)| *h == k.area && *b == k.key.blob))
-        .collect();
-    if !new.is_empty() && !opts.yes {
-        let mut q =
-            format!("Authorise these backup keys on {archive_name}, each for its own area only?\n");
-        for k in &new {
-            q.push_str(&format!(
-                "  {:<24} {:<24} {}\n",
-                k.host,
-                k.area,
-                k.key.fingerprint()
-            ));
-        }
-        q.push_str(
-            "(each VPS's backup key can only write its own backup; its recover key, for \
-             `vps recover-target`, can only read it)\nAuthorise them?",
-        );
-        if crate::ui::prompt::confirm(&q) != Some(true) {
-            for k in &new {
-                if let Some(r) = results.get_mut(&k.host) {
-                    fail(
-                        r,
-                        "authorize",
-                        "not authorised: declined at the prompt".into(),
-                        None,
-                    );
-                }
-            }
-            return Ok(ordered(vps, results));
-        }
-    }
-
-    // 3. The archive: authorise the new keys.
-    if !new.is_empty() {
-        let list: Vec<(String, String, String, String)> = new
-            .iter()
-            .map(|k| {
-                (
-                    k.host.clone(),
-                    k.area.clone(),
-                    k.key.key_type.clone(),
-                    k.key.blob.clone(),
-                )
-            })
-            .collect();
-        let auth = fleet
-            .run(
-                std::slice::from_ref(archive_target),
-                ui.reporter(1),
-                log.clone(),
-                |ctx| {
-                    let list = list.clone();
-                    async move {
-                        let mut done = serde_json::Map::new();
-                        for (host, area, ty, blob) in &list {
-                            let r = archive::call(&ctx, &format!("authorize {host}"), &["authorize", area, ty, blob]).await;
-                            done.insert(
-                                host.clone(),
-                                match r {
-                                    Ok(v) => v,
-                                    Err(f) => serde_json::json!({"error": f.reason, "stderr": f.stderr_tail}),
-                                },
+    /// 3. The archive authorises the new keys, each for its own area.
+    async fn authorize(&self, p: &mut Prepared) -> Result<(), InstallError> {
+        if !p.new.is_empty() {
+            let new = &p.new;
+            let auth = self
+                .fleet
+                .run_one(
+                    self.archive,
+                    self.ui.reporter(1),
+                    self.log.clone(),
+                    |ctx| async move {
+                        let mut done = Vec::new();
+                        for k in new {
+                            let step = format!("authorize {}", k.host);
+                            let words = ["authorize", &k.area, &k.key.key_type, &k.key.blob];
+                            done.push(
+                                archive::call::<archive::Authorized>(&ctx, &step, &words).await,
                             );
                         }
-                        Ok(Done {
-                            changed: true,
-                            data: serde_json::Value::Object(done),
-                        })
-                    }
-                },
-            )
-            .await?;
-        let auth = &auth[0];
-        for k in &new {
-            let Some(r) = results.get_mut(&k.host) else {
-                continue;
-            };
-            let outcome = &auth.data[&k.host];
-            if !matches!(auth.status, Outcome::Changed | Outcome::Ok) {
-                fail(
-                    r,
-                    "authorize",
-                    format!(
-                        "the archive did not answer: {}",
-                        auth.reason.clone().unwrap_or_default()
-                    ),
-                    None,
-                );
-            } else if let Some(e) = outcome["error"].as_str() {
-                fail(
-                    r,
-                    "authorize",
-                    e.to_string(),
-                    outcome["stderr"].as_str().map(str::to_string),
-                );
-            } else {
-                let detail = if outcome["replaced"] == true {
-                    "authorised for its area, replacing its previous key"
-                } else {
-                    "authorised for its area"
+                        Ok(done)
+                    },
+                )
+                .await?;
+            for (i, k) in p.new.iter().enumerate() {
+                let Some(r) = p.results.get_mut(&k.host) else {
+                    continue;
                 };
-                push_step(r, "authorize", "changed", detail.into());
-                r.status = Outcome::Changed;
-            }
-        }
-    }
-    for k in &keys {
-        if !new.iter().any(|n| n.host == k.host) {
-            if let Some(r) = results.get_mut(&k.host) {
-                push_step(r, "authorize", "unchanged", String::new());
-            }
-        }
-    }
-
-    // The recover keys (read-only, each for its own area), for `vps recover-target` on the
-    // VPSes whose backup key the archive holds.
-    let known_read: Vec<(String, String)> = first.data["read_keys"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|k| {
-                    Some((
-                        k["host"].as_str()?.to_string(),
-                        k["blob"].as_str()?.to_string(),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let grants: Vec<(String, String, String, String)> = keys
-        .iter()
-        .filter(|k| {
-            results
-                .get(&k.host)
-                .is_some_and(|r| matches!(r.status, Outcome::Ok | Outcome::Changed))
-        })
-        .filter_map(|k| {
-            let r = results.get(&k.host)?;
-            let rk = KeyLine::parse(r.data["recover_key"].as_str()?).ok()?;
-            (!known_read
-                .iter()
-                .any(|(h, b)| *h == k.area && *b == rk.blob))
-            .then(|| (k.host.clone(), k.area.clone(), rk.key_type, rk.blob))
-        })
-        .collect();
-    if !grants.is_empty() {
-        let granted = fleet
-            .run(
-                std::slice::from_ref(archive_target),
-                ui.reporter(1),
-                log.clone(),
-                |ctx| {
-                    let grants = grants.clone();
-                    async move {
-                        let mut done = serde_json::Map::new();
-                        for (host, area, ty, blob) in &grants {
-                            let r = archive::call(
-                                &ctx,
-                                &format!("grant-read {host}"),
-                                &["grant-read", area, ty, blob, "0"],
-                            )
-                            .await;
-                            done.insert(host.clone(), serde_json::json!(r.is_ok()));
-                        }
-                        Ok(Done {
-                            changed: true,
-                            data: serde_json::Value::Object(done),
-                        })
-                    }
-                },
-            )
-            .await?;
-        for (host, ..) in &grants {
-            if let Some(r) = results.get_mut(host) {
-                if granted[0].data[host] == true {
-                    push_step(
+                match auth.as_ref().map(|a| &a[i]) {
+                    Err(a) => fail(
                         r,
-                        "recover key",
-                        "changed",
-                        "read-only, own area (vps recover-target)".into(),
-                    );
-                } else {
-                    let note = "the archive did not accept the recover key: `vps recover-target` will not work on this host";
-                    if let Some(n) = r.data.as_object_mut().and_then(|o| {
-                        o.entry("notes")
-                            .or_insert_with(|| serde_json::json!([]))
-                            .as_array_mut()
-                    }) {
-                        n.push(serde_json::json!(note));
+                        "authorize",
+                        format!(
+                            "the archive did not answer: {}",
+                            a.reason.clone().unwrap_or_default()
+                        ),
+                        None,
+                    ),
+                    Ok(Err(f)) => fail(r, "authorize", f.reason.clone(), f.stderr_tail.clone()),
+                    Ok(Ok(a)) => {
+                        let detail = if a.replaced {
+                            "authorised for its area, replacing its previous key"
+                        } else {
+                            "authorised for its area"
+                        };
+                        push_step(r, "authorize", "changed", detail.into());
+                        r.status = Outcome::Changed;
                     }
                 }
             }
         }
+        for k in &p.keys {
+            if !p.new.iter().any(|n| n.host == k.host) {
+                if let Some(r) = p.results.get_mut(&k.host) {
+                    push_step(r, "authorize", "unchanged", String::new());
+                }
+            }
+        }
+        Ok(())
     }
 
-    // 4. A backup now, on every VPS whose key the archive holds.
-    let ready: Vec<Target> = vps
-        .iter()
-        .filter(|t| {
-            results
-                .get(&t.name)
-                .is_some_and(|r| matches!(r.status, Outcome::Ok | Outcome::Changed))
-        })
-        .cloned()
-        .collect();
-    if !ready.is_empty() {
-        let backups = fleet
-            .run(&ready, ui.reporter(ready.len()), log, |ctx| async move {
-                // The first backup of a big host takes long: a transfer, not a step.
-                let out = ctx
-                    .for_transfers()
-                    .step("backup", "mirror-dir backup", None)
-                    .await?;
-                let r = crate::playbook::result(&out.stdout).ok_or_else(|| StepFailure {
-                    step: "backup".into(),
-                    reason: "mirror-dir printed no result".into(),
-                    exit_code: out.code,
-                    stderr_tail: crate::ui::tail(&out.stderr, 5),
-                    data: serde_json::Value::Null,
-                })?;
-                Ok(Done {
-                    changed: true,
-                    data: r,
-                })
+    /// Pass 4: the recover keys (read-only, each for its own area), for `vps
+    /// recover-target` on the VPSes whose backup key the archive holds.
+    async fn grant_recover_keys(&self, p: &mut Prepared) -> Result<(), InstallError> {
+        let grants: Vec<(&str, &str, &KeyLine)> = p
+            .keys
+            .iter()
+            .filter(|k| p.results.get(&k.host).is_some_and(ok))
+            .filter_map(|k| {
+                let rk = k.recover_key.as_ref()?;
+                (!p.known.has_read_key(&k.area, &rk.blob)).then_some((
+                    k.host.as_str(),
+                    k.area.as_str(),
+                    rk,
+                ))
             })
+            .collect();
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let grants = &grants;
+        let granted = self
+            .fleet
+            .run_one(
+                self.archive,
+                self.ui.reporter(1),
+                self.log.clone(),
+                |ctx| async move {
+                    let mut done = Vec::new();
+                    for (host, area, rk) in grants {
+                        let step = format!("grant-read {host}");
+                        let words = ["grant-read", area, &rk.key_type, &rk.blob, "0"];
+                        done.push(
+                            archive::call::<archive::Acknowledged>(&ctx, &step, &words)
+                                .await
+                                .is_ok(),
+                        );
+                    }
+                    Ok(done)
+                },
+            )
+            .await?
+            .unwrap_or_default();
+        for (i, (host, ..)) in grants.iter().enumerate() {
+            let Some(r) = p.results.get_mut(*host) else {
+                continue;
+            };
+            if granted.get(i) == Some(&true) {
+                push_step(
+                    r,
+                    "recover key",
+                    "changed",
+                    "read-only, own area (vps recover-target)".into(),
+                );
+            } else {
+                push_note(r, "the archive did not accept the recover key: `vps recover-target` will not work on this host".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// 5. A backup now, on every VPS whose key the archive holds.
+    async fn backup_now(
+        &self,
+        results: &mut BTreeMap<String, HostResult>,
+    ) -> Result<(), InstallError> {
+        let ready: Vec<Target> = self
+            .vps
+            .iter()
+            .filter(|t| results.get(&t.name).is_some_and(ok))
+            .cloned()
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let backups = self
+            .fleet
+            .run(
+                &ready,
+                self.ui.reporter(ready.len()),
+                self.log.clone(),
+                |ctx| async move {
+                    // The first backup of a big host takes long: a transfer, not a step.
+                    let out = ctx
+                        .for_transfers()
+                        .step("backup", "mirror-dir backup", None)
+                        .await?;
+                    let r: BackedUp =
+                        crate::playbook::result(&out.stdout).map_err(|why| StepFailure {
+                            step: "backup".into(),
+                            reason: format!("mirror-dir printed {why}"),
+                            exit_code: out.code,
+                            stderr_tail: crate::ui::tail(&out.stderr, 5),
+                            data: serde_json::Value::Null,
+                        })?;
+                    Ok(Done {
+                        changed: true,
+                        data: serde_json::to_value(&r).unwrap_or_default(),
+                    })
+                },
+            )
             .await?;
         for b in backups {
             let Some(r) = results.get_mut(&b.host) else {
                 continue;
             };
-            if matches!(b.status, Outcome::Changed | Outcome::Ok) {
-                let d = &b.data;
-                push_step(
-                    r,
-                    "backup",
-                    "changed",
-                    format!(
-                        "{} in {} files, {} of changed files ({} sent), {}s",
-                        crate::ui::format::bytes(d["bytes"].as_u64().unwrap_or(0)),
-                        d["files"].as_u64().unwrap_or(0),
-                        crate::ui::format::bytes(d["transferred_bytes"].as_u64().unwrap_or(0)),
-                        crate::ui::format::bytes(d["sent_bytes"].as_u64().unwrap_or(0)),
-                        d["duration_s"]
-                            .as_f64()
-                            .map(|s| format!("{s:.1}"))
-                            .unwrap_or_else(|| "?".into())
-                    ),
-                );
-                if let Some(obj) = r.data.as_object_mut() {
-                    obj.insert("backup".into(), d.clone());
-                    let warnings: Vec<serde_json::Value> =
-                        d["warnings"].as_array().cloned().unwrap_or_default();
-                    if let Some(notes) = obj
-                        .entry("notes")
-                        .or_insert_with(|| serde_json::json!([]))
-                        .as_array_mut()
-                    {
-                        notes.extend(warnings);
-                    }
-                }
-                r.status = Outcome::Changed;
-            } else {
+            if !ok(&b) {
                 fail(
                     r,
                     "backup",
@@ -413,10 +387,42 @@ pub async fn install_backup(
                     b.stderr_tail.clone(),
                 );
                 r.exit_code = b.exit_code;
+                continue;
             }
+            let d: BackedUp = serde_json::from_value(b.data.clone()).unwrap_or_default();
+            let bytes = crate::ui::format::bytes;
+            push_step(
+                r,
+                "backup",
+                "changed",
+                format!(
+                    "{} in {} files, {} of changed files ({} sent), {}s",
+                    bytes(d.bytes),
+                    d.files,
+                    bytes(d.transferred_bytes),
+                    bytes(d.sent_bytes),
+                    d.duration_s
+                        .map(|s| format!("{s:.1}"))
+                        .unwrap_or_else(|| "?".into())
+                ),
+            );
+            if let Some(obj) = r.data.as_object_mut() {
+                obj.insert("backup".into(), b.data.clone());
+            }
+            for w in d.warnings {
+                push_note(r, w);
+            }
+            r.status = Outcome::Changed;
         }
+        Ok(())
     }
-    Ok(ordered(vps, results))
+
+    fn ordered(&self, mut results: BTreeMap<String, HostResult>) -> Vec<HostResult> {
+        self.vps
+            .iter()
+            .filter_map(|t| results.remove(&t.name))
+            .collect()
+    }
 }
 
 async fn install_on_vps(
@@ -427,10 +433,11 @@ async fn install_on_vps(
 ) -> Result<Done, StepFailure> {
     let area = super::area_name(&ctx.target);
     let mut steps: Vec<serde_json::Value> = Vec::new();
-    let sync = charm::sync_store(ctx, &charm::names(), UploadMethod::from_env()).await?;
+    let charms = ["base", "rsync-backup"];
+    let sync = charm::sync_store(ctx, &charms, UploadMethod::from_env()).await?;
     steps.push(serde_json::json!({"step": "charms", "state": if sync.changed() { "changed" } else { "unchanged" }}));
     let mut packages: Vec<String> = Vec::new();
-    for c in ["base", "rsync-backup"] {
+    for c in charms {
         packages.extend(
             charm::metadata(c)
                 .map_err(|e| StepFailure {
@@ -446,9 +453,15 @@ async fn install_on_vps(
     packages.sort();
     packages.dedup();
     let args: Vec<&str> = packages.iter().map(String::as_str).collect();
-    run_playbook(ctx, "packages", &crate::playbook::PACKAGES, &args).await?;
+    run_playbook::<crate::playbook::PackagesInstalled>(
+        ctx,
+        "packages",
+        &crate::playbook::PACKAGES,
+        &args,
+    )
+    .await?;
     let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
-    run_playbook(
+    run_playbook::<crate::playbook::CharmInstalled>(
         ctx,
         "base",
         &crate::playbook::CHARM_INSTALL,
@@ -469,8 +482,9 @@ async fn install_on_vps(
         sched = format!("BACKUP_SCHEDULE={s}");
         args.push(&sched);
     }
-    let r = run_playbook(ctx, "rsync-backup", &crate::playbook::CHARM_INSTALL, &args).await?;
-    let changes = r["changes"].as_array().map(|a| a.len()).unwrap_or(0);
+    let r: crate::playbook::CharmInstalled =
+        run_playbook(ctx, "rsync-backup", &crate::playbook::CHARM_INSTALL, &args).await?;
+    let changes = r.changes.len();
     steps.push(serde_json::json!({"step": "rsync-backup", "state": if changes > 0 { "changed" } else { "unchanged" }}));
     let key = ctx
         .step(
@@ -497,28 +511,38 @@ async fn install_on_vps(
         stderr_tail: None,
         data: serde_json::Value::Null,
     })?;
-    let notes: Vec<String> = r["notes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(Done {
         changed: sync.changed() || changes > 0,
-        data: serde_json::json!({"area": area, "key": key, "recover_key": recover_key, "steps": steps, "notes": notes}),
+        data: serde_json::json!({"area": area, "key": key, "recover_key": recover_key, "steps": steps, "notes": r.notes}),
     })
 }
 
-fn push_step(r: &mut HostResult, step: &str, state: &str, detail: String) {
+fn ok(r: &HostResult) -> bool {
+    matches!(r.status, Outcome::Ok | Outcome::Changed)
+}
+
+fn data_object(r: &mut HostResult) -> &mut serde_json::Map<String, serde_json::Value> {
     if !r.data.is_object() {
         r.data = serde_json::json!({});
     }
-    let obj = r.data.as_object_mut().expect("object");
-    let steps = obj.entry("steps").or_insert_with(|| serde_json::json!([]));
+    r.data.as_object_mut().expect("object")
+}
+
+fn push_step(r: &mut HostResult, step: &str, state: &str, detail: String) {
+    let steps = data_object(r)
+        .entry("steps")
+        .or_insert_with(|| serde_json::json!([]));
     if let Some(a) = steps.as_array_mut() {
         a.push(serde_json::json!({"step": step, "state": state, "detail": detail}));
+    }
+}
+
+fn push_note(r: &mut HostResult, note: String) {
+    let notes = data_object(r)
+        .entry("notes")
+        .or_insert_with(|| serde_json::json!([]));
+    if let Some(a) = notes.as_array_mut() {
+        a.push(serde_json::json!(note));
     }
 }
 
@@ -527,13 +551,4 @@ fn fail(r: &mut HostResult, step: &str, reason: String, stderr_tail: Option<Stri
     r.step = Some(step.into());
     r.reason = Some(reason);
     r.stderr_tail = stderr_tail;
-}
-
-fn ordered(vps: &[Target], mut results: BTreeMap<String, HostResult>) -> Vec<HostResult> {
-    vps.iter().filter_map(|t| results.remove(&t.name)).collect()
-}
-
-/// The archive's `list`, for `vps-backup list` and `check`.
-pub fn infos(v: &serde_json::Value) -> Vec<BackupInfo> {
-    archive::parse_list(v)
 }

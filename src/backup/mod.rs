@@ -5,7 +5,6 @@
 pub mod archive;
 pub mod install;
 pub mod recover;
-pub mod spec;
 
 use crate::target::Target;
 

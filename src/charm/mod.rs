@@ -39,13 +39,10 @@ pub struct Metadata {
     /// Debian packages the charm's hooks need, installed before they run.
     #[serde(default)]
     pub packages: Vec<String>,
-    /// Backup components (name -> paths), restored one by one by `vps-backup recover`.
+    /// Backup components (name -> paths and services), restored one by one by
+    /// `vps-backup recover`: the one table of components, read by `backup::recover`.
     #[serde(default)]
     pub components: std::collections::BTreeMap<String, Component>,
-    /// How to stop and start what writes each component (read by the recover playbook).
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub services: Option<serde_json::Value>,
 }
 
 /// A part of a host that a backup can restore on its own (mailcow's `vmail`, `mysql`, ...).
@@ -58,6 +55,10 @@ pub struct Component {
     pub description: String,
     #[serde(default)]
     pub paths: Vec<String>,
+    /// The compose services that write its data, stopped before it is restored and started
+    /// after; `*`: the whole project.
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 /// The names of the embedded charms.

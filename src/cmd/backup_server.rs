@@ -77,7 +77,7 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
             let args = args.clone();
             async move {
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                let r = crate::setup::run_playbook(
+                let r: serde_json::Value = crate::setup::run_playbook(
                     &ctx,
                     "archive setup",
                     &crate::playbook::BACKUP_SERVER_SETUP,

@@ -31,13 +31,14 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
                 let out = ctx
                     .step(pb.name, &pb.command_line(&[]), Some(pb.script.as_bytes()))
                     .await?;
-                let facts = playbook::result(&out.stdout).ok_or_else(|| StepFailure {
-                    step: pb.name.into(),
-                    reason: "the check playbook printed no result line".into(),
-                    exit_code: out.code,
-                    stderr_tail: crate::ui::tail(&out.stderr, 5),
-                    data: serde_json::Value::Null,
-                })?;
+                let facts: serde_json::Value =
+                    playbook::result(&out.stdout).map_err(|why| StepFailure {
+                        step: pb.name.into(),
+                        reason: format!("the check playbook printed {why}"),
+                        exit_code: out.code,
+                        stderr_tail: crate::ui::tail(&out.stderr, 5),
+                        data: serde_json::Value::Null,
+                    })?;
                 Ok(Done {
                     changed: false,
                     data: facts,

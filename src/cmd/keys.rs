@@ -47,6 +47,15 @@ pub async fn run(app: &App, cmd: &KeysCommand) -> anyhow::Result<Status> {
             }
             for line in &app.config.config.ssh_access.public_keys {
                 let k = KeyLine::parse(line).map_err(UsageError)?;
+                if app.ui.json {
+                    app.ui.json_line(&serde_json::json!({
+                        "fingerprint": k.fingerprint(),
+                        "type": k.key_type,
+                        "comment": k.comment,
+                        "this_workstation": mine.contains(&k.blob),
+                    }));
+                    continue;
+                }
                 app.ui.out(&format!(
                     "{}  {:<12} {}{}",
                     k.fingerprint(),

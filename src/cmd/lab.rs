@@ -61,6 +61,12 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
             let mut all_up = true;
             for (h, alive) in &hosts {
                 all_up &= *alive;
+                if app.ui.json {
+                    app.ui.json_line(&serde_json::json!({
+                        "host": h.name, "address": h.address, "port": h.port, "running": alive,
+                    }));
+                    continue;
+                }
                 app.ui.out(&format!(
                     "{:<10} {:<16} {:<6} {}",
                     h.name,
@@ -109,6 +115,15 @@ async fn up(dir: PathBuf, count: usize, fresh: usize) -> anyhow::Result<crate::l
 
 fn describe(app: &App, lab: &crate::lab::Lab) {
     let dir = &lab.dir;
+    if app.ui.json {
+        for h in &lab.hosts {
+            app.ui.json_line(&serde_json::json!({
+                "host": h.name, "address": h.address, "port": h.port,
+                "config": lab.config_file(), "ssh_config": lab.ssh_config(),
+            }));
+        }
+        return;
+    }
     app.ui.out(&format!("lab up in {}:", dir.display()));
     for h in &lab.hosts {
         app.ui

@@ -2,7 +2,7 @@
 //! the manual's `0km vps-install backup myadmin@core-06.0k.io:10023 myvps.fr`. The server may
 //! come from `backup.server` in the config. See `backup/install.rs`.
 
-use crate::backup::install::{self, InstallOptions};
+use crate::backup::install::{Install, InstallOptions, VpsKey};
 use crate::backup::ArchiveSpec;
 use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
@@ -60,24 +60,28 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
     let log = RunLog::create("vps-install-backup");
     let opts = InstallOptions {
         archive: spec,
-        yes: app.global.yes,
         schedule: a.schedule.clone(),
     };
-    let results = match install::install_backup(
-        &fleet,
-        &app.ui,
-        &targets,
-        &archive_target,
-        &opts,
-        log.clone(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(install::InstallError::NeedsConfirmation) => {
-            return Err(UsageError(install::InstallError::NeedsConfirmation.to_string()).into())
-        }
-        Err(e) => return Err(e.into()),
+    if !app.global.yes && !crate::ui::prompt::interactive() {
+        return Err(UsageError(
+            "authorising keys on the archive needs a confirmation: run on a terminal, or pass --yes"
+                .into(),
+        )
+        .into());
+    }
+    let install = Install {
+        fleet: &fleet,
+        ui: app.ui,
+        vps: &targets,
+        archive: &archive_target,
+        opts: &opts,
+        log: log.clone(),
+    };
+    let prepared = install.prepare().await?;
+    let results = if prepared.new.is_empty() || app.global.yes || authorise(&opts, &prepared.new) {
+        install.finish(prepared).await?
+    } else {
+        install.decline(prepared)
     };
     if !app.ui.json {
         print_table(app, &results);
@@ -92,6 +96,27 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
         },
     );
     Ok(Status::from_results(&results))
+}
+
+/// The one question: the keys about to be authorised.
+fn authorise(opts: &InstallOptions, new: &[VpsKey]) -> bool {
+    let mut q = format!(
+        "Authorise these backup keys on {}, each for its own area only?\n",
+        opts.archive
+    );
+    for k in new {
+        q.push_str(&format!(
+            "  {:<24} {:<24} {}\n",
+            k.host,
+            k.area,
+            k.key.fingerprint()
+        ));
+    }
+    q.push_str(
+        "(each VPS's backup key can only write its own backup; its recover key, for \
+         `vps recover-target`, can only read it)\nAuthorise them?",
+    );
+    crate::ui::prompt::confirm(&q) == Some(true)
 }
 
 /// The first argument is the server when it looks like ADMIN@HOST[:PORT] and more follow;

@@ -177,6 +177,39 @@ fn render_log(step: &str, command_line: &str, res: &Result<Output, ExecError>) -
 }
 
 impl Fleet {
+    /// Runs `work` on one host, as [`Fleet::run`] does (connection, host keys, log, report),
+    /// and gives back what it returned, or the host's result when it failed or could not be
+    /// reached: for the steps of a larger operation (a recover, an install).
+    pub async fn run_one<T, F, Fut>(
+        &self,
+        target: &Target,
+        reporter: Arc<dyn Reporter>,
+        log: Option<RunLog>,
+        work: F,
+    ) -> Result<Result<T, HostResult>, FleetError>
+    where
+        F: Fn(HostCtx) -> Fut,
+        Fut: Future<Output = Result<T, StepFailure>>,
+    {
+        let slot = std::sync::Mutex::new(None);
+        let results = self
+            .run(std::slice::from_ref(target), reporter, log, |ctx| {
+                let fut = work(ctx);
+                let slot = &slot;
+                async move {
+                    let v = fut.await?;
+                    *slot.lock().expect("result slot") = Some(v);
+                    Ok(Done::default())
+                }
+            })
+            .await?;
+        let r = results.into_iter().next().expect("one result per target");
+        Ok(match slot.into_inner().expect("result slot") {
+            Some(v) if matches!(r.status, Outcome::Ok | Outcome::Changed) => Ok(v),
+            _ => Err(r),
+        })
+    }
+
     /// Connects to all targets, then runs `work` on every connected host, at most `jobs` at
     /// a time. Returns one result per target, in the targets' order.
     pub async fn run<F, Fut>(

@@ -69,11 +69,8 @@ pub async fn plan_exclusive(
         .run(targets, reporter, log, |ctx| {
             let wanted = wanted.clone();
             async move {
-                let listed = run_playbook(&ctx, "keys: list", &playbook::AUTHORIZED_KEYS, &["list"]).await?;
-                let lines: Vec<String> = listed["keys"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                    .unwrap_or_default();
+                let listed: playbook::AuthorizedKeys = run_playbook(&ctx, "keys: list", &playbook::AUTHORIZED_KEYS, &["list"]).await?;
+                let lines = listed.keys;
                 let present: Vec<KeyLine> = lines.iter().filter_map(|l| KeyLine::parse(l).ok()).collect();
                 let extra: Vec<&KeyLine> = present.iter().filter(|k| !wanted.contains(&k.blob)).collect();
                 let ours = fleet_identities(&ctx).await;
@@ -156,11 +153,12 @@ async fn setup_host(
     let key_lines: Vec<String> = opts.keys.iter().map(KeyLine::plain).collect();
     let mut args = vec!["ensure"];
     args.extend(key_lines.iter().map(String::as_str));
-    let added = run_playbook(ctx, "keys", &playbook::AUTHORIZED_KEYS, &args)
-        .await
-        .map_err(|f| fail(f, &steps))?;
+    let added: playbook::AuthorizedKeys =
+        run_playbook(ctx, "keys", &playbook::AUTHORIZED_KEYS, &args)
+            .await
+            .map_err(|f| fail(f, &steps))?;
     let mut detail = Vec::new();
-    let n_added = added["added"].as_u64().unwrap_or(0);
+    let n_added = added.added;
     if n_added > 0 {
         detail.push(format!("{n_added} added"));
     }
@@ -171,10 +169,11 @@ async fn setup_host(
     if !remove.is_empty() {
         let mut args = vec!["remove"];
         args.extend(remove.iter().map(String::as_str));
-        let removed = run_playbook(ctx, "keys: remove", &playbook::AUTHORIZED_KEYS, &args)
-            .await
-            .map_err(|f| fail(f, &steps))?;
-        let n = removed["removed"].as_u64().unwrap_or(0);
+        let removed: playbook::AuthorizedKeys =
+            run_playbook(ctx, "keys: remove", &playbook::AUTHORIZED_KEYS, &args)
+                .await
+                .map_err(|f| fail(f, &steps))?;
+        let n = removed.removed;
         if n > 0 {
             detail.push(format!("{n} removed"));
             changed = true;
@@ -185,12 +184,12 @@ async fn setup_host(
     // 2. domain
     match opts.domains.get(&ctx.target.name) {
         Some(domain) => {
-            let r = run_playbook(ctx, "domain", &playbook::DOMAIN, &[domain])
+            let r: playbook::DomainSet = run_playbook(ctx, "domain", &playbook::DOMAIN, &[domain])
                 .await
                 .map_err(|f| fail(f, &steps))?;
-            let changed = r["changed"].as_bool().unwrap_or(false);
+            let changed = r.changed;
             let detail = if changed {
-                format!("{} -> {domain}", r["previous"].as_str().unwrap_or("?"))
+                format!("{} -> {domain}", r.previous.as_deref().unwrap_or("?"))
             } else {
                 domain.clone()
             };
@@ -246,17 +245,10 @@ async fn setup_host(
     packages.sort();
     packages.dedup();
     let args: Vec<&str> = packages.iter().map(String::as_str).collect();
-    let r = run_playbook(ctx, "packages", &playbook::PACKAGES, &args)
+    let r: playbook::PackagesInstalled = run_playbook(ctx, "packages", &playbook::PACKAGES, &args)
         .await
         .map_err(|f| fail(f, &steps))?;
-    let installed: Vec<String> = r["installed"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let installed = r.installed;
     steps.push(report(
         "packages",
         !installed.is_empty(),
@@ -275,15 +267,11 @@ async fn setup_host(
         if c == "docker-host" && !opts.docker_clean {
             args.push("WITHOUT_DOCKER_CLEAN=1");
         }
-        let r = run_playbook(ctx, c, &playbook::CHARM_INSTALL, &args)
+        let r: playbook::CharmInstalled = run_playbook(ctx, c, &playbook::CHARM_INSTALL, &args)
             .await
             .map_err(|f| fail(f, &steps))?;
-        let changes: Vec<String> = strings(&r["changes"]);
-        notes.extend(
-            strings(&r["notes"])
-                .into_iter()
-                .map(|n| format!("{c}: {n}")),
-        );
+        let changes = r.changes;
+        notes.extend(r.notes.into_iter().map(|n| format!("{c}: {n}")));
         steps.push(report(
             c,
             !changes.is_empty(),
@@ -297,16 +285,6 @@ async fn setup_host(
         changed,
         data: serde_json::json!({ "steps": steps, "notes": notes }),
     })
-}
-
-fn strings(v: &serde_json::Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn report(step: &str, changed: bool, detail: String, clock: &mut Instant) -> StepReport {
@@ -335,19 +313,19 @@ fn with_steps(mut f: StepFailure, steps: &[StepReport]) -> StepFailure {
     f
 }
 
-/// Runs a playbook (script on stdin) and returns its result object.
-pub async fn run_playbook(
+/// Runs a playbook (script on stdin) and reads its result line as `T`.
+pub async fn run_playbook<T: serde::de::DeserializeOwned>(
     ctx: &HostCtx,
     step: &str,
     pb: &Playbook,
     args: &[&str],
-) -> Result<serde_json::Value, StepFailure> {
+) -> Result<T, StepFailure> {
     let out = ctx
         .step(step, &pb.command_line(args), Some(pb.script.as_bytes()))
         .await?;
-    playbook::result(&out.stdout).ok_or_else(|| StepFailure {
+    playbook::result(&out.stdout).map_err(|why| StepFailure {
         step: step.into(),
-        reason: format!("the {} playbook printed no result line", pb.name),
+        reason: format!("the {} playbook printed {why}", pb.name),
         exit_code: out.code,
         stderr_tail: crate::ui::tail(&out.stderr, 5),
         data: serde_json::Value::Null,

@@ -104,9 +104,14 @@ impl Ui {
         }
     }
 
-    /// A line of results on stdout.
+    /// A line of results for people: on stdout, except with `--json`, where stdout holds
+    /// JSON objects only ([`Ui::json_line`]) and such lines go to stderr.
     pub fn out(&self, line: &str) {
-        println!("{line}");
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 
     /// A table of results on stdout.

@@ -198,6 +198,15 @@ fn five_vpses_back_up_in_parallel_byte_for_byte_and_a_rerun_only_syncs() {
         .stdout_has("vps1")
         .stdout_has("vps5")
         .stdout_has("authorised");
+    let listed = lab
+        .zerokm(["--json", "vps-backup", "list", "myadmin@archive"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(listed.len(), 5, "one object per backed-up VPS: {listed:?}");
+    assert!(listed
+        .iter()
+        .all(|b| b["authorized"] == true && b["files"].as_u64() > Some(0)));
     let check = lab.zerokm(["--json", "check", "@vps"]).run().success();
     for r in check.json() {
         assert!(

@@ -37,6 +37,15 @@ fn keys_add_list_remove_keep_the_config_as_written() {
         .success();
     let fp = list.stdout.split_whitespace().next().unwrap().to_string();
     assert!(fp.starts_with("SHA256:"), "{}", list.all());
+    // --json: one object per key, and nothing else on stdout.
+    let listed = lab
+        .zerokm_with(Some(&cfg), ["--json", "keys", "list"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["fingerprint"], fp.as_str());
+    assert_eq!(listed[0]["type"], "ssh-ed25519");
 
     // A malformed key is refused with where it came from; the file is untouched.
     let bad = lab.root.path().join("bad.pub");

@@ -250,11 +250,19 @@ impl Done {
     }
 
     /// The `--json` lines, one per host.
+    /// Every line of stdout as JSON: with `--json`, stdout holds JSON objects and nothing
+    /// else (a line that is not one fails the test).
     pub fn json(&self) -> Vec<serde_json::Value> {
         self.stdout
             .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| serde_json::from_str(l).expect("json line"))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!(
+                        "stdout line is not JSON ({e}): {l:?}\nstdout:\n{}",
+                        self.stdout
+                    )
+                })
+            })
             .collect()
     }
 }

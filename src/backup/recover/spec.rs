@@ -2,7 +2,7 @@
 //! `ADMIN@SERVER[:PORT]#HOST[@SNAPSHOT][:/PATH | :COMP,COMP] DEST[:/PATH]`.
 //! Errors point at the part that is wrong.
 
-use super::ArchiveSpec;
+use crate::backup::ArchiveSpec;
 
 /// What to restore from a host's backup.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,154 @@
+//! The temporary read key of a recover, as a guard: made on the destination (the private half
+//! never leaves it), granted on the archive for the source host's area only, and revoked on
+//! the archive and removed from the destination by [`TempKey::release`] on every path of the
+//! command. Made, it is registered in the run's cleanups, so Ctrl-C revokes it too; dropped
+//! without a release, it still revokes it (in the background, and at the latest when the run
+//! ends).
+
+use super::{Hosts, RecoverError};
+use crate::backup::archive;
+use crate::fleet::{Cleanups, RunLog};
+use crate::keys::KeyLine;
+use crate::ssh::Engine;
+use crate::target::Target;
+use std::sync::Arc;
+
+/// How long the temporary read key may be used to start a transfer.
+const READ_KEY_MINUTES: &str = "240";
+
+/// `recover.sh keygen`'s result.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct KeyGen {
+    /// `/run/0km-recover.XXXXXX` on the destination.
+    pub dir: String,
+    pub public_key: String,
+    /// The destination paths given that exist already.
+    #[serde(default)]
+    pub existing: Vec<String>,
+}
+
+/// A temporary key on the destination, revoked and removed once released.
+pub struct TempKey {
+    pub dir: String,
+    /// The public half, or why the destination's answer is not a key.
+    public: Result<KeyLine, String>,
+    /// The source host's area the key reads.
+    host: String,
+    cleanups: Arc<Cleanups>,
+    cleanup: Option<u64>,
+}
+
+impl TempKey {
+    /// Takes charge of a key `keygen` made: from now on it is revoked whatever happens.
+    pub fn new(hosts: &Hosts, host: &str, made: &KeyGen) -> Self {
+        let public = KeyLine::parse(&made.public_key);
+        let blob = public.as_ref().map(|k| k.blob.as_str()).unwrap_or_default();
+        let cleanup = register(hosts, host, blob, &made.dir);
+        Self {
+            dir: made.dir.clone(),
+            public,
+            host: host.to_string(),
+            cleanups: hosts.cleanups.clone(),
+            cleanup: Some(cleanup),
+        }
+    }
+
+    /// Grants the key read access to the source host's area on the archive.
+    pub async fn grant(&self, hosts: &Hosts) -> Result<(), RecoverError> {
+        let public = self
+            .public
+            .as_ref()
+            .map_err(|e| RecoverError::Plan(format!("the destination's temporary key: {e}")))?;
+        let (h, ty, blob) = (&self.host, &public.key_type, &public.blob);
+        hosts
+            .on(
+                &hosts.archive,
+                "granting the temporary read key",
+                |ctx| async move {
+                    archive::call::<archive::Acknowledged>(
+                        &ctx,
+                        "archive: grant read",
+                        &["grant-read", h, ty, blob, READ_KEY_MINUTES],
+                    )
+                    .await
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Revokes the key on the archive and removes it from the destination.
+    pub async fn release(mut self) {
+        if let Some(id) = self.cleanup.take() {
+            self.cleanups.run(id).await;
+        }
+    }
+}
+
+impl Drop for TempKey {
+    fn drop(&mut self) {
+        if let Some(id) = self.cleanup.take() {
+            let cleanups = self.cleanups.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { cleanups.run(id).await });
+            }
+        }
+    }
+}
+
+/// Registers the undo of the key: revoked on the archive, removed from the destination.
+fn register(hosts: &Hosts, host: &str, blob: &str, key_dir: &str) -> u64 {
+    let engine = hosts.fleet.engine.clone();
+    let (archive, dest, log) = (hosts.archive.clone(), hosts.dest.clone(), hosts.log.clone());
+    let (host, blob, key_dir) = (host.to_string(), blob.to_string(), key_dir.to_string());
+    hosts.cleanups.push(Box::new(move || {
+        Box::pin(async move {
+            revoke(&engine, &archive, &host, &blob, &dest, &key_dir, log).await;
+        })
+    }))
+}
+
+/// Revokes the temporary key on the archive and removes it from the destination. Best effort
+/// and bounded: it runs on failure and on Ctrl-C too.
+async fn revoke(
+    engine: &Arc<Engine>,
+    archive: &Target,
+    host: &str,
+    blob: &str,
+    dest: &Target,
+    key_dir: &str,
+    log: Option<RunLog>,
+) {
+    let timeout = std::time::Duration::from_secs(30);
+    let on_archive = async {
+        if blob.is_empty() {
+            return;
+        }
+        if let Ok(conn) = engine.connect(archive).await {
+            let line = crate::ssh::quote_join(&["revoke-read", host, blob]);
+            let r = conn.run(&line, None, timeout).await;
+            if let Some(l) = &log {
+                l.write(
+                    &archive.name,
+                    &format!("== revoke-read {host}: {:?}\n", r.map(|o| o.code)),
+                );
+            }
+        }
+    };
+    let on_dest = async {
+        if !key_dir.is_empty() {
+            if let Ok(conn) = engine.connect(dest).await {
+                let pb = &crate::playbook::RECOVER;
+                let _ = conn
+                    .run(
+                        &pb.command_line(&["cleanup", key_dir]),
+                        Some(pb.script.as_bytes()),
+                        timeout,
+                    )
+                    .await;
+            }
+        }
+    };
+    // Both at once; the key is useless without the other half anyway.
+    tokio::join!(on_archive, on_dest);
+}

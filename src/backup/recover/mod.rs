@@ -1,0 +1,558 @@
+//! `vps-backup recover`: a whole host, a path or components from an archive snapshot onto a
+//! destination VPS, in stages, each a type with one job:
+//! - [`spec`]: the request, parsed and checked before anything is touched;
+//! - [`Recover::prepare`]: the snapshot, a temporary key ([`key::TempKey`], a guard that
+//!   grants and revokes), the items and their sizes, the dry run: a [`plan::Plan`];
+//! - the command layer shows the plan and asks (nothing here prints or prompts);
+//! - [`Prepared::execute`]: services stopped ([`components`]), the data pulled straight from
+//!   the archive onto the destination ([`pull`]), the check ([`verify`]), services started,
+//!   the database dump loaded; the key revoked whatever happened.
+//!
+//! The destination side is `playbooks/recover.sh` with `charms/rsync-backup/lib/pull.sh`.
+
+pub mod components;
+pub mod key;
+pub mod plan;
+pub mod pull;
+pub mod spec;
+pub mod verify;
+
+use crate::backup::archive::{self, Inspect};
+use crate::fleet::{Cleanups, Done, Fleet, HostCtx, RunLog, StepFailure};
+use crate::setup::run_playbook;
+use crate::target::Target;
+use crate::ui::{HostResult, Ui};
+use key::{KeyGen, TempKey};
+use plan::{Item, Plan, WHOLE_HOST_EXCLUDES};
+use pull::{DryRun, PullMode, Pulled, Server, VerifyResult};
+use spec::{RecoverSpec, Selection};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use verify::Verified;
+
+/// Paths per archive `inspect` call: the admin command takes 16 words, 3 of them before.
+const INSPECT_PATHS_PER_CALL: usize = 13;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    #[error("{0}")]
+    Fleet(#[from] crate::fleet::FleetError),
+    /// What failed while planning or doing a stage, with the host's reason.
+    #[error("{0}")]
+    Plan(String),
+}
+
+/// The hosts of a recover and how to reach them: every stage runs through the fleet
+/// (connection, host keys, log, report).
+pub struct Hosts {
+    pub fleet: Fleet,
+    /// For the live view of each stage's host (reporters only: nothing here prints).
+    pub ui: Ui,
+    pub log: Option<RunLog>,
+    /// The archive's admin account.
+    pub archive: Target,
+    pub dest: Target,
+    /// Where the temporary key's undo is registered (run on Ctrl-C by `main`).
+    pub cleanups: Arc<Cleanups>,
+}
+
+impl Hosts {
+    /// Runs `work` on one of the hosts; its failure becomes an error saying what was being
+    /// done (`what`) and the host's reason.
+    pub async fn on<T, F, Fut>(
+        &self,
+        target: &Target,
+        what: &str,
+        work: F,
+    ) -> Result<T, RecoverError>
+    where
+        F: Fn(HostCtx) -> Fut,
+        Fut: Future<Output = Result<T, StepFailure>>,
+    {
+        self.fleet
+            .run_one(target, self.ui.reporter(1), self.log.clone(), work)
+            .await?
+            .map_err(|r| failed(&r, what))
+    }
+}
+
+/// A host's failure as an error saying what was being done.
+fn failed(r: &HostResult, what: &str) -> RecoverError {
+    RecoverError::Plan(format!(
+        "{what} on {}: {}{}",
+        r.host,
+        r.reason.clone().unwrap_or_default(),
+        r.stderr_tail
+            .as_deref()
+            .map(|t| format!("\n  {}", t.replace('\n', "\n  ")))
+            .unwrap_or_default()
+    ))
+}
+
+/// A recover request with its hosts.
+pub struct Recover {
+    pub hosts: Hosts,
+    pub spec: RecoverSpec,
+}
+
+/// A recover planned and ready: the plan to show, and what executing it needs. Dropping it
+/// revokes the key too, but [`Prepared::cancel`] does it before returning.
+pub struct Prepared {
+    pub plan: Plan,
+    hosts: Hosts,
+    server: Server,
+    key: TempKey,
+}
+
+/// What executing a plan did.
+#[derive(Debug)]
+pub struct Applied {
+    pub pulled: Vec<Pulled>,
+    pub notes: Vec<String>,
+    pub verify: Result<Verified, RecoverError>,
+}
+
+impl Recover {
+    /// Everything up to the plan: the snapshot, the temporary key (granted), the items and
+    /// their sizes, the dry run. On failure the key is already revoked.
+    pub async fn prepare(self) -> Result<Prepared, RecoverError> {
+        let Recover { hosts, spec } = self;
+        if hosts.archive.name == hosts.dest.name {
+            return Err(RecoverError::Plan(format!(
+                "{} is the archive server: recover onto a VPS",
+                hosts.dest.name
+            )));
+        }
+        let items = selected_items(&spec)?;
+        let whole = matches!(spec.selection, Selection::WholeHost);
+        let wanted = spec.snapshot.clone().unwrap_or_else(|| "latest".into());
+        // The archive: which snapshot (`latest` resolved), and what it holds of the paths to
+        // restore (a whole host: of the lists each backup carries). Meanwhile on the
+        // destination: a temporary key, and which destination paths exist (those that do not
+        // need no dry run).
+        let paths: Vec<String> = if whole {
+            vec!["var/lib/rsync-backup".into()]
+        } else {
+            items
+                .iter()
+                .map(|i| i.source.trim_start_matches('/').to_string())
+                .collect()
+        };
+        let dests: Vec<String> = items.iter().map(|i| i.dest.clone()).collect();
+        let (probe, made) = probe_and_keygen(&hosts, &spec.host, &wanted, &paths, &dests).await?;
+        let key = made
+            .as_ref()
+            .ok()
+            .map(|k| TempKey::new(&hosts, &spec.host, k));
+        let planned = match (probe, made, &key) {
+            (Ok(info), Ok(made), Some(key)) => match info.snapshot.clone() {
+                Some(snapshot) => {
+                    let fresh: Vec<String> = dests
+                        .into_iter()
+                        .filter(|d| !made.existing.contains(d))
+                        .collect();
+                    let inspected = (!whole).then_some(info);
+                    let ctx = Planning {
+                        hosts: &hosts,
+                        spec: &spec,
+                        snapshot: &snapshot,
+                        key,
+                    };
+                    ctx.plan(items, inspected, &fresh).await
+                }
+                None => Err(no_snapshot(&hosts, &spec, &wanted).await),
+            },
+            (Err(_), _, _) => Err(no_snapshot(&hosts, &spec, &wanted).await),
+            (Ok(_), Err(e), _) => Err(e),
+            (Ok(_), Ok(_), None) => unreachable!("a key made is a key held"),
+        };
+        match (planned, key) {
+            (Ok((plan, server)), Some(key)) => Ok(Prepared {
+                plan,
+                hosts,
+                server,
+                key,
+            }),
+            (Ok(_), None) => unreachable!("a plan needs a key"),
+            (Err(e), key) => {
+                if let Some(k) = key {
+                    k.release().await;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The items a path or components recover restores, before the archive sizes them (a whole
+/// host's come from the lists its backup carries, later).
+fn selected_items(spec: &RecoverSpec) -> Result<Vec<Item>, RecoverError> {
+    Ok(match &spec.selection {
+        Selection::WholeHost => Vec::new(),
+        Selection::Path(p) => {
+            let mut it = Item::same_place(p);
+            if let Some(d) = &spec.dest_path {
+                it.dest = d.clone();
+            }
+            vec![it]
+        }
+        Selection::Components(names) => {
+            let mut items = Vec::new();
+            for n in names {
+                let c = components::find(n).map_err(RecoverError::Plan)?;
+                items.extend(c.paths.iter().map(|p| Item::same_place(p)));
+            }
+            items
+        }
+    })
+}
+
+/// The archive's `inspect HOST WANTED PATH...` and the destination's `keygen`, at the same
+/// time, in one fleet run (so unknown host keys make one question). Each result on its own.
+async fn probe_and_keygen(
+    hosts: &Hosts,
+    host: &str,
+    wanted: &str,
+    paths: &[String],
+    dests: &[String],
+) -> Result<(Result<Inspect, RecoverError>, Result<KeyGen, RecoverError>), RecoverError> {
+    let mut inspect = vec!["inspect", host, wanted];
+    inspect.extend(paths.iter().map(String::as_str));
+    let mut keygen = vec!["keygen"];
+    keygen.extend(dests.iter().map(String::as_str));
+    let (probe, made) = (Mutex::new(None), Mutex::new(None));
+    let r = hosts
+        .fleet
+        .run(
+            &[hosts.archive.clone(), hosts.dest.clone()],
+            hosts.ui.reporter(2),
+            hosts.log.clone(),
+            |ctx| {
+                let on_archive = ctx.target.name == hosts.archive.name;
+                let (inspect, keygen, probe, made) = (&inspect, &keygen, &probe, &made);
+                async move {
+                    if on_archive {
+                        let v =
+                            archive::call::<Inspect>(&ctx, "archive: snapshot", inspect).await?;
+                        *probe.lock().expect("slot") = Some(v);
+                    } else {
+                        let k = run_playbook::<KeyGen>(
+                            &ctx,
+                            "recover: key",
+                            &crate::playbook::RECOVER,
+                            keygen,
+                        )
+                        .await?;
+                        *made.lock().expect("slot") = Some(k);
+                    }
+                    Ok(Done::default())
+                }
+            },
+        )
+        .await?;
+    let probe = probe.into_inner().expect("slot");
+    let made = made.into_inner().expect("slot");
+    Ok((
+        probe.ok_or_else(|| failed(&r[0], "finding the snapshot")),
+        made.ok_or_else(|| failed(&r[1], "creating a temporary key")),
+    ))
+}
+
+/// Why the wanted snapshot is not there, with the ones that are.
+async fn no_snapshot(hosts: &Hosts, spec: &RecoverSpec, wanted: &str) -> RecoverError {
+    let host = spec.host.as_str();
+    let snaps = hosts
+        .on(&hosts.archive, "listing snapshots", |ctx| async move {
+            archive::call::<archive::Snapshots>(&ctx, "archive: snapshots", &["snapshots", host])
+                .await
+        })
+        .await;
+    // The archive does not answer, or refuses: that is the error, not a missing snapshot.
+    let snaps = match snaps {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    let available: Vec<&str> = snaps.snapshots.iter().map(|s| s.date.as_str()).collect();
+    if available.is_empty() {
+        RecoverError::Plan(format!(
+            "{host} has no backup on {} (see `0km vps-backup list`)",
+            spec.archive
+        ))
+    } else {
+        RecoverError::Plan(format!(
+            "{host} has no snapshot {wanted}; its snapshots: {}",
+            available.join(", ")
+        ))
+    }
+}
+
+/// The planning stage, once the snapshot and the key are known.
+struct Planning<'a> {
+    hosts: &'a Hosts,
+    spec: &'a RecoverSpec,
+    snapshot: &'a str,
+    key: &'a TempKey,
+}
+
+impl Planning<'_> {
+    /// The key granted, the items sized (a whole host's read from its lists), the components
+    /// a whole host holds, the dry run where the destination has something already.
+    async fn plan(
+        &self,
+        mut items: Vec<Item>,
+        inspected: Option<Inspect>,
+        fresh: &[String],
+    ) -> Result<(Plan, Server), RecoverError> {
+        let (hosts, host, snapshot) = (self.hosts, self.spec.host.as_str(), self.snapshot);
+        self.key.grant(hosts).await?;
+        let endpoint = hosts
+            .fleet
+            .engine
+            .known_endpoint(&hosts.archive)
+            .await
+            .map_err(RecoverError::Plan)?;
+        let server = Server {
+            host: endpoint.hostname.clone(),
+            port: endpoint.port.to_string(),
+            known_hosts_b64: crate::encoding::base64(endpoint.lines.join("\n").as_bytes()),
+            key_dir: self.key.dir.clone(),
+        };
+        let whole = matches!(self.spec.selection, Selection::WholeHost);
+        let mut excludes: Vec<String> = Vec::new();
+        // A whole host's charm components (mailcow's): whichever the backup holds are
+        // restored as components are. Their paths are inspected with the roots.
+        let candidates = if whole {
+            let (roots, left_out) = self.whole_host_items(&server).await?;
+            items = roots;
+            excludes.extend(WHOLE_HOST_EXCLUDES.iter().map(|s| s.to_string()));
+            // What the backup left out stays as it is on the destination (not deleted).
+            excludes.extend(left_out);
+            components::whole_host_candidates()
+        } else {
+            Vec::new()
+        };
+        // Sizes from the archive, and every path must exist there.
+        let info = match inspected {
+            Some(info) => info,
+            None => {
+                let mut probe: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
+                probe.extend(candidates.iter().flat_map(|c| c.paths.iter().cloned()));
+                self.inspect(&probe).await?
+            }
+        };
+        let skipped = plan::apply_inspect(&info, &mut items);
+        if !skipped.is_empty() && matches!(self.spec.selection, Selection::Path(_)) {
+            return Err(RecoverError::Plan(format!(
+                "{} is not in the snapshot {snapshot} of {host}",
+                skipped.join(", ")
+            )));
+        }
+        if items.is_empty() {
+            return Err(RecoverError::Plan(format!(
+                "nothing to restore: the snapshot {snapshot} of {host} holds none of it"
+            )));
+        }
+        let components: Vec<String> = match &self.spec.selection {
+            Selection::Components(names) => names.clone(),
+            _ => candidates
+                .iter()
+                .filter(|c| c.paths.iter().any(|p| info.found(p).is_some()))
+                .map(|c| c.name.clone())
+                .collect(),
+        };
+        let mut plan = Plan {
+            host: host.to_string(),
+            snapshot: snapshot.to_string(),
+            dest: hosts.dest.name.clone(),
+            whole_host: whole,
+            items: items.clone(),
+            skipped,
+            mysql_load: components::loads_database(&components),
+            components,
+            excludes: excludes.clone(),
+            ..Plan::default()
+        };
+        // Where nothing exists on the destination yet, everything is created: the archive's
+        // counts say it all, and a dry run would only repeat them.
+        let (new, existing): (Vec<Item>, Vec<Item>) =
+            items.into_iter().partition(|i| fresh.contains(&i.dest));
+        plan.count_fresh(&new);
+        if !existing.is_empty() {
+            let dry: Vec<DryRun> = pull::pull_all(
+                hosts,
+                &server,
+                snapshot,
+                &existing,
+                &excludes,
+                PullMode::Plan,
+                0,
+            )
+            .await?;
+            for (d, it) in dry.iter().zip(pull::moved(&existing)) {
+                plan.count_dry_run(d, &it.dest);
+            }
+        }
+        Ok((plan, server))
+    }
+
+    /// The directories a whole-host backup holds, and the patterns it left out, from the
+    /// lists each backup carries (var/lib/rsync-backup/backup-{roots,excludes}).
+    async fn whole_host_items(
+        &self,
+        server: &Server,
+    ) -> Result<(Vec<Item>, Vec<String>), RecoverError> {
+        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
+        let lists: Vec<String> = self
+            .hosts
+            .on(&self.hosts.dest, "reading the list of backed-up directories", |ctx| async move {
+                let mut texts = Vec::new();
+                for (name, required) in [("backup-roots", true), ("backup-excludes", false)] {
+                    let source =
+                        pull::archive_path(snapshot, &format!("/var/lib/rsync-backup/{name}"));
+                    let dest = format!("{}/{name}", server.key_dir);
+                    let args = server.pull_args(
+                        &source,
+                        &dest,
+                        PullMode::Pull { checksum: false },
+                        Some(false),
+                        false,
+                        &[],
+                    );
+                    let pulled = run_playbook::<Pulled>(&ctx, "recover: lists", &crate::playbook::RECOVER, &args)
+                        .await;
+                    if let Err(e) = pulled {
+                        if required {
+                            return Err(e);
+                        }
+                        texts.push(String::new());
+                        continue;
+                    }
+                    let cat = crate::ssh::quote_join(&["cat", dest.as_str()]);
+                    let out = ctx.step("recover: lists", &cat, None).await?;
+                    texts.push(String::from_utf8_lossy(&out.stdout).into_owned());
+                }
+                Ok(texts)
+            })
+            .await
+            .map_err(|e| RecoverError::Plan(format!("{e}\n  (this backup of {host} carries no list of its directories: made by an older 0km? recover its directories one by one: #{host}:/etc ...)")))?;
+        let roots: Vec<Item> = plan::list_lines(&lists[0])
+            .iter()
+            .map(|p| Item::same_place(p))
+            .collect();
+        if roots.is_empty() {
+            return Err(RecoverError::Plan(format!(
+                "the snapshot {snapshot} of {host} lists no directory"
+            )));
+        }
+        Ok((roots, plan::list_lines(&lists[1])))
+    }
+
+    /// The archive's `inspect` of these paths in the snapshot.
+    async fn inspect(&self, paths: &[String]) -> Result<Inspect, RecoverError> {
+        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
+        let rel: Vec<&str> = paths.iter().map(|p| p.trim_start_matches('/')).collect();
+        let rel = &rel;
+        self.hosts
+            .on(
+                &self.hosts.archive,
+                "inspecting the snapshot",
+                |ctx| async move {
+                    // The admin command takes 16 words at most: a few calls for many paths (a
+                    // whole mailcow host has a dozen roots), their answers put together.
+                    let mut all = Inspect::default();
+                    for chunk in rel.chunks(INSPECT_PATHS_PER_CALL) {
+                        let mut words = vec!["inspect", host, snapshot];
+                        words.extend(chunk.iter().copied());
+                        let r: Inspect = archive::call(&ctx, "archive: inspect", &words).await?;
+                        all.paths.extend(r.paths);
+                        all.snapshot = r.snapshot;
+                    }
+                    Ok(all)
+                },
+            )
+            .await
+    }
+}
+
+impl Prepared {
+    /// Gives up after the plan (a dry run, no confirmation): the key is revoked.
+    pub async fn cancel(self) {
+        self.key.release().await;
+    }
+
+    /// The plan, for real: services down, the data, the check, services up, the database;
+    /// then the key is revoked.
+    pub async fn execute(self) -> Result<Applied, RecoverError> {
+        let r = self.apply().await;
+        self.key.release().await;
+        r
+    }
+
+    async fn apply(&self) -> Result<Applied, RecoverError> {
+        let (plan, hosts, server) = (&self.plan, &self.hosts, &self.server);
+        let (snapshot, items, excludes) = (&plan.snapshot, &plan.items, &plan.excludes);
+        // The quick check (size and time) is enough when nothing on the destination could
+        // fool it; files already there with the archived size and time are compared by
+        // content.
+        let checksum = plan.same > 0;
+        let comps = &plan.components;
+        let mut notes = Vec::new();
+        if !comps.is_empty() {
+            notes.extend(components::services(hosts, comps, "stop").await?);
+        }
+        let pulled: Result<Vec<Pulled>, RecoverError> = pull::pull_all(
+            hosts,
+            server,
+            snapshot,
+            items,
+            excludes,
+            PullMode::Pull { checksum },
+            plan.transfer_bytes,
+        )
+        .await;
+        // The check, while the services are still stopped: what was restored, before they
+        // write into it again.
+        let verify = match &pulled {
+            Ok(_) => Some(self.verify().await),
+            Err(_) => None,
+        };
+        if !comps.is_empty() {
+            // Restart even when the data step failed: leave the services as they were.
+            match components::services(hosts, comps, "start").await {
+                Ok(n) => notes.extend(n),
+                Err(e) => notes.push(format!("services not restarted: {e}")),
+            }
+        }
+        // The dump goes into the running database: after the services are back (mailcow's
+        // database runs in one of its containers, which the `mailcow` component stops).
+        if plan.mysql_load && pulled.is_ok() {
+            if let Err(e) = components::load_database(hosts).await {
+                notes.push(e.to_string());
+                return Err(e);
+            }
+        }
+        notes.retain(|n| !n.is_empty());
+        Ok(Applied {
+            pulled: pulled?,
+            notes,
+            verify: verify.unwrap_or_else(|| Err(RecoverError::Plan("not restored".into()))),
+        })
+    }
+
+    /// Every restored entry against the archive, content included.
+    async fn verify(&self) -> Result<Verified, RecoverError> {
+        let plan = &self.plan;
+        let results: Vec<VerifyResult> = pull::pull_all(
+            &self.hosts,
+            &self.server,
+            &plan.snapshot,
+            &plan.items,
+            &plan.excludes,
+            PullMode::Verify,
+            0,
+        )
+        .await?;
+        let dests = pull::moved(&plan.items).map(|i| (i.dest.as_str(), i.is_dir));
+        Ok(verify::verified(&results, dests))
+    }
+}

@@ -1,0 +1,101 @@
+//! `0km vps-backup list [ADMIN@SERVER[:PORT]]`: every backed-up host on the archive: size,
+//! files, last success, snapshots, whether its key is authorised. `--json`: one object per
+//! host.
+
+use super::ListArgs;
+use crate::backup::archive::{self, List};
+use crate::backup::ArchiveSpec;
+use crate::cmd::{App, Status, UsageError};
+use crate::fleet::RunLog;
+use crate::ui::format;
+use crate::ui::table::Table;
+use crate::ui::{print_summary, SummaryInfo};
+use std::time::Instant;
+
+pub async fn run(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
+    let spec_text = a
+        .server
+        .clone()
+        .or_else(|| app.config.config.backup.server.clone())
+        .ok_or_else(|| {
+            UsageError(
+                "no archive server: give ADMIN@SERVER[:PORT] or set backup.server in the config"
+                    .into(),
+            )
+        })?;
+    let spec = ArchiveSpec::parse(&spec_text).map_err(UsageError)?;
+    let target = spec.admin_target(&app.config.config);
+    let start = Instant::now();
+    let log = RunLog::create("vps-backup-list");
+    let listed = app
+        .fleet()?
+        .run_one(&target, app.ui.reporter(1), log.clone(), |ctx| async move {
+            archive::call::<List>(&ctx, "archive: list", &["list"]).await
+        })
+        .await?;
+    let result = match listed {
+        Ok(list) => {
+            if app.ui.json {
+                for b in &list.backups {
+                    app.ui.json_line(b);
+                }
+                return Ok(Status::Success);
+            }
+            print_table(app, &list);
+            crate::ui::HostResult {
+                host: target.name.clone(),
+                status: crate::ui::Outcome::Ok,
+                step: None,
+                reason: None,
+                exit_code: None,
+                stderr_tail: None,
+                duration_ms: start.elapsed().as_millis(),
+                data: serde_json::Value::Null,
+            }
+        }
+        Err(failed) => failed,
+    };
+    let results = [result];
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|_| format!("0km vps-backup list {spec}"),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+fn print_table(app: &App, list: &List) {
+    let now = format::now_epoch();
+    let mut table = Table::new(&["HOST", "SIZE", "FILES", "LAST SUCCESS", "SNAPSHOTS", "KEY"]);
+    for b in &list.backups {
+        table.row(vec![
+            b.host.clone(),
+            format::bytes(b.bytes),
+            b.files.to_string(),
+            b.last_success
+                .map(|t| format!("{} ago", format::age(now - t)))
+                .unwrap_or_else(|| "never".into()),
+            match (b.snapshots.first(), b.snapshots.last()) {
+                (Some(first), Some(last)) if b.snapshots.len() > 1 => {
+                    format!("{} ({first} .. {last})", b.snapshots.len())
+                }
+                (Some(one), _) => format!("1 ({one})"),
+                _ => "0".into(),
+            },
+            if b.authorized {
+                "authorised".into()
+            } else {
+                "revoked".into()
+            },
+        ]);
+    }
+    app.ui.table(&table);
+    if table.is_empty() {
+        app.ui
+            .out("(no backup yet: 0km vps-install backup ADMIN@SERVER VPS...)");
+    }
+}

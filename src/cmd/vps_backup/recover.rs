@@ -1,0 +1,287 @@
+//! `0km vps-backup recover SOURCE DEST[:/PATH]`: the command side of a recover. It parses and
+//! checks the request, has the domain prepare a plan (`backup::recover`), shows it, asks
+//! (typing the destination's name for a whole host; `--yes`, `--dry-run`), has it executed,
+//! and reports the check. Only this file prints and prompts.
+
+use super::RecoverArgs;
+use crate::backup::recover::plan::Plan;
+use crate::backup::recover::spec::{RecoverSpec, Selection};
+use crate::backup::recover::{components, Applied, Hosts, Recover, RecoverError};
+use crate::cmd::{App, Status, UsageError};
+use crate::fleet::RunLog;
+use crate::ui::format::bytes;
+use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo, Ui};
+use serde_json::json;
+use std::time::Instant;
+
+pub async fn run(app: &App, a: &RecoverArgs) -> anyhow::Result<Status> {
+    let spec = RecoverSpec::parse(&a.source, &a.dest).map_err(UsageError)?;
+    if let Selection::Components(names) = &spec.selection {
+        for n in names {
+            components::find(n).map_err(UsageError)?;
+        }
+    }
+    if !a.dry_run && !app.global.yes && !crate::ui::prompt::interactive() {
+        return Err(UsageError("recovering needs a confirmation: run on a terminal, or pass --yes (or --dry-run to see the plan)".into()).into());
+    }
+    let dests = crate::target::resolve(std::slice::from_ref(&spec.dest), &app.config.config)?;
+    let [dest] = dests.as_slice() else {
+        return Err(UsageError(format!("destination `{}`: name one host", spec.dest)).into());
+    };
+    let start = Instant::now();
+    let log = RunLog::create("vps-backup-recover");
+    let recover = Recover {
+        hosts: Hosts {
+            fleet: app.fleet()?,
+            ui: app.ui,
+            log: log.clone(),
+            archive: spec.archive.admin_target(&app.config.config),
+            dest: dest.clone(),
+            cleanups: app.cleanups.clone(),
+        },
+        spec: spec.clone(),
+    };
+    let result = match recover.prepare().await {
+        Ok(prepared) => {
+            let plan = prepared.plan.clone();
+            if !plan.skipped.is_empty() {
+                app.ui.note(&format!(
+                    "not in the backup, skipped: {}",
+                    plan.skipped.join(", ")
+                ));
+            }
+            print_plan(&app.ui, &spec, &plan);
+            if a.dry_run {
+                prepared.cancel().await;
+                app.ui.out("--dry-run: nothing was changed.");
+                result(&plan, Outcome::Ok, json!({ "plan": plan }), None)
+            } else if !app.global.yes && !confirm(&plan) {
+                prepared.cancel().await;
+                app.ui.out("Not confirmed: nothing was changed.");
+                result(
+                    &plan,
+                    Outcome::Failed,
+                    json!({ "plan": plan }),
+                    Some(("confirm", "not confirmed".into())),
+                )
+            } else {
+                match prepared.execute().await {
+                    Ok(applied) => report(&app.ui, &plan, applied),
+                    Err(e) => result(
+                        &plan,
+                        Outcome::Failed,
+                        json!({ "plan": plan }),
+                        Some(("restore", e.to_string())),
+                    ),
+                }
+            }
+        }
+        Err(RecoverError::Fleet(e)) => return Err(e.into()),
+        Err(RecoverError::Plan(e)) => HostResult {
+            host: dest.name.clone(),
+            status: Outcome::Failed,
+            step: Some("plan".into()),
+            reason: Some(e),
+            exit_code: None,
+            stderr_tail: None,
+            duration_ms: start.elapsed().as_millis(),
+            data: serde_json::Value::Null,
+        },
+    };
+    let results = [result];
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|_| {
+                crate::ssh::quote_join(
+                    &std::env::args()
+                        .map(|a| {
+                            if a == "0km" || a.ends_with("/0km") {
+                                "0km".to_string()
+                            } else {
+                                a
+                            }
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            },
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+/// The destination's result, with the plan and what was done as its data.
+fn result(
+    plan: &Plan,
+    status: Outcome,
+    data: serde_json::Value,
+    failure: Option<(&str, String)>,
+) -> HostResult {
+    HostResult {
+        host: plan.dest.clone(),
+        status,
+        step: failure.as_ref().map(|f| f.0.to_string()),
+        reason: failure.map(|f| f.1),
+        exit_code: None,
+        stderr_tail: None,
+        duration_ms: 0,
+        data,
+    }
+}
+
+/// The check's outcome, said, and the destination's result.
+fn report(ui: &Ui, plan: &Plan, applied: Applied) -> HostResult {
+    let Applied {
+        pulled,
+        notes,
+        verify,
+    } = applied;
+    let (status, failure, verify_json) = match &verify {
+        Ok(v) if v.ok() => {
+            ui.out(&format!(
+                "Verified: {} files on {} match the archive (content, size, mode, owner){}.",
+                v.files,
+                plan.dest,
+                if plan.excludes.is_empty() {
+                    ""
+                } else {
+                    "; the ones kept as they are on the destination aside"
+                }
+            ));
+            (
+                Outcome::Changed,
+                None,
+                json!({"files": v.files, "verified": true, "differ": 0, "differences": v.differences}),
+            )
+        }
+        Ok(v) => {
+            ui.out(&format!("NOT verified: {} difference(s):", v.differ));
+            for d in &v.differences {
+                ui.out(&format!("  {d}"));
+            }
+            if v.differ as usize > v.differences.len() {
+                ui.out(&format!(
+                    "  ... and {} more",
+                    v.differ as usize - v.differences.len()
+                ));
+            }
+            (
+                Outcome::Failed,
+                Some((
+                    "verify",
+                    format!(
+                        "{} difference(s) between the archive and the destination",
+                        v.differ
+                    ),
+                )),
+                json!({"files": v.files, "verified": false, "differ": v.differ, "differences": v.differences}),
+            )
+        }
+        Err(e) => (
+            Outcome::Failed,
+            Some(("verify", e.to_string())),
+            json!({"error": e.to_string()}),
+        ),
+    };
+    result(
+        plan,
+        status,
+        json!({"plan": plan, "restored": pulled, "verify": verify_json, "notes": notes}),
+        failure,
+    )
+}
+
+fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
+    ui.out(&format!(
+        "Recover plan: {}#{} snapshot {} -> {}",
+        spec.archive, plan.host, plan.snapshot, plan.dest
+    ));
+    ui.out(&format!(
+        "  restores {} in {} files, straight from the archive to {} (temporary read key for {} only)",
+        bytes(plan.total_bytes()),
+        plan.total_files(),
+        plan.dest,
+        plan.host
+    ));
+    for it in &plan.items {
+        ui.out(&format!(
+            "    {}{} -> {}:{}  ({}, {} files){}",
+            it.source,
+            if it.is_dir { "/" } else { "" },
+            plan.dest,
+            it.dest,
+            bytes(it.bytes),
+            it.files,
+            if it.delete {
+                ", files not in the backup deleted"
+            } else {
+                ""
+            }
+        ));
+    }
+    let (identity, left_out) = plan.kept();
+    if !identity.is_empty() {
+        ui.out(&format!(
+            "  kept as they are on {} (its own identity): {}",
+            plan.dest,
+            identity.join(" ")
+        ));
+    }
+    if !left_out.is_empty() {
+        ui.out(&format!(
+            "  left out of the backup, so kept as they are on {}: {}",
+            plan.dest,
+            left_out.join(" ")
+        ));
+    }
+    ui.out(&format!(
+        "  on {}: {} files created, {} overwritten, {} deleted",
+        plan.dest, plan.create, plan.update, plan.delete
+    ));
+    if plan.same > 0 {
+        ui.out(&format!(
+            "  {} files already on {} have the archived size and time: compared by content while restoring",
+            plan.same, plan.dest
+        ));
+    }
+    for (what, sample, n) in [
+        ("overwritten", &plan.update_sample, plan.update),
+        ("deleted", &plan.delete_sample, plan.delete),
+    ] {
+        for p in sample {
+            ui.out(&format!("    {what}: {p}"));
+        }
+        if n as usize > sample.len() {
+            ui.out(&format!(
+                "    ... and {} more {what}",
+                n as usize - sample.len()
+            ));
+        }
+    }
+    if !plan.components.is_empty() {
+        ui.out(&format!(
+            "  services of {} stopped before and started after",
+            plan.components.join(", ")
+        ));
+    }
+    if plan.mysql_load {
+        ui.out(&format!(
+            "  the database dump {} is loaded into the destination's MySQL/MariaDB",
+            crate::backup::recover::plan::MYSQL_DUMP
+        ));
+    }
+}
+
+fn confirm(plan: &Plan) -> bool {
+    if plan.whole_host {
+        crate::ui::prompt::type_to_confirm(
+            &format!("This replaces the backed-up directories of {} with {}'s. Type the destination's name ({}) to go on", plan.dest, plan.host, plan.dest),
+            &plan.dest,
+        ) == Some(true)
+    } else {
+        crate::ui::prompt::confirm("Go on with this recover?") == Some(true)
+    }
+}
