@@ -61,6 +61,8 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(130);
         }
     };
+    // Whatever is still registered (a guard dropped without its release) is undone now.
+    app.cleanups.run_all().await;
     app.shutdown().await;
     match result {
         Ok(Status::Success) => ExitCode::SUCCESS,

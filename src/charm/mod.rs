@@ -71,6 +71,17 @@ pub fn names() -> Vec<&'static str> {
     v
 }
 
+/// Charms that belong on the archive server only (installed by `backup-server setup`).
+pub const ARCHIVE_ONLY: &[&str] = &["archive-server"];
+
+/// The charms a VPS receives: every embedded charm but the archive server's.
+pub fn for_vps() -> Vec<&'static str> {
+    names()
+        .into_iter()
+        .filter(|c| !ARCHIVE_ONLY.contains(c))
+        .collect()
+}
+
 /// The files of one embedded charm.
 pub fn files(charm: &str) -> impl Iterator<Item = &'static EmbeddedFile> + '_ {
     CHARM_FILES

@@ -201,9 +201,8 @@ async fn setup_host(
         )),
     }
 
-    // 3. charms
-    let all = charm::names();
-    let sync = charm::sync_store(ctx, &all, method)
+    // 3. charms (a VPS's: not the archive server's)
+    let sync = charm::sync_store(ctx, &charm::for_vps(), method)
         .await
         .map_err(|f| fail(f, &steps))?;
     steps.push(report(
