@@ -35,48 +35,8 @@ pub struct VpsSetupArgs {
 
 pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
     let targets = crate::target::resolve(&args.targets, &app.config.config)?;
-    let mut domains = BTreeMap::new();
-    if let Some(d) = &args.domain {
-        if targets.len() != 1 {
-            return Err(UsageError(format!(
-                "--domain names one host, but {} were given: set `domain:` per host in the inventory instead",
-                targets.len()
-            ))
-            .into());
-        }
-        if !crate::names::is_domain(d) {
-            return Err(UsageError(format!(
-                "--domain {d}: not a valid domain name (letters, digits and `-` in dot-separated labels, e.g. vps1.example.com)"
-            ))
-            .into());
-        }
-        domains.insert(targets[0].name.clone(), d.clone());
-    } else {
-        for t in &targets {
-            if let Some(d) = &t.domain {
-                if !crate::names::is_domain(d) {
-                    return Err(UsageError(format!(
-                        "host {}: domain `{d}` in the inventory is not a valid domain name",
-                        t.name
-                    ))
-                    .into());
-                }
-                domains.insert(t.name.clone(), d.clone());
-            }
-        }
-    }
-    let keys: Vec<KeyLine> = if app.config.config.ssh_access.public_keys.is_empty() {
-        crate::cmd::keys::pick_keys_interactively(app)?
-    } else {
-        app.config
-            .config
-            .ssh_access
-            .public_keys
-            .iter()
-            .map(|k| KeyLine::parse(k))
-            .collect::<Result<_, _>>()
-            .map_err(UsageError)?
-    };
+    let domains = domains_of(args, &targets)?;
+    let keys = keys_of(app)?;
     let opts = SetupOptions {
         keys,
         domains,
@@ -110,38 +70,9 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
         )
         .await?;
         removals = rem;
-        if !removals.is_empty() {
-            app.ui
-                .out("Keys not in the config, to be removed (--exclusive):");
-            for r in &removals {
-                for k in &r.keys {
-                    app.ui.out(&format!(
-                        "  {:<20} {}  {} {}",
-                        r.host,
-                        k.fingerprint(),
-                        k.key_type,
-                        k.comment
-                    ));
-                }
-            }
-            let n: usize = removals.iter().map(|r| r.keys.len()).sum();
-            if !app.global.yes {
-                let question = format!("Remove these {n} key(s) from {} host(s)?", removals.len());
-                match crate::ui::prompt::confirm(&question) {
-                    Some(true) => {}
-                    Some(false) => {
-                        app.ui.note("nothing changed");
-                        return Ok(Status::HostsFailed);
-                    }
-                    None => {
-                        return Err(UsageError(
-                            "removing keys needs a confirmation: run on a terminal, or pass --yes"
-                                .into(),
-                        )
-                        .into())
-                    }
-                }
-            }
+        if !removals.is_empty() && !confirm_removals(app, &removals)? {
+            app.ui.note("nothing changed");
+            return Ok(Status::HostsFailed);
         }
         // Hosts whose plan failed (unreachable, or removal refused) are not set up.
         for r in plan {
@@ -184,6 +115,86 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
 }
 
 /// One row per host, one column per step: changed / unchanged / - (skipped) / FAILED.
+/// The domain of each host: `--domain` for the one host named, else the inventory's.
+fn domains_of(
+    args: &VpsSetupArgs,
+    targets: &[crate::target::Target],
+) -> Result<BTreeMap<String, String>, UsageError> {
+    let mut domains = BTreeMap::new();
+    if let Some(d) = &args.domain {
+        if targets.len() != 1 {
+            return Err(UsageError(format!(
+                "--domain names one host, but {} were given: set `domain:` per host in the inventory instead",
+                targets.len()
+            )));
+        }
+        if !crate::names::is_domain(d) {
+            return Err(UsageError(format!(
+                "--domain {d}: not a valid domain name (letters, digits and `-` in dot-separated labels, e.g. vps1.example.com)"
+            )));
+        }
+        domains.insert(targets[0].name.clone(), d.clone());
+    } else {
+        for t in targets {
+            if let Some(d) = &t.domain {
+                if !crate::names::is_domain(d) {
+                    return Err(UsageError(format!(
+                        "host {}: domain `{d}` in the inventory is not a valid domain name",
+                        t.name
+                    )));
+                }
+                domains.insert(t.name.clone(), d.clone());
+            }
+        }
+    }
+    Ok(domains)
+}
+
+/// The keys to install: the config's, or (none there) the ones picked on a terminal.
+fn keys_of(app: &App) -> anyhow::Result<Vec<KeyLine>> {
+    Ok(if app.config.config.ssh_access.public_keys.is_empty() {
+        crate::cmd::keys::pick_keys_interactively(app)?
+    } else {
+        app.config
+            .config
+            .ssh_access
+            .public_keys
+            .iter()
+            .map(|k| KeyLine::parse(k))
+            .collect::<Result<_, _>>()
+            .map_err(UsageError)?
+    })
+}
+
+/// Shows the keys `--exclusive` would remove and asks; `--yes` answers.
+fn confirm_removals(app: &App, removals: &[setup::Removal]) -> anyhow::Result<bool> {
+    app.ui
+        .out("Keys not in the config, to be removed (--exclusive):");
+    for r in removals {
+        for k in &r.keys {
+            app.ui.out(&format!(
+                "  {:<20} {}  {} {}",
+                r.host,
+                k.fingerprint(),
+                k.key_type,
+                k.comment
+            ));
+        }
+    }
+    if app.global.yes {
+        return Ok(true);
+    }
+    let n: usize = removals.iter().map(|r| r.keys.len()).sum();
+    let question = format!("Remove these {n} key(s) from {} host(s)?", removals.len());
+    match crate::ui::prompt::confirm(&question) {
+        Some(answer) => Ok(answer),
+        None => Err(UsageError(
+            "removing keys needs a confirmation: run on a terminal, or pass --yes".into(),
+        )
+        .into()),
+    }
+}
+
 fn print_table(app: &App, results: &[HostResult]) {
     let mut header = vec!["HOST".to_string()];
     header.extend(STEPS.iter().map(|s| s.to_string()));
