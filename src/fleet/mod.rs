@@ -210,23 +210,14 @@ impl Fleet {
         })
     }
 
-    /// Connects to all targets, then runs `work` on every connected host, at most `jobs` at
-    /// a time. Returns one result per target, in the targets' order.
-    pub async fn run<F, Fut>(
+    /// Hosts whose key is not known yet: one question for all of them (then they are
+    /// connected again), or an error when there is no one to ask.
+    async fn settle_unknown_keys(
         &self,
         targets: &[Target],
-        reporter: Arc<dyn Reporter>,
-        log: Option<RunLog>,
-        work: F,
-    ) -> Result<Vec<HostResult>, FleetError>
-    where
-        F: Fn(HostCtx) -> Fut,
-        Fut: Future<Output = Result<Done, StepFailure>>,
-    {
-        let started: Vec<Instant> = targets.iter().map(|_| Instant::now()).collect();
-        let mut conns = self.connect_all(targets, &reporter).await;
-
-        // Hosts whose key is not known yet: one question for all of them, or an error.
+        conns: &mut [Result<Connection, ConnectError>],
+        reporter: &Arc<dyn Reporter>,
+    ) -> Result<(), FleetError> {
         let unknown: Vec<usize> = conns
             .iter()
             .enumerate()
@@ -244,7 +235,7 @@ impl Fleet {
                 });
             }
             let accepted = self
-                .ask_new_keys(targets, &unknown, &mut conns, &reporter)
+                .ask_new_keys(targets, &unknown, conns, reporter)
                 .await?;
             self.engine
                 .trust(&accepted)
@@ -255,7 +246,7 @@ impl Fleet {
                 .filter(|i| matches!(conns[**i], Err(ConnectError::UnknownHostKey)))
                 .map(|i| targets[*i].clone())
                 .collect();
-            let second = self.connect_all(&again, &reporter).await;
+            let second = self.connect_all(&again, reporter).await;
             let mut second = second.into_iter();
             for i in &unknown {
                 if matches!(conns[*i], Err(ConnectError::UnknownHostKey)) {
@@ -263,6 +254,28 @@ impl Fleet {
                 }
             }
         }
+
+        Ok(())
+    }
+
+    /// Connects to all targets, then runs `work` on every connected host, at most `jobs` at
+    /// a time. Returns one result per target, in the targets' order.
+    pub async fn run<F, Fut>(
+        &self,
+        targets: &[Target],
+        reporter: Arc<dyn Reporter>,
+        log: Option<RunLog>,
+        work: F,
+    ) -> Result<Vec<HostResult>, FleetError>
+    where
+        F: Fn(HostCtx) -> Fut,
+        Fut: Future<Output = Result<Done, StepFailure>>,
+    {
+        let started: Vec<Instant> = targets.iter().map(|_| Instant::now()).collect();
+        let mut conns = self.connect_all(targets, &reporter).await;
+
+        self.settle_unknown_keys(targets, &mut conns, &reporter)
+            .await?;
 
         let contacted = match &self.first_contact {
             Some(install) => {
