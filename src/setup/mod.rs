@@ -150,36 +150,10 @@ async fn setup_host(
     let fail = |f: StepFailure, steps: &[StepReport]| with_steps(f, steps);
 
     // 1. keys
-    let key_lines: Vec<String> = opts.keys.iter().map(KeyLine::plain).collect();
-    let mut args = vec!["ensure"];
-    args.extend(key_lines.iter().map(String::as_str));
-    let added: playbook::AuthorizedKeys =
-        run_playbook(ctx, "keys", &playbook::AUTHORIZED_KEYS, &args)
-            .await
-            .map_err(|f| fail(f, &steps))?;
-    let mut detail = Vec::new();
-    let n_added = added.added;
-    if n_added > 0 {
-        detail.push(format!("{n_added} added"));
-    }
-    if ctx.first_contact {
-        detail.push("installed through a password login".into());
-    }
-    let mut changed = n_added > 0 || ctx.first_contact;
-    if !remove.is_empty() {
-        let mut args = vec!["remove"];
-        args.extend(remove.iter().map(String::as_str));
-        let removed: playbook::AuthorizedKeys =
-            run_playbook(ctx, "keys: remove", &playbook::AUTHORIZED_KEYS, &args)
-                .await
-                .map_err(|f| fail(f, &steps))?;
-        let n = removed.removed;
-        if n > 0 {
-            detail.push(format!("{n} removed"));
-            changed = true;
-        }
-    }
-    steps.push(report("keys", changed, detail.join(", "), &mut clock));
+    let (changed, detail) = keys_step(ctx, opts, remove)
+        .await
+        .map_err(|f| fail(f, &steps))?;
+    steps.push(report("keys", changed, detail, &mut clock));
 
     // 2. domain
     match opts.domains.get(&ctx.target.name) {
@@ -187,13 +161,12 @@ async fn setup_host(
             let r: playbook::DomainSet = run_playbook(ctx, "domain", &playbook::DOMAIN, &[domain])
                 .await
                 .map_err(|f| fail(f, &steps))?;
-            let changed = r.changed;
-            let detail = if changed {
+            let detail = if r.changed {
                 format!("{} -> {domain}", r.previous.as_deref().unwrap_or("?"))
             } else {
                 domain.clone()
             };
-            steps.push(report("domain", changed, detail, &mut clock));
+            steps.push(report("domain", r.changed, detail, &mut clock));
         }
         None => steps.push(skipped(
             "domain",
@@ -225,29 +198,9 @@ async fn setup_host(
     if opts.docker {
         wanted.push("docker-host");
     }
-    let mut packages: Vec<String> = Vec::new();
-    for c in &wanted {
-        let meta = charm::metadata(c).map_err(|e| {
-            fail(
-                StepFailure {
-                    step: "packages".into(),
-                    reason: e,
-                    exit_code: None,
-                    stderr_tail: None,
-                    data: serde_json::Value::Null,
-                },
-                &steps,
-            )
-        })?;
-        packages.extend(meta.packages);
-    }
-    packages.sort();
-    packages.dedup();
-    let args: Vec<&str> = packages.iter().map(String::as_str).collect();
-    let r: playbook::PackagesInstalled = run_playbook(ctx, "packages", &playbook::PACKAGES, &args)
+    let installed = packages_step(ctx, &wanted)
         .await
         .map_err(|f| fail(f, &steps))?;
-    let installed = r.installed;
     steps.push(report(
         "packages",
         !installed.is_empty(),
@@ -284,6 +237,60 @@ async fn setup_host(
         changed,
         data: serde_json::json!({ "steps": steps, "notes": notes }),
     })
+}
+
+/// `authorized-keys.sh ensure` with the config's keys, then `remove` of the keys
+/// `--exclusive` removes: whether it changed anything, and what.
+async fn keys_step(
+    ctx: &HostCtx,
+    opts: &SetupOptions,
+    remove: &[String],
+) -> Result<(bool, String), StepFailure> {
+    let key_lines: Vec<String> = opts.keys.iter().map(KeyLine::plain).collect();
+    let mut args = vec!["ensure"];
+    args.extend(key_lines.iter().map(String::as_str));
+    let added: playbook::AuthorizedKeys =
+        run_playbook(ctx, "keys", &playbook::AUTHORIZED_KEYS, &args).await?;
+    let mut detail = Vec::new();
+    if added.added > 0 {
+        detail.push(format!("{} added", added.added));
+    }
+    if ctx.first_contact {
+        detail.push("installed through a password login".into());
+    }
+    let mut changed = added.added > 0 || ctx.first_contact;
+    if !remove.is_empty() {
+        let mut args = vec!["remove"];
+        args.extend(remove.iter().map(String::as_str));
+        let removed: playbook::AuthorizedKeys =
+            run_playbook(ctx, "keys: remove", &playbook::AUTHORIZED_KEYS, &args).await?;
+        if removed.removed > 0 {
+            detail.push(format!("{} removed", removed.removed));
+            changed = true;
+        }
+    }
+    Ok((changed, detail.join(", ")))
+}
+
+/// The packages the `wanted` charms need, installed: those that were missing.
+async fn packages_step(ctx: &HostCtx, wanted: &[&str]) -> Result<Vec<String>, StepFailure> {
+    let mut packages: Vec<String> = Vec::new();
+    for c in wanted {
+        let meta = charm::metadata(c).map_err(|e| StepFailure {
+            step: "packages".into(),
+            reason: e,
+            exit_code: None,
+            stderr_tail: None,
+            data: serde_json::Value::Null,
+        })?;
+        packages.extend(meta.packages);
+    }
+    packages.sort();
+    packages.dedup();
+    let args: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let r: playbook::PackagesInstalled =
+        run_playbook(ctx, "packages", &playbook::PACKAGES, &args).await?;
+    Ok(r.installed)
 }
 
 fn report(step: &str, changed: bool, detail: String, clock: &mut Instant) -> StepReport {
