@@ -151,6 +151,55 @@ impl HostCtx {
     }
 }
 
+/// Runs a connected host's work and turns what it returned into its result.
+async fn run_host<F, Fut>(ctx: HostCtx, work: &F, start: Instant) -> HostResult
+where
+    F: Fn(HostCtx) -> Fut,
+    Fut: Future<Output = Result<Done, StepFailure>>,
+{
+    let target = ctx.target.clone();
+    if let Some(log) = &ctx.log {
+        log.write(
+            &target.name,
+            &format!(
+                "== connected to {} ({})\n",
+                target.destination(),
+                if ctx.conn.reused() {
+                    "reused the master of a previous run"
+                } else {
+                    "new master"
+                }
+            ),
+        );
+    }
+    match work(ctx).await {
+        Ok(done) => HostResult {
+            host: target.name.clone(),
+            status: if done.changed {
+                Outcome::Changed
+            } else {
+                Outcome::Ok
+            },
+            step: None,
+            reason: None,
+            exit_code: None,
+            stderr_tail: None,
+            duration_ms: start.elapsed().as_millis(),
+            data: done.data,
+        },
+        Err(f) => HostResult {
+            host: target.name.clone(),
+            status: Outcome::Failed,
+            step: Some(f.step),
+            reason: Some(f.reason),
+            exit_code: f.exit_code,
+            stderr_tail: f.stderr_tail,
+            duration_ms: start.elapsed().as_millis(),
+            data: f.data,
+        },
+    }
+}
+
 fn render_log(step: &str, command_line: &str, res: &Result<Output, ExecError>) -> String {
     let mut s = format!(
         "== {} step {step}\n$ {command_line}\n",
@@ -309,20 +358,6 @@ impl Fleet {
                         data: serde_json::Value::Null,
                     },
                     Ok(conn) => {
-                        if let Some(log) = &log {
-                            log.write(
-                                &target.name,
-                                &format!(
-                                    "== connected to {} ({})\n",
-                                    target.destination(),
-                                    if conn.reused() {
-                                        "reused the master of a previous run"
-                                    } else {
-                                        "new master"
-                                    }
-                                ),
-                            );
-                        }
                         let ctx = HostCtx {
                             target: target.clone(),
                             conn,
@@ -332,32 +367,7 @@ impl Fleet {
                             step_timeout: self.step_timeout,
                             engine: self.engine.clone(),
                         };
-                        match work(ctx).await {
-                            Ok(done) => HostResult {
-                                host: target.name.clone(),
-                                status: if done.changed {
-                                    Outcome::Changed
-                                } else {
-                                    Outcome::Ok
-                                },
-                                step: None,
-                                reason: None,
-                                exit_code: None,
-                                stderr_tail: None,
-                                duration_ms: start.elapsed().as_millis(),
-                                data: done.data,
-                            },
-                            Err(f) => HostResult {
-                                host: target.name.clone(),
-                                status: Outcome::Failed,
-                                step: Some(f.step),
-                                reason: Some(f.reason),
-                                exit_code: f.exit_code,
-                                stderr_tail: f.stderr_tail,
-                                duration_ms: start.elapsed().as_millis(),
-                                data: f.data,
-                            },
-                        }
+                        run_host(ctx, work, start).await
                     }
                 };
                 reporter.done(&result);
