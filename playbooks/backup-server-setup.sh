@@ -21,12 +21,13 @@
 #     (root:ADMIN 0640 in root:ADMIN 0750); a previous admin named in archive.conf loses its keys;
 #   - /etc/sudoers.d/0km-archive (0440, checked by visudo): ADMIN may run 0km-archive as root;
 #   - /etc/0km-archive/archive.conf (RETENTION_DAYS, BACKUP_USER, BACKUP_ROOT, ADMIN);
-#   - the tools, copied from the archive-server charm (0km syncs it to
-#     /srv/charm-store/archive-server/ before running this), 0755 root:
+#   - the tools and their library, copied from the archive-server charm (0km syncs it to
+#     /srv/charm-store/archive-server/ before running this): 0755 root,
 #     /usr/local/sbin/0km-archive (root's admin tool), /usr/local/sbin/0km-archive-admin
 #     (ADMIN's forced command), /usr/local/sbin/0km-archive-receive (the forced command of
 #     each VPS's backup key), /usr/local/sbin/0km-archive-send (the forced command of each
-#     read key).
+#     read key); 0644 root, /usr/local/lib/0km-archive/archive.sh (in a 0755 root directory),
+#     which they source. This script checks the admin keys with that library too.
 # Idempotent: every file is written atomically (temp file + mv) and only when it differs; a
 # second run changes nothing. Bad arguments: exit 2, a message on stderr, nothing changed.
 # apt failure, or the charm missing from the store: exit 1, no result line. Progress goes to
@@ -50,13 +51,12 @@ die_usage() {
 BACKUP_USER=rsync-backup
 BACKUP_ROOT=/srv/backup
 CONF_DIR=/etc/0km-archive
-CONF=$CONF_DIR/archive.conf
+ARCHIVE_CONF=$CONF_DIR/archive.conf
 SUDOERS=/etc/sudoers.d/0km-archive
 SBIN=/usr/local/sbin
 STORE=/srv/charm-store/archive-server
 TOOLS=(0km-archive 0km-archive-admin 0km-archive-receive 0km-archive-send)
-KEY_TYPES='ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com'
-BLOB_RE='^[A-Za-z0-9+/]+={0,3}$'
+LIB_DIR=/usr/local/lib/0km-archive
 
 changes=()
 changed() {
@@ -91,7 +91,7 @@ gen_store_file() { cat -- "$store_file"; }
 # charm before this step; by hand, copy charms/archive-server/ there first).
 check_store() {
     local f
-    for f in "${TOOLS[@]/#/bin/}"; do
+    for f in lib/archive.sh "${TOOLS[@]/#/bin/}"; do
         if [[ -L $STORE/$f || ! -f $STORE/$f || ! -r $STORE/$f ]]; then
             log "$STORE/$f is missing: the archive-server charm must be in the charm store (0km uploads it; by hand, copy charms/archive-server/ to $STORE/)"
             exit 1
@@ -224,6 +224,10 @@ ensure_packages() {
 main() {
     [[ $# -ge 4 ]] || die_usage "usage: backup-server-setup.sh ADMIN RETENTION_DAYS TYPE BLOB [TYPE BLOB ...]"
     [[ $EUID -eq 0 ]] || die_usage "must be run as root"
+    check_store
+    # The checks the archive's tools make (key_ok), from the library they share.
+    # shellcheck source=SCRIPTDIR/../charms/archive-server/lib/archive.sh
+    source "$STORE/lib/archive.sh"
     ADMIN=$1 RETENTION_DAYS=$2
     shift 2
     if [[ ! $ADMIN =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
@@ -238,24 +242,15 @@ main() {
     [[ $(($# % 2)) -eq 0 ]] || die_usage "admin keys come in pairs: TYPE BLOB [TYPE BLOB ...]"
     admin_types=() admin_blobs=()
     declare -A seen=()
-    local type blob decoded_type
+    local type blob
     while [[ $# -gt 0 ]]; do
         type=$1 blob=$2
         shift 2
-        [[ $type =~ ^($KEY_TYPES)$ ]] || die_usage "unknown key type $(json_str "$type")"
-        [[ $blob =~ $BLOB_RE ]] || die_usage "not a key blob (base64 expected): $(json_str "$blob")"
-        decoded_type=$(printf '%s' "$blob" | base64 -d 2>/dev/null | head -c $((4 + ${#type})) | tail -c "${#type}" | tr -d '\0' || true)
-        [[ $decoded_type == "$type" ]] || die_usage "the key material does not hold a $type key (truncated or mismatched?)"
-        if command -v ssh-keygen >/dev/null &&
-            ! printf '%s %s\n' "$type" "$blob" | ssh-keygen -l -f - >/dev/null 2>&1; then
-            die_usage "not a valid $type public key (truncated?)"
-        fi
+        key_ok "$type" "$blob" || die_usage "$key_why"
         [[ -n ${seen[$blob]+x} ]] && continue
         seen[$blob]=1
         admin_types+=("$type") admin_blobs+=("$blob")
     done
-
-    check_store
 
     # 1. packages
     ensure_packages
@@ -280,8 +275,8 @@ main() {
 
     # 3. the admin account
     local old_admin=""
-    if [[ -f $CONF ]]; then
-        old_admin=$(sed -n 's/^ADMIN=//p' "$CONF" | tail -n 1)
+    if [[ -f $ARCHIVE_CONF ]]; then
+        old_admin=$(sed -n 's/^ADMIN=//p' "$ARCHIVE_CONF" | tail -n 1)
     fi
     ensure_account "$ADMIN" "/home/$ADMIN" no
     local ahome=$account_home
@@ -297,13 +292,17 @@ main() {
 
     # 5. configuration
     ensure_dir "$CONF_DIR" 755 root:root
-    install_file "$CONF" 644 root:root gen_conf
+    install_file "$ARCHIVE_CONF" 644 root:root gen_conf
     if [[ ! -e $CONF_DIR/lock ]]; then
         install -m 600 -o root -g root /dev/null "$CONF_DIR/lock"
         changed "created $CONF_DIR/lock"
     fi
 
-    # 6. the tools, from the charm store
+    # 6. the tools and their library, from the charm store (the library first: the new tools
+    # need it)
+    ensure_dir "$LIB_DIR" 755 root:root
+    store_file=$STORE/lib/archive.sh
+    install_file "$LIB_DIR/archive.sh" 644 root:root gen_store_file
     local tool
     for tool in "${TOOLS[@]}"; do
         store_file=$STORE/bin/$tool
