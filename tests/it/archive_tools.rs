@@ -175,6 +175,25 @@ impl Archive {
         self.run(cmd)
     }
 
+    /// TOOL (a filter) for HOST refuses the client's command LINE: exit 2, EXPECT in its
+    /// message, and the refusal as the last line of HOST's receive.log.
+    fn filter_refuses(&self, tool: &str, host: &str, line: &str, expect: &str) {
+        let out = self.filter(tool, host, line);
+        out.refused(expect);
+        assert!(
+            out.stderr.contains(&format!("{tool}: refused: ")),
+            "{out:?}"
+        );
+        let log = std::fs::read_to_string(self.area(host).join("receive.log")).unwrap();
+        let last = log.lines().last().unwrap_or_default();
+        let marker = if tool == "0km-archive-send" {
+            "] read: refused: "
+        } else {
+            "] refused: "
+        };
+        assert!(last.contains(marker), "{line}: {log}");
+    }
+
     /// A program for `rsync -e` that does what sshd does with a forced command: called as
     /// `WRAPPER HOST COMMAND...`, it runs TOOL FOR_HOST as the backup account with COMMAND in
     /// `$SSH_ORIGINAL_COMMAND`.
@@ -902,17 +921,7 @@ fn the_receive_filter_refuses_everything_but_a_plain_backup_and_changes_nothing(
         (format!("{RECEIVER} . .\u{1}"), "control characters"),
     ];
     for (line, expect) in &cases {
-        let out = a.filter("0km-archive-receive", "vps1", line);
-        out.refused(expect);
-        assert!(
-            out.stderr.contains("0km-archive-receive: refused: "),
-            "{out:?}"
-        );
-        let log = std::fs::read_to_string(a.area("vps1").join("receive.log")).unwrap();
-        assert!(
-            log.lines().last().unwrap().contains("] refused: "),
-            "{line}: {log}"
-        );
+        a.filter_refuses("0km-archive-receive", "vps1", line, expect);
     }
     // The real rsync asking to write in place is refused the same way.
     let w = a.wrapper("0km-archive-receive", "vps1");
@@ -1104,17 +1113,7 @@ fn the_send_filter_reads_only_its_hosts_snapshots_and_changes_nothing() {
         ),
     ];
     for (line, expect) in &cases {
-        let out = a.filter("0km-archive-send", "vps1", line);
-        out.refused(expect);
-        assert!(
-            out.stderr.contains("0km-archive-send: refused: "),
-            "{out:?}"
-        );
-        let log = std::fs::read_to_string(a.area("vps1").join("receive.log")).unwrap();
-        assert!(
-            log.lines().last().unwrap().contains("] read: refused: "),
-            "{line}: {log}"
-        );
+        a.filter_refuses("0km-archive-send", "vps1", line, expect);
     }
     // The real rsync: pushing through a read key, reading another host's area.
     let w = a.wrapper("0km-archive-send", "vps1");
