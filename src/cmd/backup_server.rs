@@ -1,7 +1,9 @@
 //! `0km backup-server setup [USER@]HOST[:PORT] --admin NAME`: turns a Debian host into an
 //! archive server (see `docs/archive.md`): the backup account whose keys are each locked to
 //! one VPS's area, and the admin account that accepts the config's keys with a forced
-//! command. Re-running changes nothing.
+//! command. It uploads the `archive-server` charm (the archive's tools) to the host's charm
+//! store, then runs `playbooks/backup-server-setup.sh`, which installs them. Re-running
+//! changes nothing.
 
 use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
@@ -77,6 +79,13 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
             let args = args.clone();
             async move {
                 let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                // The playbook installs the archive's tools from the charm store.
+                let sync = crate::charm::sync_store(
+                    &ctx,
+                    &["archive-server"],
+                    crate::charm::UploadMethod::from_env(),
+                )
+                .await?;
                 let r: serde_json::Value = crate::setup::run_playbook(
                     &ctx,
                     "archive setup",
@@ -85,7 +94,7 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
                 )
                 .await?;
                 Ok(Done {
-                    changed: r["changed"].as_bool().unwrap_or(false),
+                    changed: sync.changed() || r["changed"].as_bool().unwrap_or(false),
                     data: r,
                 })
             }

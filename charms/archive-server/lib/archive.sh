@@ -1,0 +1,262 @@
+# archive.sh: what the archive server's tools share (charms/archive-server/bin/: 0km-archive,
+# 0km-archive-admin, 0km-archive-receive, 0km-archive-send; see docs/archive.md). Sourced,
+# never run; defines functions and settings and changes nothing.
+#
+# Where it lives. playbooks/backup-server-setup.sh installs it as
+# /usr/local/lib/0km-archive/archive.sh (root 0644, in a root 0755 directory) next to the
+# tools in /usr/local/sbin. A tool in /usr/local/sbin sources that copy and no other; a tool
+# anywhere else (a source tree, the charm store, the tests) sources the ../lib/archive.sh next
+# to its own real path. Nothing the caller sets chooses the file.
+#
+# What it may be told. The installed copy (this file sourced as
+# /usr/local/lib/0km-archive/archive.sh) uses the fixed paths only: the configuration
+# /etc/0km-archive/archive.conf and its lock, the tools in /usr/local/sbin. A copy anywhere
+# else honours ZEROKM_ARCHIVE_ETC, a directory holding a fixture archive.conf (whose
+# BACKUP_ROOT names a fixture backup root) and lock: that is how tests/it/archive_tools.rs runs
+# the tools on fixture trees. sshd and sudo only ever run the installed tools (the forced
+# commands and the sudo rule name /usr/local/sbin), so neither a VPS's key nor the admin
+# account can point a tool at other files.
+#
+# A tool sets PROG (its name, for messages) before sourcing this; the filters also set
+# LOG_PREFIX ("" or "read: ", for HOST/receive.log).
+# shellcheck shell=bash
+
+ARCHIVE_LIB=/usr/local/lib/0km-archive/archive.sh
+SBIN=/usr/local/sbin
+# (ARCHIVE_INSTALLED and ARCHIVE_BIN are read by the tools that source this file)
+# shellcheck disable=SC2034
+if [[ ${BASH_SOURCE[0]} == "$ARCHIVE_LIB" ]]; then
+    ARCHIVE_INSTALLED=true
+    ARCHIVE_ETC=/etc/0km-archive
+    ARCHIVE_BIN=$SBIN
+else
+    ARCHIVE_INSTALLED=false
+    ARCHIVE_ETC=${ZEROKM_ARCHIVE_ETC:-/etc/0km-archive}
+    ARCHIVE_BIN=${BASH_SOURCE[0]%/*}/../bin
+fi
+# (read by the tools that source this file)
+# shellcheck disable=SC2034
+{
+    CONF=$ARCHIVE_ETC/archive.conf
+    LOCK=$ARCHIVE_ETC/lock
+    # The forced commands, as the key lines name them (always the installed tools).
+    RECEIVE=$SBIN/0km-archive-receive
+    SEND=$SBIN/0km-archive-send
+
+    HOST_RE='^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$'
+    SNAP_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+    # One part of a path inside a snapshot (between slashes).
+    PATH_PART_RE='^[A-Za-z0-9@.:+=_,-]+$'
+    ROOT_RE='^/[A-Za-z0-9._/-]+$'
+    KEY_TYPES='ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com'
+    KEY_TYPES_TEXT='ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com'
+    BLOB_RE='^[A-Za-z0-9+/]+={0,3}$'
+}
+
+# ---- messages and values ---------------------------------------------------------------------
+
+# json_str VALUE: VALUE as a JSON string. The tools run alone on the archive, so this is a copy
+# of playbooks/lib/json.sh's (which 0km sends in front of its playbooks).
+json_str() {
+    # Escapes a value as a JSON string (backslash, quote, control characters).
+    local s=$1 out="" c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            \\) out+=\\\\ ;;
+            '"') out+='\"' ;;
+            $'\n') out+='\n' ;;
+            $'\t') out+='\t' ;;
+            $'\r') out+='\r' ;;
+            *)
+                if [[ $c < ' ' ]]; then
+                    printf -v c '\\u%04x' "'$c"
+                fi
+                out+=$c
+                ;;
+        esac
+    done
+    printf '"%s"' "$out"
+}
+
+# say MESSAGE: one line on stderr, `PROG: MESSAGE`.
+say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+# die MESSAGE: says it and exits 2 (bad arguments; nothing was changed).
+die() {
+    say "$*"
+    exit 2
+}
+
+# conf_get KEY DEFAULT REGEX: the value of KEY= in archive.conf (the last one wins), or
+# DEFAULT. A value that does not match REGEX: a message, status 1 (the caller exits).
+conf_get() {
+    local key=$1 value=$2 re=$3 line
+    if [[ -r $CONF ]]; then
+        while IFS= read -r line; do
+            [[ $line == "$key="* ]] && value=${line#"$key="}
+        done <"$CONF"
+    fi
+    if [[ ! $value =~ $re ]]; then
+        say "$CONF: bad $key value $(json_str "$value")"
+        return 1
+    fi
+    printf '%s' "$value"
+}
+
+# valid_host NAME: lower case letters, digits, dots and dashes, a letter or digit at each end,
+# no `..`.
+valid_host() { [[ $1 =~ $HOST_RE && $1 != *..* ]]; }
+
+# key_ok TYPE BLOB: whether BLOB is a whole public key of TYPE; when not, key_why says why.
+key_ok() {
+    local type=$1 blob=$2 decoded_type
+    key_why=""
+    if [[ ! $type =~ ^($KEY_TYPES)$ ]]; then
+        key_why="unknown key type $(json_str "$type") (expected one of $KEY_TYPES_TEXT)"
+    elif [[ ! $blob =~ $BLOB_RE ]]; then
+        key_why="not a key blob (base64 expected): $(json_str "$blob")"
+    else
+        # The blob starts with the key type as an SSH string (4-byte length, then the name).
+        decoded_type=$(printf '%s' "$blob" | base64 -d 2>/dev/null | head -c $((4 + ${#type})) | tail -c "${#type}" | tr -d '\0' || true)
+        if [[ $decoded_type != "$type" ]]; then
+            key_why="the key material does not hold a $type key (truncated or mismatched?)"
+        # ssh-keygen parses the whole key (a truncated blob fails here).
+        elif command -v ssh-keygen >/dev/null &&
+            ! printf '%s %s\n' "$type" "$blob" | ssh-keygen -l -f - >/dev/null 2>&1; then
+            key_why="not a valid $type public key (truncated?)"
+        fi
+    fi
+    [[ -z $key_why ]]
+}
+
+# current_snapshot AREA: the date AREA/current points to, when it is a link to
+# snapshots/YYYY-MM-DD and that is a real directory; else nothing.
+current_snapshot() {
+    local target
+    [[ -L $1/current ]] || return 0
+    target=$(readlink "$1/current" || true)
+    if [[ $target == snapshots/* && ${target#snapshots/} =~ $SNAP_RE && -d $1/$target && ! -L $1/$target ]]; then
+        printf '%s' "${target#snapshots/}"
+    fi
+}
+
+# ---- the forced commands of the backup account (0km-archive-receive, 0km-archive-send) -------
+# Both take HOST as their one argument (from the key line), get the client's command in
+# $SSH_ORIGINAL_COMMAND, accept one form of rsync --server command and refuse everything else
+# with one line on stderr and in HOST/receive.log (exit 2). What differs between them is in
+# their own tables: SHORT_OK, SHORT_WHY, LONG_FLAG (added to below) and long_why.
+
+RSYNC_MAX_WORDS=64
+area=""
+
+# log_file MESSAGE: a line in HOST/receive.log (once the area is known).
+log_file() {
+    [[ -n $area && -d $area ]] || return 0
+    printf '%s [%s] %s%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$$" "${LOG_PREFIX-}" "$*" >>"$area/receive.log" 2>/dev/null || true
+}
+
+# refuse WHY: says `refused: WHY` on stderr and in the log, exits 2.
+refuse() {
+    say "refused: $*"
+    log_file "refused: $*"
+    exit 2
+}
+
+# filter_area ARGS...: the forced command's arguments must be one host name (else exit 2);
+# sets host, BACKUP_ROOT and area (BACKUP_ROOT/HOST). Status 1 when the area is not a real
+# directory (the caller says what to do).
+filter_area() {
+    host=${1-}
+    if [[ $# -ne 1 ]] || ! valid_host "$host"; then
+        say "bad host argument in the forced command (authorized_keys); ask the archive's admin"
+        exit 2
+    fi
+    BACKUP_ROOT=$(conf_get BACKUP_ROOT /srv/backup "$ROOT_RE") || exit 1
+    area=$BACKUP_ROOT/$host
+    [[ -d $area && ! -L $area ]]
+}
+
+# command_words WHY_EMPTY: $SSH_ORIGINAL_COMMAND (as `cmd`) split into `words` (`n` of them)
+# with `read -ra`: no shell, no quotes, no variables, no globbing. An empty command is refused
+# with WHY_EMPTY; control characters and more than RSYNC_MAX_WORDS words are refused.
+command_words() {
+    cmd=${SSH_ORIGINAL_COMMAND-}
+    [[ -n ${cmd//[[:space:]]/} ]] || refuse "$1"
+    [[ $cmd =~ ^[[:print:]]+$ ]] || refuse "control characters in the command"
+    words=()
+    read -r -a words <<<"$cmd"
+    n=${#words[@]}
+    [[ $n -le $RSYNC_MAX_WORDS ]] || refuse "command too long"
+}
+
+# Long options without a value that both filters accept: details of how rsync stores, deletes
+# (the receiver's own new tree, or for a sender the receiver's side) and reports.
+declare -A LONG_FLAG=(
+    [--numeric-ids]=1 [--delete]=1 [--delete-before]=1 [--delete-during]=1 [--delete-delay]=1
+    [--delete-after]=1 [--delete-excluded]=1 [--ignore-errors]=1 [--force]=1 [--partial]=1
+    [--delay-updates]=1 [--stats]=1 [--new-compress]=1 [--old-compress]=1
+    [--no-implied-dirs]=1 [--safe-links]=1
+)
+# Long options with a value: the value's pattern (numbers, algorithm names, the fixed
+# formats rsync sends for -v/-i/--out-format).
+declare -A LONG_VALUE=(
+    [--compress-level]='^-?[0-9]{1,2}$'
+    [--compress-choice]='^[a-z0-9]{1,16}$'
+    [--checksum-choice]='^[a-z0-9]{1,16}(,[a-z0-9]{1,16})?$'
+    [--max-delete]='^-?[0-9]{1,12}$'
+    [--timeout]='^[0-9]{1,6}$'
+    [--bwlimit]='^[0-9]{1,12}(\.[0-9]{1,6})?[bBkKmMgGtT]?$'
+    [--modify-window]='^-?[0-9]{1,6}$'
+    [--checksum-seed]='^[0-9]{1,10}$'
+    [--block-size]='^[0-9]{1,10}$'
+    [--min-size]='^[0-9]{1,20}$'
+    [--max-size]='^[0-9]{1,20}$'
+    [--log-format]='^(X|%i|%i%I|%o)$'
+)
+
+# long_why_common NAME ROLE: why the long option NAME is refused, for the reasons both filters
+# share; ROLE (receiver, sender) names the list in the default reason.
+long_why_common() {
+    case $1 in
+        --temp-dir | --partial-dir | --log-file | --log-file-format | --write-batch | --only-write-batch | --read-batch)
+            echo "$1: paths on the archive are not the client's to choose" ;;
+        --protect-args | --secluded-args) echo "$1 sends the arguments after the check; it is not accepted" ;;
+        *) echo "option $1 is not on the archive's list of $2 options" ;;
+    esac
+}
+
+# check_option WORD ROLE: one option word of the rsync command, added to `opts` when the
+# filter's tables accept it, else refused with a reason (the filter's long_why NAME for a long
+# option, SHORT_WHY for a letter, or the default naming ROLE's list). Status 1 when WORD is
+# not an option at all (the caller refuses it with its own words).
+check_option() {
+    local w=$1 role=$2 name re letters c j why
+    if [[ $w == --* ]]; then
+        name=${w%%=*}
+        if [[ -n ${LONG_FLAG[$name]+x} && $w == "$name" ]]; then
+            opts+=("$w")
+        elif [[ -n ${LONG_VALUE[$name]+x} && $w == "$name="* ]]; then
+            re=${LONG_VALUE[$name]}
+            [[ ${w#*=} =~ $re ]] || refuse "bad value for $name"
+            opts+=("$w")
+        else
+            refuse "$(long_why "$name")"
+        fi
+    elif [[ $w =~ ^-B[0-9]{1,10}$ ]]; then
+        opts+=("$w")
+    elif [[ $w =~ ^-([A-Za-df-z0-9]*)(e[0-9.]*[A-Za-z]*)?$ && $w != - ]]; then
+        # Letters up to `e`: options; from `e` on: rsync's capability string (-e.iLsfxCIvu).
+        letters=${BASH_REMATCH[1]}
+        for ((j = 0; j < ${#letters}; j++)); do
+            c=${letters:j:1}
+            if [[ $SHORT_OK != *"$c"* ]]; then
+                why="option -$c is not on the archive's list of $role options"
+                refuse "${SHORT_WHY[$c]-$why}"
+            fi
+        done
+        opts+=("$w")
+    else
+        return 1
+    fi
+}

@@ -1,0 +1,1157 @@
+//! The archive server's tools (`charms/archive-server/bin/`, sharing `lib/archive.sh`), run
+//! here on fixture trees: a configuration and a backup root in the test's own directory, the
+//! tools copied next to them and told where they are by `ZEROKM_ARCHIVE_ETC` (honoured only by
+//! a tool that is not installed in /usr/local/sbin, which one test checks). The forced
+//! commands run as the backup account would (the `daemon` user here, through `setpriv`), fed
+//! by the real rsync through `rsync -e WRAPPER`, a stand-in for sshd that sets
+//! `$SSH_ORIGINAL_COMMAND` and runs the filter. Each test checks the files before and after.
+//! The lab tests (`backup.rs`, `recover.rs`) run the same tools installed, over ssh.
+//! Linux and root only, as CI runs them.
+
+use serde_json::{json, Value};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The account the fixture's backup areas belong to (stands for rsync-backup).
+const BACKUP_USER: &str = "daemon";
+/// An rsync receiver's command, as the client sends it for `rsync -a SRC HOST:.`.
+const RECEIVER: &str = "rsync --server -logDtpre.iLsfxCIvu";
+/// An rsync sender's command, as the client sends it for `rsync -a HOST:PATH DEST`.
+const SENDER: &str = "rsync --server --sender -logDtpre.iLsfxCIvu";
+
+/// `bash -c SCRIPT` in DIR (strict mode); its stdout, trimmed. Panics on failure.
+fn bash(dir: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -euo pipefail; {script}"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// What a tool did: its exit status and output.
+#[derive(Debug)]
+struct Answer {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Answer {
+    fn success(self) -> Self {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+
+    /// The `0km-result {JSON}` line, which must be the last line of stdout.
+    fn result(&self) -> Value {
+        let last = self.stdout.lines().last().unwrap_or_default();
+        let json = last
+            .strip_prefix("0km-result ")
+            .unwrap_or_else(|| panic!("no result line last: {self:?}"));
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"))
+    }
+
+    /// Exit 2, EXPECT in the message, no result.
+    fn refused(&self, expect: &str) {
+        assert_eq!(self.code, 2, "{expect}: {self:?}");
+        assert!(
+            self.stderr.contains(expect),
+            "expected {expect:?} in {}",
+            self.stderr
+        );
+        assert!(!self.stdout.contains("0km-result"), "{self:?}");
+    }
+}
+
+/// An archive in a temporary directory: `charm/` (a copy of the charm's bin/ and lib/),
+/// `etc/` (archive.conf and lock), `backup/` (the backup root, laid out as setup does).
+struct Archive {
+    t: tempfile::TempDir,
+}
+
+impl Archive {
+    fn new() -> Archive {
+        assert!(
+            is_root(),
+            "the archive's tools run as root: run the tests as root"
+        );
+        let t = tempfile::Builder::new()
+            .prefix("0km-archive-")
+            .tempdir()
+            .unwrap();
+        let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/charms/archive-server");
+        // (a copy: the backup account must be able to read the tools, wherever the tree is)
+        bash(
+            t.path(),
+            &format!(
+                "chmod 755 . && mkdir etc backup backup/.ssh charm && \
+                 cp -r {charm}/bin {charm}/lib charm/ && chmod -R go+rX charm && \
+                 printf 'RETENTION_DAYS=30\\nBACKUP_USER={BACKUP_USER}\\nBACKUP_ROOT=%s\\nADMIN=nobody\\n' \"$PWD/backup\" >etc/archive.conf && \
+                 install -m 600 /dev/null etc/lock && \
+                 chown root:{BACKUP_USER} backup backup/.ssh && chmod 750 backup backup/.ssh && \
+                 install -m 640 -o root -g {BACKUP_USER} /dev/null backup/.ssh/authorized_keys"
+            ),
+        );
+        Archive { t }
+    }
+
+    fn dir(&self) -> &Path {
+        self.t.path()
+    }
+
+    fn etc(&self) -> PathBuf {
+        self.dir().join("etc")
+    }
+
+    fn area(&self, host: &str) -> PathBuf {
+        self.dir().join("backup").join(host)
+    }
+
+    fn tool(&self, name: &str) -> PathBuf {
+        self.dir().join("charm/bin").join(name)
+    }
+
+    fn keys_file(&self) -> String {
+        std::fs::read_to_string(self.dir().join("backup/.ssh/authorized_keys")).unwrap()
+    }
+
+    fn run(&self, mut cmd: Command) -> Answer {
+        let out = cmd
+            .env("ZEROKM_ARCHIVE_ETC", self.etc())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a tool");
+        Answer {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `0km-archive ARGS...`, as root.
+    fn archive(&self, args: &[&str]) -> Answer {
+        let mut cmd = Command::new(self.tool("0km-archive"));
+        cmd.args(args);
+        self.run(cmd)
+    }
+
+    /// The admin account's forced command with the client's command LINE.
+    fn admin(&self, line: &str) -> Answer {
+        let mut cmd = Command::new(self.tool("0km-archive-admin"));
+        cmd.env("SSH_ORIGINAL_COMMAND", line);
+        self.run(cmd)
+    }
+
+    /// A forced command of the backup account (`0km-archive-receive` or `-send`) for HOST,
+    /// run as that account with the client's command LINE.
+    fn filter(&self, tool: &str, host: &str, line: &str) -> Answer {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={BACKUP_USER}"),
+            &format!("--regid={BACKUP_USER}"),
+            "--clear-groups",
+        ])
+        .arg(self.tool(tool))
+        .arg(host)
+        .env("SSH_ORIGINAL_COMMAND", line)
+        .env("SSH_CLIENT", "127.0.0.1 40000 10023");
+        self.run(cmd)
+    }
+
+    /// TOOL (a filter) for HOST refuses the client's command LINE: exit 2, EXPECT in its
+    /// message, and the refusal as the last line of HOST's receive.log.
+    fn filter_refuses(&self, tool: &str, host: &str, line: &str, expect: &str) {
+        let out = self.filter(tool, host, line);
+        out.refused(expect);
+        assert!(
+            out.stderr.contains(&format!("{tool}: refused: ")),
+            "{out:?}"
+        );
+        let log = std::fs::read_to_string(self.area(host).join("receive.log")).unwrap();
+        let last = log.lines().last().unwrap_or_default();
+        let marker = if tool == "0km-archive-send" {
+            "] read: refused: "
+        } else {
+            "] refused: "
+        };
+        assert!(last.contains(marker), "{line}: {log}");
+    }
+
+    /// A program for `rsync -e` that does what sshd does with a forced command: called as
+    /// `WRAPPER HOST COMMAND...`, it runs TOOL FOR_HOST as the backup account with COMMAND in
+    /// `$SSH_ORIGINAL_COMMAND`.
+    fn wrapper(&self, tool: &str, for_host: &str) -> PathBuf {
+        let path = self.dir().join(format!("ssh-{tool}-{for_host}"));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/bash\nshift\nexport SSH_ORIGINAL_COMMAND=\"$*\" SSH_CLIENT='127.0.0.1 40000 10023' ZEROKM_ARCHIVE_ETC={etc}\n\
+                 exec setpriv --reuid={BACKUP_USER} --regid={BACKUP_USER} --clear-groups {tool} {for_host}\n",
+                etc = self.etc().display(),
+                tool = self.tool(tool).display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// `rsync ARGS...` in the fixture's directory, through `-e WRAPPER`; its answer.
+    fn rsync(&self, wrapper: &Path, args: &str) -> Answer {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!("rsync -e {} {args}", wrapper.display()))
+            .current_dir(self.dir());
+        self.run(cmd)
+    }
+
+    /// A new ed25519 public key: its type and blob.
+    fn new_key(&self, name: &str) -> (String, String) {
+        let line = bash(
+            self.dir(),
+            &format!("ssh-keygen -q -t ed25519 -N '' -C '' -f keys-{name} && cat keys-{name}.pub"),
+        );
+        let mut w = line.split_whitespace();
+        (w.next().unwrap().to_string(), w.next().unwrap().to_string())
+    }
+
+    /// Every entry of the configuration and the backup root with its type, mode, owner,
+    /// size, inode, time and link target, and the keys file: equal before and after means
+    /// nothing changed. SKIP: names left out (a log the call appends to).
+    fn state(&self, skip: &str) -> String {
+        let listing = bash(
+            self.dir(),
+            "find etc backup -printf '%p %y %m %u:%g %s %i %T@ %l\\n' | LC_ALL=C sort",
+        );
+        let listing: Vec<&str> = listing
+            .lines()
+            .filter(|l| skip.is_empty() || !l.contains(skip))
+            .collect();
+        format!("{}\n{}", listing.join("\n"), self.keys_file())
+    }
+
+    /// Authorises a new key for HOST (creating its area); returns the key.
+    fn authorize(&self, host: &str) -> (String, String) {
+        let (t, b) = self.new_key(host);
+        self.archive(&["authorize", host, &t, &b]).success();
+        (t, b)
+    }
+
+    /// A source tree in `src/` worth backing up: a plain file, one with another owner and
+    /// mode, a big one, an empty one, a 0777 one, a symlink and a fifo.
+    fn seed(&self) {
+        bash(
+            self.dir(),
+            "mkdir -p src/etc src/data && echo hello >src/etc/hostname && \
+             echo secret >src/data/f && chown 1234:5678 src/data/f && chmod 640 src/data/f && \
+             head -c 10000 /dev/urandom >src/data/big && : >src/data/empty && \
+             echo x >src/data/x777 && chmod 777 src/data/x777 && \
+             ln -s ../etc/hostname src/data/link && mkfifo src/data/fifo",
+        );
+    }
+
+    /// A backup of `src/` for HOST through the receive filter, as a VPS's nightly rsync.
+    fn backup(&self, host: &str) -> Answer {
+        let w = self.wrapper("0km-archive-receive", host);
+        self.rsync(
+            &w,
+            "-aHAX --numeric-ids --relative src/./etc src/./data x:.",
+        )
+    }
+}
+
+fn today() -> String {
+    bash(Path::new("/"), "date -u +%F")
+}
+
+fn days_ago(n: u32) -> String {
+    bash(Path::new("/"), &format!("date -u -d '{n} days ago' +%F"))
+}
+
+fn now() -> i64 {
+    bash(Path::new("/"), "date +%s").parse().unwrap()
+}
+
+#[test]
+fn authorize_writes_one_key_line_and_the_area_and_a_second_run_changes_nothing() {
+    let a = Archive::new();
+    let (t, b) = a.new_key("k1");
+    assert_eq!(a.keys_file(), "");
+    let r = a.archive(&["authorize", "vps1", &t, &b]).success().result();
+    assert_eq!(
+        r,
+        json!({"changed": true, "replaced": false, "host": "vps1"})
+    );
+    assert_eq!(
+        a.keys_file(),
+        format!("command=\"/usr/local/sbin/0km-archive-receive vps1\",restrict {t} {b} 0km-backup:vps1\n")
+    );
+    assert_eq!(
+        bash(
+            a.dir(),
+            "stat -c '%a %U:%G' backup/.ssh/authorized_keys backup/vps1 backup/vps1/snapshots"
+        ),
+        "640 root:daemon\n750 daemon:daemon\n750 daemon:daemon"
+    );
+
+    let before = a.state("");
+    let r = a.archive(&["authorize", "vps1", &t, &b]).success().result();
+    assert_eq!(
+        r,
+        json!({"changed": false, "replaced": false, "host": "vps1"})
+    );
+    assert_eq!(a.state(""), before, "a second run changes nothing");
+
+    // Another key for the host replaces its key: still one line.
+    let (t2, b2) = a.new_key("k2");
+    let r = a
+        .archive(&["authorize", "vps1", &t2, &b2])
+        .success()
+        .result();
+    assert_eq!(
+        r,
+        json!({"changed": true, "replaced": true, "host": "vps1"})
+    );
+    assert_eq!(a.keys_file().lines().count(), 1);
+    assert!(a.keys_file().contains(&b2) && !a.keys_file().contains(&b));
+
+    let r = a.archive(&["keys"]).success().result();
+    assert_eq!(
+        r,
+        json!({"changed": false, "keys": [{"host": "vps1", "type": t2, "blob": b2}], "read_keys": []})
+    );
+}
+
+#[test]
+fn a_key_serves_one_host_and_one_role() {
+    let a = Archive::new();
+    let (t1, b1) = a.authorize("vps1");
+    let (t2, b2) = a.authorize("vps2");
+    let (t3, b3) = a.new_key("read");
+    a.archive(&["grant-read", "vps1", &t3, &b3, "0"]).success();
+    let before = a.state("");
+    a.archive(&["authorize", "vps3", &t1, &b1])
+        .refused("already authorised for host vps1");
+    a.archive(&["authorize", "vps2", &t3, &b3])
+        .refused("is a read key of vps1");
+    a.archive(&["grant-read", "vps1", &t2, &b2, "30"])
+        .refused("is the backup key of vps2");
+    a.archive(&["grant-read", "vps2", &t3, &b3, "30"])
+        .refused("already a read key of vps1");
+    assert_eq!(a.state(""), before, "refusals change nothing");
+    assert!(!a.area("vps3").exists());
+}
+
+#[test]
+fn revoke_removes_that_hosts_backup_key_and_nothing_else() {
+    let a = Archive::new();
+    let (_, b1) = a.authorize("vps1");
+    let (_, b2) = a.authorize("vps2");
+    let (t3, b3) = a.new_key("read");
+    a.archive(&["grant-read", "vps1", &t3, &b3, "0"]).success();
+    bash(
+        a.dir(),
+        "mkdir backup/vps1/snapshots/2026-01-01 && echo kept >backup/vps1/snapshots/2026-01-01/f",
+    );
+
+    let r = a.archive(&["revoke", "vps1"]).success().result();
+    assert_eq!(r, json!({"changed": true, "host": "vps1"}));
+    let keys = a.keys_file();
+    assert!(!keys.contains(&b1), "{keys}");
+    assert!(keys.contains(&format!("{b2} 0km-backup:vps2\n")), "{keys}");
+    // The host's read key is not its backup key: it stays (revoke-read removes it).
+    assert!(
+        keys.contains(&format!("{b3} 0km-read:vps1:permanent\n")),
+        "{keys}"
+    );
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert_eq!(
+        bash(a.dir(), "cat backup/vps1/snapshots/2026-01-01/f"),
+        "kept",
+        "the area and its snapshots stay"
+    );
+    let r = a.archive(&["keys"]).success().result();
+    assert_eq!(r["keys"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["keys"][0]["host"], "vps2");
+
+    let before = a.state("");
+    let r = a.archive(&["revoke", "vps1"]).success().result();
+    assert_eq!(r, json!({"changed": false, "host": "vps1"}));
+    let r = a.archive(&["revoke", "vps9"]).success().result();
+    assert_eq!(r, json!({"changed": false, "host": "vps9"}));
+    assert_eq!(a.state(""), before);
+}
+
+#[test]
+fn grant_read_writes_an_expiring_line_and_revoke_read_removes_it() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    let (t, b) = a.new_key("read");
+    let start = now();
+    let r = a
+        .archive(&["grant-read", "vps1", &t, &b, "30"])
+        .success()
+        .result();
+    assert_eq!(r["changed"], true);
+    let exp = r["expires"].as_i64().unwrap();
+    assert_eq!(exp % 60, 0, "a whole minute");
+    assert!(
+        exp >= start + 30 * 60 && exp <= now() + 31 * 60,
+        "{exp} is 30 minutes from {start}, rounded up"
+    );
+    let stamp = bash(Path::new("/"), &format!("date -u -d @{exp} +%Y%m%d%H%M"));
+    let line = format!(
+        "command=\"/usr/local/sbin/0km-archive-send vps1\",restrict,expiry-time=\"{stamp}Z\" {t} {b} 0km-read:vps1:{exp}"
+    );
+    assert!(
+        a.keys_file().contains(&format!("{line}\n")),
+        "{}",
+        a.keys_file()
+    );
+    let keys = a.archive(&["keys"]).success().result();
+    assert_eq!(
+        keys["read_keys"],
+        json!([{"host": "vps1", "type": t, "blob": b, "expires": exp}])
+    );
+
+    // A permanent one (a VPS's recover key), granted twice: the second changes nothing.
+    let (tp, bp) = a.new_key("recover");
+    let r = a
+        .archive(&["grant-read", "vps1", &tp, &bp, "0"])
+        .success()
+        .result();
+    assert_eq!(r, json!({"changed": true, "host": "vps1", "expires": null}));
+    assert!(a
+        .keys_file()
+        .contains(&format!("command=\"/usr/local/sbin/0km-archive-send vps1\",restrict {tp} {bp} 0km-read:vps1:permanent\n")));
+    let before = a.state("");
+    let r = a
+        .archive(&["grant-read", "vps1", &tp, &bp, "0"])
+        .success()
+        .result();
+    assert_eq!(r["changed"], false);
+    assert_eq!(a.state(""), before);
+
+    let r = a.archive(&["revoke-read", "vps1", &b]).success().result();
+    assert_eq!(r, json!({"changed": true, "host": "vps1"}));
+    assert!(!a.keys_file().contains(&b));
+    assert!(a.keys_file().contains(&bp), "the other read key stays");
+    let before = a.state("");
+    let r = a.archive(&["revoke-read", "vps1", &b]).success().result();
+    assert_eq!(r, json!({"changed": false, "host": "vps1"}));
+    assert_eq!(a.state(""), before);
+}
+
+#[test]
+fn expired_read_keys_are_purged_by_the_next_command() {
+    let a = Archive::new();
+    let (_, b1) = a.authorize("vps1");
+    let (t, b) = a.new_key("old");
+    // An expired read line, as grant-read wrote it an hour and more ago.
+    let exp = (now() - 3600) / 60 * 60;
+    let stamp = bash(Path::new("/"), &format!("date -u -d @{exp} +%Y%m%d%H%M"));
+    bash(
+        a.dir(),
+        &format!(
+            "printf '%s\\n' 'command=\"/usr/local/sbin/0km-archive-send vps1\",restrict,expiry-time=\"{stamp}Z\" {t} {b} 0km-read:vps1:{exp}' >>backup/.ssh/authorized_keys"
+        ),
+    );
+    let out = a.archive(&["list"]).success();
+    assert_eq!(out.result()["purged"], 1, "{out:?}");
+    assert!(
+        out.stderr.contains("purging the expired read key of vps1"),
+        "{out:?}"
+    );
+    let keys = a.keys_file();
+    assert!(!keys.contains(&b), "{keys}");
+    assert!(keys.contains(&b1), "the backup key stays: {keys}");
+    let out = a.archive(&["list"]).success();
+    assert!(out.result().get("purged").is_none(), "{out:?}");
+}
+
+#[test]
+fn bad_arguments_exit_2_and_change_nothing() {
+    let a = Archive::new();
+    let (t, b) = a.authorize("vps1");
+    let (t2, b2) = a.new_key("other");
+    let (t, b, t2, b2) = (t.as_str(), b.as_str(), t2.as_str(), b2.as_str());
+    bash(
+        a.dir(),
+        "mkdir -p backup/vps1/snapshots/2026-01-01/etc && ln -s snapshots/2026-01-01 backup/vps1/current",
+    );
+    let before = a.state("");
+    let short = &b2[..40];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec![], "usage: 0km-archive COMMAND"),
+        (vec!["sh", "-c", "id"], "unknown command"),
+        // Gone in version 4: verifying a restore is rsync's job (docs/recovery.md).
+        (
+            vec!["checksums", "vps1", "latest", "etc"],
+            "unknown command \"checksums\"",
+        ),
+        (vec!["authorize", "Bad_Host", t2, b2], "not a host name"),
+        (vec!["authorize", "vps1..x", t2, b2], "not a host name"),
+        (vec!["authorize", "-vps1", t2, b2], "not a host name"),
+        (
+            vec!["authorize", "vps2", "ssh-dss", b2],
+            "unknown key type \"ssh-dss\"",
+        ),
+        (
+            vec!["authorize", "vps2", t2, "not-base64!"],
+            "not a key blob",
+        ),
+        (
+            vec!["authorize", "vps2", "ssh-rsa", b2],
+            "does not hold a ssh-rsa key",
+        ),
+        (
+            vec!["authorize", "vps2", t2, short],
+            "not a valid ssh-ed25519 public key",
+        ),
+        (
+            vec!["authorize", "vps2", t2],
+            "usage: authorize HOST TYPE BLOB",
+        ),
+        (vec!["revoke"], "usage: revoke HOST"),
+        (vec!["revoke", "vps1", "vps2"], "usage: revoke HOST"),
+        (vec!["keys", "all"], "usage: keys"),
+        (vec!["list", "vps1"], "usage: list"),
+        (vec!["version", "2"], "usage: version"),
+        (
+            vec!["grant-read", "vps1", t2, b2, "1441"],
+            "MINUTES must be 1 to 1440",
+        ),
+        (vec!["grant-read", "vps1", t2, b2, "-5"], "MINUTES must be"),
+        (vec!["grant-read", "vps1", t2, b2, "010"], "MINUTES must be"),
+        (
+            vec!["grant-read", "vps9", t2, b2, "30"],
+            "no backup area for vps9",
+        ),
+        (
+            vec!["grant-read", "vps1", t, b, "30"],
+            "is the backup key of vps1",
+        ),
+        (vec!["revoke-read", "vps1", "bad!"], "not a key blob"),
+        (vec!["snapshots", "vps9"], "no backup area for vps9"),
+        (vec!["snapshots", "../vps1"], "not a host name"),
+        (vec!["inspect", "vps1", "latest"], "usage: inspect"),
+        (
+            vec!["inspect", "vps1", "yesterday", "etc"],
+            "SNAPSHOT must be a date",
+        ),
+        (
+            vec!["inspect", "vps1", "2000-01-01", "etc"],
+            "vps1 has no snapshot 2000-01-01",
+        ),
+        (vec!["inspect", "vps1", "latest", "../vps2"], "bad PATH"),
+        (vec!["inspect", "vps1", "latest", "etc/../.."], "bad PATH"),
+        (
+            vec!["inspect", "vps1", "latest", "/etc"],
+            "PATH must be relative",
+        ),
+        (
+            vec!["inspect", "vps1", "latest", "etc//ssh"],
+            "empty part in PATH",
+        ),
+        (vec!["inspect", "vps1", "latest", "etc/*"], "bad PATH"),
+    ];
+    for (args, expect) in &cases {
+        let out = a.archive(args);
+        out.refused(expect);
+        assert!(out.stderr.starts_with("0km-archive: "), "{args:?}: {out:?}");
+    }
+    assert_eq!(a.state(""), before, "nothing changed");
+}
+
+#[test]
+fn version_and_help_answer() {
+    let a = Archive::new();
+    assert_eq!(
+        a.archive(&["version"]).success().result(),
+        json!({"changed": false, "version": "4"})
+    );
+    let help = a.archive(&["help"]).success();
+    assert!(
+        help.stdout
+            .starts_with("0km archive server: admin commands"),
+        "{help:?}"
+    );
+    assert!(!help.stdout.contains("checksums"), "{help:?}");
+    let commands = [
+        "list",
+        "keys",
+        "authorize",
+        "revoke",
+        "grant-read",
+        "revoke-read",
+        "snapshots",
+        "inspect",
+        "version",
+        "help",
+    ];
+    assert_eq!(
+        help.result(),
+        json!({"changed": false, "commands": commands})
+    );
+    for c in commands {
+        assert!(
+            help.stdout.contains(&format!("\n  {c} ")),
+            "help describes {c}: {help:?}"
+        );
+    }
+}
+
+#[test]
+fn list_snapshots_and_inspect_describe_a_real_backup() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.authorize("vps2");
+    a.seed();
+    a.backup("vps1").success();
+    let today = today();
+    let list = a.archive(&["list"]).success().result();
+    let backups = list["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 2, "{list}");
+    let v1 = &backups[0];
+    assert_eq!(v1["host"], "vps1");
+    assert_eq!(v1["authorized"], true);
+    assert_eq!(v1["last_snapshot"], today.as_str());
+    assert_eq!(v1["snapshots"], json!([today]));
+    // Every entry of the snapshot is a plain file: 5 regular ones, the link and the fifo.
+    assert_eq!(v1["files"], 7, "{v1}");
+    assert!(v1["bytes"].as_u64().unwrap() >= 10_000, "{v1}");
+    let last = v1["last_success"].as_i64().unwrap();
+    assert!((now() - last).abs() < 120, "{v1}");
+    assert_eq!(
+        backups[1],
+        json!({"host": "vps2", "authorized": true, "bytes": backups[1]["bytes"], "files": 0,
+               "last_success": null, "last_snapshot": null, "snapshots": []})
+    );
+
+    // Regular files only, their real type read from fake-super's xattr: hostname (6 bytes),
+    // f (7), big (10000), empty (0), x777 (2).
+    let snaps = a.archive(&["snapshots", "vps1"]).success().result();
+    assert_eq!(
+        snaps,
+        json!({"changed": false, "host": "vps1", "latest": today,
+               "snapshots": [{"date": today, "files": 5, "bytes": 10015}]})
+    );
+    let snaps = a.archive(&["snapshots", "vps2"]).success().result();
+    assert_eq!(
+        snaps,
+        json!({"changed": false, "host": "vps2", "latest": null, "snapshots": []})
+    );
+
+    let r = a
+        .archive(&[
+            "inspect",
+            "vps1",
+            "latest",
+            "data",
+            "data/f",
+            "data/link",
+            "data/fifo",
+            "data/x777",
+            "data/missing",
+            "etc/",
+            ".",
+        ])
+        .success()
+        .result();
+    let p = |path: &str, exists: bool, ty: Value, files: u64, bytes: u64| json!({"path": path, "exists": exists, "type": ty, "files": files, "bytes": bytes});
+    assert_eq!(
+        r,
+        json!({"changed": false, "snapshot": today, "paths": [
+            p("data", true, json!("dir"), 4, 10009),
+            p("data/f", true, json!("file"), 1, 7),
+            p("data/link", true, json!("link"), 0, 0),
+            p("data/fifo", true, json!("special"), 0, 0),
+            p("data/x777", true, json!("file"), 1, 2),
+            p("data/missing", false, Value::Null, 0, 0),
+            p("etc/", true, json!("dir"), 1, 6),
+            p(".", true, json!("dir"), 5, 10015),
+        ]})
+    );
+    // The same, named by its date.
+    let r = a
+        .archive(&["inspect", "vps1", &today, "data/f"])
+        .success()
+        .result();
+    assert_eq!(r["paths"][0]["type"], "file");
+}
+
+#[test]
+fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
+    let a = Archive::new();
+    let (t, b) = a.new_key("k");
+    // An empty command is `help`.
+    let help = a.admin("").success().result();
+    assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
+    assert_eq!(a.admin("  version ").success().result()["version"], "4");
+    let r = a
+        .admin(&format!("authorize vps1 {t} {b}"))
+        .success()
+        .result();
+    assert_eq!(r["changed"], true);
+    assert!(a.keys_file().contains(&b));
+
+    let before = a.state("");
+    let many = vec!["list"; 17].join(" ");
+    let cases = [
+        ("list; id", "refused: only letters"),
+        ("$(id)", "refused: only letters"),
+        ("list `id`", "refused: only letters"),
+        ("list | sh", "refused: only letters"),
+        ("list\tkeys", "refused: only letters"),
+        ("list > /tmp/x", "refused: only letters"),
+        ("revoke 'vps1'", "refused: only letters"),
+        ("revoke vps1\nrevoke vps2", "refused: only letters"),
+        (many.as_str(), "refused: more than 16 words"),
+    ];
+    for (line, expect) in cases {
+        let out = a.admin(line);
+        out.refused(expect);
+        assert!(out.stderr.starts_with("0km-archive-admin: "), "{out:?}");
+    }
+    // Clean words reach 0km-archive, which checks them again.
+    a.admin("revoke vps1..x")
+        .refused("0km-archive: not a host name");
+    a.admin("sh -c id").refused("unknown command");
+    assert_eq!(a.state(""), before, "nothing changed");
+}
+
+#[test]
+fn a_backup_through_the_receive_filter_becomes_todays_snapshot_and_the_next_one_shares_files() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.seed();
+    let out = a.backup("vps1").success();
+    assert!(
+        out.stderr.contains("0km-archive-receive: snapshot "),
+        "{out:?}"
+    );
+    let today = today();
+    let area = a.area("vps1");
+    assert_eq!(
+        std::fs::read_link(area.join("current")).unwrap(),
+        Path::new("snapshots").join(&today)
+    );
+    // The files as they were sent, written by the backup account; the real owner, mode and
+    // type in fake-super's xattr.
+    let snap = area.join("snapshots").join(&today);
+    assert_eq!(
+        bash(
+            a.dir(),
+            "cd src && find . -type f -print0 | sort -z | xargs -0 sha256sum"
+        ),
+        bash(
+            &snap,
+            "find . -type f ! -name link ! -name fifo -print0 | sort -z | xargs -0 sha256sum"
+        )
+    );
+    assert_eq!(
+        bash(&snap, "stat -c '%U:%G %a' data/f data/link && getfattr -h --only-values -n user.rsync.%stat data/f && echo && getfattr -h --only-values -n user.rsync.%stat data/link"),
+        "daemon:daemon 640\ndaemon:daemon 777\n100640 0,0 1234:5678\n120777 0,0 0:0"
+    );
+    let last: i64 = std::fs::read_to_string(area.join("last-success"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((now() - last).abs() < 120);
+    let log = std::fs::read_to_string(area.join("receive.log")).unwrap();
+    assert!(log.contains("] start: -"), "{log}");
+    assert!(
+        log.contains(&format!("] ok: snapshot {today} in ")),
+        "{log}"
+    );
+    assert_eq!(
+        bash(&area, "ls -A"),
+        "current\nlast-success\nlock\nreceive.log\nsnapshots",
+        "no incoming directory left"
+    );
+
+    // Two days later (the snapshot aged by hand), with an ancient snapshot past retention
+    // (30 days) and one file changed on the VPS.
+    let older = days_ago(2);
+    bash(
+        &area,
+        &format!(
+            "mv snapshots/{today} snapshots/{older} && ln -sfn snapshots/{older} current && \
+             mkdir -p snapshots/2000-01-01/etc && chown -R -h {BACKUP_USER}:{BACKUP_USER} snapshots current"
+        ),
+    );
+    bash(a.dir(), "echo changed >src/etc/hostname");
+    let big_inode = std::fs::metadata(area.join(format!("snapshots/{older}/data/big")))
+        .unwrap()
+        .ino();
+    a.backup("vps1").success();
+    assert_eq!(
+        bash(&area, "ls snapshots"),
+        format!("{older}\n{today}"),
+        "the old snapshot stays, the one past retention went"
+    );
+    assert_eq!(
+        std::fs::metadata(area.join(format!("snapshots/{today}/data/big")))
+            .unwrap()
+            .ino(),
+        big_inode,
+        "an unchanged file is a hard link to the previous snapshot"
+    );
+    assert_eq!(
+        bash(
+            &area,
+            &format!("cat snapshots/{today}/etc/hostname snapshots/{older}/etc/hostname")
+        ),
+        "changed\nhello",
+        "the past snapshot is untouched"
+    );
+    assert_eq!(
+        std::fs::read_link(area.join("current")).unwrap(),
+        Path::new("snapshots").join(&today)
+    );
+    let log = std::fs::read_to_string(area.join("receive.log")).unwrap();
+    assert!(log.contains(&format!("(basis {older})")), "{log}");
+    assert!(log.contains("; expired 2000-01-01"), "{log}");
+}
+
+#[test]
+fn the_receive_filter_refuses_everything_but_a_plain_backup_and_changes_nothing() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.authorize("vps2");
+    a.seed();
+    a.backup("vps1").success();
+    let before = a.state("receive.log");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "".into(),
+            "this key only runs rsync backups to the archive (no shell)",
+        ),
+        ("ls /srv/backup".into(), "this key only runs rsync backups"),
+        ("scp -t .".into(), "this key only runs rsync backups"),
+        ("rsync --server .".into(), "incomplete rsync command"),
+        (
+            format!("{RECEIVER} . ../vps2"),
+            "the destination must be '.'",
+        ),
+        (
+            format!("{RECEIVER} . /srv/backup/vps2"),
+            "the destination must be '.'",
+        ),
+        (
+            format!("{RECEIVER} . ./current"),
+            "the destination must be '.'",
+        ),
+        (
+            "rsync --server --sender -logDtpre.iLsfxCIvu . .".into(),
+            "reading from the archive is not allowed",
+        ),
+        (
+            format!("{RECEIVER} --inplace . ."),
+            "--inplace would rewrite files in place",
+        ),
+        (format!("{RECEIVER} --append . ."), "--append would rewrite"),
+        (
+            format!("{RECEIVER} --link-dest=/tmp . ."),
+            "the archive chooses the basis itself",
+        ),
+        (
+            format!("{RECEIVER} --backup-dir=../vps2 . ."),
+            "backups of replaced files",
+        ),
+        (
+            format!("{RECEIVER} --temp-dir=/tmp . ."),
+            "paths on the archive are not the client's",
+        ),
+        (
+            format!("{RECEIVER} --files-from=/etc/passwd . ."),
+            "filters are applied on the VPS",
+        ),
+        (
+            format!("{RECEIVER} --fake-super . ."),
+            "the archive stores owners itself",
+        ),
+        (
+            format!("{RECEIVER} --log-format=%f . ."),
+            "bad value for --log-format",
+        ),
+        (
+            format!("{RECEIVER} --timeout=1;id . ."),
+            "bad value for --timeout",
+        ),
+        (
+            format!("{RECEIVER} --rsync-path=sh . ."),
+            "not on the archive's list of receiver options",
+        ),
+        (
+            "rsync --server -nlogDtpre.iLsfxCIvu . .".into(),
+            "a dry run (-n) is not a backup",
+        ),
+        (
+            "rsync --server -slogDtpre.iLsfxCIvu . .".into(),
+            "-s/--protect-args",
+        ),
+        (
+            "rsync --server -KlogDtpre.iLsfxCIvu . .".into(),
+            "-K would follow",
+        ),
+        (
+            "rsync --server -Llogtpre.iLsfxCIvu . .".into(),
+            "option -L is not on the archive's list of receiver options",
+        ),
+        (format!("{RECEIVER} /etc . ."), "unexpected argument /etc"),
+        (format!("{RECEIVER} . .\u{1}"), "control characters"),
+    ];
+    for (line, expect) in &cases {
+        a.filter_refuses("0km-archive-receive", "vps1", line, expect);
+    }
+    // The real rsync asking to write in place is refused the same way.
+    let w = a.wrapper("0km-archive-receive", "vps1");
+    let out = a.rsync(&w, "-a --inplace src/ x:.");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("--inplace would rewrite"), "{out:?}");
+    assert_eq!(a.state("receive.log"), before, "nothing changed");
+
+    // A host argument that is not a host, a host without an area, a backup already running.
+    a.filter("0km-archive-receive", "../vps1", RECEIVER)
+        .refused("bad host argument in the forced command");
+    a.filter("0km-archive-receive", "vps9", &format!("{RECEIVER} . ."))
+        .refused("no backup area for vps9");
+    let mut hold = Command::new("flock");
+    hold.arg(a.area("vps1").join("lock"))
+        .args([
+            "setpriv",
+            &format!("--reuid={BACKUP_USER}"),
+            &format!("--regid={BACKUP_USER}"),
+            "--clear-groups",
+        ])
+        .arg(a.tool("0km-archive-receive"))
+        .arg("vps1")
+        .env("SSH_ORIGINAL_COMMAND", format!("{RECEIVER} . ."))
+        .env("SSH_CLIENT", "127.0.0.1 40000 10023");
+    let out = a.run(hold);
+    assert_eq!(out.code, 75, "{out:?}");
+    assert!(
+        out.stderr.contains("another backup of vps1 is running"),
+        "{out:?}"
+    );
+    assert_eq!(a.state("receive.log"), before, "nothing changed");
+}
+
+#[test]
+fn a_read_through_the_send_filter_gives_back_the_files_as_they_were() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.seed();
+    a.backup("vps1").success();
+    let w = a.wrapper("0km-archive-send", "vps1");
+    let out = a.rsync(&w, "-aHAX --numeric-ids x:current/ restored/");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        bash(
+            a.dir(),
+            "cd restored/data && stat -c '%n %F %a %u:%g' f link fifo x777 && readlink link"
+        ),
+        "f regular file 640 1234:5678\nlink symbolic link 777 0:0\nfifo fifo 644 0:0\nx777 regular file 777 0:0\n../etc/hostname"
+    );
+    assert_eq!(
+        bash(
+            a.dir(),
+            "cd src && find . -type f -print0 | sort -z | xargs -0 sha256sum"
+        ),
+        bash(
+            a.dir(),
+            "cd restored && find . -type f -print0 | sort -z | xargs -0 sha256sum"
+        )
+    );
+    // A snapshot named by its date, one file of it, and the check a recover makes after the
+    // copy (a dry run with checksums: nothing differs).
+    let today = today();
+    let out = a.rsync(&w, &format!("-a x:snapshots/{today}/data/f one/"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bash(a.dir(), "cat one/f"), "secret");
+    let out = a.rsync(
+        &w,
+        "-aHAX --numeric-ids --dry-run --checksum -i --delete x:current/ restored/",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "", "nothing differs: {out:?}");
+    let log = std::fs::read_to_string(a.area("vps1").join("receive.log")).unwrap();
+    assert!(
+        log.contains(&format!(" . snapshots/{today}/ (from 127.0.0.1)")),
+        "`current` is read as the snapshot it names: {log}"
+    );
+    assert!(log.contains("] read: ok: "), "{log}");
+}
+
+#[test]
+fn the_send_filter_reads_only_its_hosts_snapshots_and_changes_nothing() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.authorize("vps2");
+    a.seed();
+    a.backup("vps1").success();
+    a.backup("vps2").success();
+    let today = today();
+    // A symbolic link planted in a snapshot (fake-super never makes one).
+    bash(
+        &a.area("vps1"),
+        &format!("ln -s /etc snapshots/{today}/evil"),
+    );
+    let before = a.state("receive.log");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "".into(),
+            "this key only reads vps1's snapshots with rsync (no shell)",
+        ),
+        (
+            "cat receive.log".into(),
+            "this key only reads vps1's snapshots",
+        ),
+        (
+            format!("{RECEIVER} . ."),
+            "this key only reads vps1's snapshots",
+        ),
+        (
+            "rsync --server --sender .".into(),
+            "incomplete rsync command",
+        ),
+        (
+            format!("{SENDER} . ../vps2/current/"),
+            "bad path ../vps2/current/",
+        ),
+        (format!("{SENDER} . /srv/backup/vps2"), "bad path"),
+        (
+            format!("{SENDER} . receive.log"),
+            "expected snapshots/YYYY-MM-DD/... or current/...",
+        ),
+        (
+            format!("{SENDER} . snapshots/"),
+            "expected snapshots/YYYY-MM-DD",
+        ),
+        (format!("{SENDER} . snapshots/*"), "bad path"),
+        (
+            format!("{SENDER} . current/../../vps2"),
+            "no '.' or '..' part",
+        ),
+        (format!("{SENDER} . current//etc"), "bad path"),
+        (
+            format!("{SENDER} . snapshots/1999-01-01/"),
+            "vps1 has no snapshot 1999-01-01",
+        ),
+        (
+            format!("{SENDER} . current/evil/passwd"),
+            "symbolic link in the path",
+        ),
+        (
+            format!("{SENDER} current/"),
+            "expected '.' before the paths",
+        ),
+        (format!("{SENDER} ."), "no path to read"),
+        (
+            "rsync --server --sender -Llogre.iLsfxCIvu . current/".into(),
+            "-L would follow symlinks",
+        ),
+        (
+            "rsync --server --sender -klogre.iLsfxCIvu . current/".into(),
+            "-k would follow",
+        ),
+        (
+            "rsync --server --sender -0logre.iLsfxCIvu . current/".into(),
+            "-0/--from0",
+        ),
+        (
+            format!("{SENDER} --remove-source-files . current/"),
+            "would delete files on the archive",
+        ),
+        (
+            format!("{SENDER} --copy-links . current/"),
+            "would follow symlinks",
+        ),
+        (
+            format!("{SENDER} --files-from=/etc/passwd . current/"),
+            "lists and filters read on the archive",
+        ),
+        (
+            format!("{SENDER} --exclude=x . current/"),
+            "lists and filters",
+        ),
+        (
+            format!("{SENDER} --fake-super . current/"),
+            "the archive reads owners itself",
+        ),
+        (
+            format!("{SENDER} --log-file=/tmp/x . current/"),
+            "paths on the archive",
+        ),
+        (
+            format!("{SENDER} --secluded-args . current/"),
+            "sends the arguments after the check",
+        ),
+        (format!("{SENDER} --server . current/"), "--server twice"),
+        (
+            format!("{SENDER} --inplace . current/"),
+            "not on the archive's list of sender options",
+        ),
+    ];
+    for (line, expect) in &cases {
+        a.filter_refuses("0km-archive-send", "vps1", line, expect);
+    }
+    // The real rsync: pushing through a read key, reading another host's area.
+    let w = a.wrapper("0km-archive-send", "vps1");
+    let out = a.rsync(&w, "-a src/ x:current/");
+    assert_ne!(out.code, 0, "{out:?}");
+    let out = a.rsync(&w, "-a x:../vps2/current/ stolen/");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(!a.dir().join("stolen").exists());
+    assert_eq!(a.state("receive.log"), before, "nothing changed");
+    a.filter("0km-archive-send", "vps9", &format!("{SENDER} . current/"))
+        .refused("no backup area for vps9");
+}
+
+/// What keeps the override above from reaching a real archive: a tool in /usr/local/sbin
+/// sources the installed library, which reads only /etc/0km-archive. Here the charm is
+/// installed in a private mount namespace (empty file systems over /usr/local/sbin,
+/// /usr/local/lib, /srv and /etc/0km-archive), and the receive filter, given
+/// ZEROKM_ARCHIVE_ETC, still looks for its area under /srv/backup.
+#[test]
+fn an_installed_filter_ignores_the_test_override() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    let before = a.state("");
+    let out = a.run({
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "bash", "-c"])
+            .arg(format!(
+                "set -eu; for d in /usr/local/sbin /usr/local/lib /srv /etc/0km-archive; do \
+               if [[ -d $d ]]; then mount -t tmpfs none \"$d\"; fi; done; \
+             install -m 755 {charm}/bin/* /usr/local/sbin/ && \
+             install -d /usr/local/lib/0km-archive && \
+             install -m 644 {charm}/lib/archive.sh /usr/local/lib/0km-archive/ && \
+             SSH_ORIGINAL_COMMAND='{RECEIVER} . .' SSH_CLIENT='127.0.0.1 1 2' \
+             /usr/local/sbin/0km-archive-receive vps1",
+                charm = a.dir().join("charm").display()
+            ));
+        cmd
+    });
+    out.refused("no backup area for vps1 on this archive");
+    assert_eq!(a.state(""), before, "the fixture was not touched");
+}
