@@ -90,6 +90,28 @@ pub struct DomainSet {
     pub previous: Option<String>,
 }
 
+/// `check.sh`'s result: read-only facts about a host.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
+pub struct CheckFacts {
+    pub os: String,
+    pub kernel: String,
+    pub uptime_s: u64,
+    pub disk_free_bytes: u64,
+    pub disk_size_bytes: u64,
+    #[serde(default)]
+    pub charms: Vec<String>,
+    /// The last backup's state, when the host backs up.
+    pub backup: Option<BackupState>,
+}
+
+/// The backup part of [`CheckFacts`] (`/var/lib/rsync-backup/status.json`).
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize)]
+pub struct BackupState {
+    pub last_success: Option<i64>,
+    pub last_attempt: Option<i64>,
+    pub exit_code: Option<i64>,
+}
+
 /// Finds the `0km-result` line of a playbook's (or an archive tool's) output and reads it into
 /// `T`, the struct of that result: the one place a result line is parsed. The error says
 /// whether the line is missing or not what this 0km expects.

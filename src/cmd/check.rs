@@ -4,7 +4,7 @@
 use crate::cmd::App;
 use crate::cmd::{rerun_line, Status};
 use crate::fleet::{Done, RunLog, StepFailure};
-use crate::playbook;
+use crate::playbook::{self, BackupState, CheckFacts};
 use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo};
 use clap::Args;
 use std::time::Instant;
@@ -31,7 +31,7 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
                 let out = ctx
                     .step(pb.name, &pb.command_line(&[]), Some(pb.script.as_bytes()))
                     .await?;
-                let facts: serde_json::Value =
+                let facts: CheckFacts =
                     playbook::result(&out.stdout).map_err(|why| StepFailure {
                         step: pb.name.into(),
                         reason: format!("the check playbook printed {why}"),
@@ -41,7 +41,7 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
                     })?;
                 Ok(Done {
                     changed: false,
-                    data: facts,
+                    data: serde_json::to_value(&facts).unwrap_or_default(),
                 })
             },
         )
@@ -78,12 +78,13 @@ fn print_table(app: &App, results: &[HostResult]) {
     let rows: Vec<Vec<String>> = results
         .iter()
         .map(|r| {
-            let d = &r.data;
             let ok = matches!(r.status, Outcome::Ok | Outcome::Changed);
-            let charms: Vec<&str> = d["charms"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
-                .unwrap_or_default();
+            let facts: Option<CheckFacts> = ok
+                .then(|| serde_json::from_value(r.data.clone()).ok())
+                .flatten();
+            let fact = |f: &dyn Fn(&CheckFacts) -> String| {
+                facts.as_ref().map(f).unwrap_or_else(|| "-".into())
+            };
             vec![
                 r.host.clone(),
                 if ok {
@@ -91,27 +92,27 @@ fn print_table(app: &App, results: &[HostResult]) {
                 } else {
                     r.status.label().into()
                 },
-                d["os"].as_str().unwrap_or("-").to_string(),
-                d["kernel"].as_str().unwrap_or("-").to_string(),
-                d["uptime_s"]
-                    .as_u64()
-                    .map(crate::ui::format::uptime)
-                    .unwrap_or_else(|| "-".into()),
-                match (d["disk_free_bytes"].as_u64(), d["disk_size_bytes"].as_u64()) {
-                    (Some(f), Some(s)) if s > 0 => {
-                        format!("{} ({}%)", crate::ui::format::bytes(f), f * 100 / s)
+                fact(&|d| d.os.clone()),
+                fact(&|d| d.kernel.clone()),
+                fact(&|d| crate::ui::format::uptime(d.uptime_s)),
+                fact(&|d| match d.disk_size_bytes {
+                    0 => "-".into(),
+                    s => format!(
+                        "{} ({}%)",
+                        crate::ui::format::bytes(d.disk_free_bytes),
+                        d.disk_free_bytes * 100 / s
+                    ),
+                }),
+                fact(&|d| {
+                    if d.charms.is_empty() {
+                        "none".into()
+                    } else {
+                        d.charms.join(",")
                     }
-                    _ => "-".into(),
-                },
-                if !ok {
-                    "-".into()
-                } else if charms.is_empty() {
-                    "none".into()
-                } else {
-                    charms.join(",")
-                },
+                }),
                 {
-                    let (cell, is_stale) = backup_cell(&d["backup"], now);
+                    let backup = facts.as_ref().and_then(|d| d.backup.as_ref());
+                    let (cell, is_stale) = backup_cell(backup, now);
                     if is_stale {
                         stale.push(r.host.clone());
                     }
@@ -138,12 +139,12 @@ pub const STALE_AFTER_S: i64 = 36 * 3600;
 
 /// The LAST BACKUP cell and whether it is stale: `-` no backup installed, `never`, `3h ago`,
 /// `STALE 2d ago`; a failed last attempt is said too.
-fn backup_cell(b: &serde_json::Value, now: i64) -> (String, bool) {
-    if !b.is_object() {
+fn backup_cell(b: Option<&BackupState>, now: i64) -> (String, bool) {
+    let Some(b) = b else {
         return ("-".into(), false);
-    }
-    let failed = b["exit_code"].as_i64().is_some_and(|c| c != 0);
-    let (mut cell, stale) = match b["last_success"].as_i64() {
+    };
+    let failed = b.exit_code.is_some_and(|c| c != 0);
+    let (mut cell, stale) = match b.last_success {
         None => ("never".to_string(), true),
         Some(t) => {
             let ago = format!("{} ago", crate::ui::format::age(now - t));
@@ -167,7 +168,10 @@ mod tests {
     #[test]
     fn backup_ages_and_staleness() {
         let now = 1_000_000;
-        let cell = |v: serde_json::Value| backup_cell(&v, now);
+        let cell = |v: serde_json::Value| {
+            let b: Option<BackupState> = serde_json::from_value(v).unwrap();
+            backup_cell(b.as_ref(), now)
+        };
         assert_eq!(cell(serde_json::Value::Null), ("-".into(), false));
         assert_eq!(
             cell(serde_json::json!({"last_success": null})),

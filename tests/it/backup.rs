@@ -273,7 +273,7 @@ fn a_vps_key_writes_its_own_backup_and_nothing_else() {
 }
 
 #[test]
-fn the_admin_account_refuses_malformed_input_and_gives_no_shell() {
+fn the_admin_account_refuses_malformed_input_and_gives_no_shell_and_old_tools() {
     let lab = Lab::up(1);
     archive_setup(&lab);
     let admin = |cmd: &str| {
@@ -327,6 +327,28 @@ fn the_admin_account_refuses_malformed_input_and_gives_no_shell() {
     let (code, out) = admin("list");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0km-result"), "{out}");
+
+    // Tools older than this 0km: refused before any VPS is touched, with the command that
+    // upgrades them; that command does, and then the install goes on.
+    sh(
+        &lab,
+        "archive",
+        "sed -i 's/^VERSION=.*/VERSION=3/' /usr/local/sbin/0km-archive",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .code(1)
+        .stderr_has("the archive's tools are version 3, this 0km needs 4")
+        .stderr_has("upgrade them with `0km backup-server setup root@archive --admin myadmin`");
+    assert_eq!(
+        try_sh(&lab, "vps1", "test -e /etc/mirror-dir/config.yml").0,
+        1,
+        "nothing installed on the VPS"
+    );
+    archive_setup(&lab);
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
 }
 
 #[test]
