@@ -125,6 +125,23 @@ pub fn result<T: serde::de::DeserializeOwned>(stdout: &[u8]) -> Result<T, String
     serde_json::from_str(line).map_err(|e| format!("an unexpected result line ({e})"))
 }
 
+/// [`result`] of a step's output, or the step's failure: `who` printed no result line, or an
+/// unexpected one (with the exit code and the end of stderr), `hint` added when given.
+pub fn result_of<T: serde::de::DeserializeOwned>(
+    step: &str,
+    who: &str,
+    hint: &str,
+    out: &crate::ssh::Output,
+) -> Result<T, crate::fleet::StepFailure> {
+    result(&out.stdout).map_err(|why| crate::fleet::StepFailure {
+        step: step.into(),
+        reason: format!("{who} printed {why}{hint}"),
+        exit_code: out.code,
+        stderr_tail: crate::ui::tail(&out.stderr, 5),
+        data: serde_json::Value::Null,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -59,13 +59,12 @@ pub async fn call<T: DeserializeOwned>(
             }
             f
         })?;
-    crate::playbook::result(&out.stdout).map_err(|why| StepFailure {
-        step: step.into(),
-        reason: format!("the archive's admin account: {why}: is this an archive server set up by `0km backup-server setup`, and the right admin account?"),
-        exit_code: out.code,
-        stderr_tail: crate::ui::tail(&out.stderr, 5),
-        data: serde_json::Value::Null,
-    })
+    crate::playbook::result_of(
+        step,
+        "the archive's admin account",
+        ": is this an archive server set up by `0km backup-server setup`, and the right admin account?",
+        &out,
+    )
 }
 
 /// Checks that the archive's tools are this 0km's (`version`); the error says how to

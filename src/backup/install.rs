@@ -217,26 +217,17 @@ impl Install<'_> {
     /// 3. The archive authorises the new keys, each for its own area.
     async fn authorize(&self, p: &mut Prepared) -> Result<(), InstallError> {
         if !p.new.is_empty() {
-            let new = &p.new;
-            let auth = self
-                .fleet
-                .run_one(
-                    self.archive,
-                    self.ui.reporter(1),
-                    self.log.clone(),
-                    |ctx| async move {
-                        let mut done = Vec::new();
-                        for k in new {
-                            let step = format!("authorize {}", k.host);
-                            let words = ["authorize", &k.area, &k.key.key_type, &k.key.blob];
-                            done.push(
-                                archive::call::<archive::Authorized>(&ctx, &step, &words).await,
-                            );
-                        }
-                        Ok(done)
-                    },
-                )
-                .await?;
+            let calls: Vec<(String, Vec<&str>)> = p
+                .new
+                .iter()
+                .map(|k| {
+                    (
+                        format!("authorize {}", k.host),
+                        vec!["authorize", &k.area, &k.key.key_type, &k.key.blob],
+                    )
+                })
+                .collect();
+            let auth = self.archive_calls::<archive::Authorized>(&calls).await?;
             for (i, k) in p.new.iter().enumerate() {
                 let Some(r) = p.results.get_mut(&k.host) else {
                     continue;
@@ -293,28 +284,19 @@ impl Install<'_> {
         if grants.is_empty() {
             return Ok(());
         }
-        let grants = &grants;
-        let granted = self
-            .fleet
-            .run_one(
-                self.archive,
-                self.ui.reporter(1),
-                self.log.clone(),
-                |ctx| async move {
-                    let mut done = Vec::new();
-                    for (host, area, rk) in grants {
-                        let step = format!("grant-read {host}");
-                        let words = ["grant-read", area, &rk.key_type, &rk.blob, "0"];
-                        done.push(
-                            archive::call::<archive::Acknowledged>(&ctx, &step, &words)
-                                .await
-                                .is_ok(),
-                        );
-                    }
-                    Ok(done)
-                },
-            )
+        let calls: Vec<(String, Vec<&str>)> = grants
+            .iter()
+            .map(|(host, area, rk)| {
+                (
+                    format!("grant-read {host}"),
+                    vec!["grant-read", area, &rk.key_type, &rk.blob, "0"],
+                )
+            })
+            .collect();
+        let granted: Vec<bool> = self
+            .archive_calls::<archive::Acknowledged>(&calls)
             .await?
+            .map(|all| all.iter().map(Result::is_ok).collect())
             .unwrap_or_default();
         for (i, (host, ..)) in grants.iter().enumerate() {
             let Some(r) = p.results.get_mut(*host) else {
@@ -360,14 +342,7 @@ impl Install<'_> {
                         .for_transfers()
                         .step("backup", "mirror-dir backup", None)
                         .await?;
-                    let r: BackedUp =
-                        crate::playbook::result(&out.stdout).map_err(|why| StepFailure {
-                            step: "backup".into(),
-                            reason: format!("mirror-dir printed {why}"),
-                            exit_code: out.code,
-                            stderr_tail: crate::ui::tail(&out.stderr, 5),
-                            data: serde_json::Value::Null,
-                        })?;
+                    let r: BackedUp = crate::playbook::result_of("backup", "mirror-dir", "", &out)?;
                     Ok(Done {
                         changed: true,
                         data: serde_json::to_value(&r).unwrap_or_default(),
@@ -415,6 +390,29 @@ impl Install<'_> {
             r.status = Outcome::Changed;
         }
         Ok(())
+    }
+
+    /// Admin commands on the archive, one after the other over one connection: each one's
+    /// answer, or the archive's result when it could not be reached.
+    async fn archive_calls<T: serde::de::DeserializeOwned>(
+        &self,
+        calls: &[(String, Vec<&str>)],
+    ) -> Result<Result<Vec<Result<T, StepFailure>>, HostResult>, InstallError> {
+        Ok(self
+            .fleet
+            .run_one(
+                self.archive,
+                self.ui.reporter(1),
+                self.log.clone(),
+                |ctx| async move {
+                    let mut done = Vec::new();
+                    for (step, words) in calls {
+                        done.push(archive::call::<T>(&ctx, step, words).await);
+                    }
+                    Ok(done)
+                },
+            )
+            .await?)
     }
 
     fn ordered(&self, mut results: BTreeMap<String, HostResult>) -> Vec<HostResult> {

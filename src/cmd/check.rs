@@ -3,7 +3,7 @@
 
 use crate::cmd::App;
 use crate::cmd::{rerun_line, Status};
-use crate::fleet::{Done, RunLog, StepFailure};
+use crate::fleet::{Done, RunLog};
 use crate::playbook::{self, BackupState, CheckFacts};
 use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo};
 use clap::Args;
@@ -32,13 +32,7 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
                     .step(pb.name, &pb.command_line(&[]), Some(pb.script.as_bytes()))
                     .await?;
                 let facts: CheckFacts =
-                    playbook::result(&out.stdout).map_err(|why| StepFailure {
-                        step: pb.name.into(),
-                        reason: format!("the check playbook printed {why}"),
-                        exit_code: out.code,
-                        stderr_tail: crate::ui::tail(&out.stderr, 5),
-                        data: serde_json::Value::Null,
-                    })?;
+                    playbook::result_of(pb.name, "the check playbook", "", &out)?;
                 Ok(Done {
                     changed: false,
                     data: serde_json::to_value(&facts).unwrap_or_default(),

@@ -329,11 +329,5 @@ pub async fn run_playbook<T: serde::de::DeserializeOwned>(
     let out = ctx
         .step(step, &pb.command_line(args), Some(pb.script.as_bytes()))
         .await?;
-    playbook::result(&out.stdout).map_err(|why| StepFailure {
-        step: step.into(),
-        reason: format!("the {} playbook printed {why}", pb.name),
-        exit_code: out.code,
-        stderr_tail: crate::ui::tail(&out.stderr, 5),
-        data: serde_json::Value::Null,
-    })
+    playbook::result_of(step, &format!("the {} playbook", pb.name), "", &out)
 }
