@@ -98,6 +98,12 @@ pub struct FoundKey {
     pub source: String,
 }
 
+/// Parses every key line (the config's `ssh-access.public-keys`); the first bad one is the
+/// error.
+pub fn parse_all(lines: &[String]) -> Result<Vec<KeyLine>, String> {
+    lines.iter().map(|k| KeyLine::parse(k)).collect()
+}
+
 /// Public keys on this workstation: `~/.ssh/*.pub` and the agent's.
 pub fn workstation_keys() -> Vec<FoundKey> {
     let mut found: Vec<FoundKey> = Vec::new();

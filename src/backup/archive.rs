@@ -20,16 +20,6 @@ pub fn is_safe_word(w: &str) -> bool {
         })
 }
 
-fn failure(step: &str, reason: String) -> StepFailure {
-    StepFailure {
-        step: step.into(),
-        reason,
-        exit_code: None,
-        stderr_tail: None,
-        data: serde_json::Value::Null,
-    }
-}
-
 /// Runs an admin command on the archive and reads its answer as `T`.
 pub async fn call<T: DeserializeOwned>(
     ctx: &HostCtx,
@@ -37,7 +27,7 @@ pub async fn call<T: DeserializeOwned>(
     words: &[&str],
 ) -> Result<T, StepFailure> {
     if let Some(bad) = words.iter().find(|w| !is_safe_word(w)) {
-        return Err(failure(
+        return Err(StepFailure::new(
             step,
             format!(
                 "refusing to send `{bad}` to the archive's admin account: unexpected characters"
@@ -73,7 +63,7 @@ pub async fn check_version(ctx: &HostCtx, upgrade: &str) -> Result<(), StepFailu
     let v: Version = call(ctx, "archive: version", &["version"]).await?;
     match v.version.parse::<u32>() {
         Ok(n) if n >= TOOLS_VERSION => Ok(()),
-        _ => Err(failure(
+        _ => Err(StepFailure::new(
             "archive: version",
             format!(
                 "the archive's tools are version {}, this 0km needs {TOOLS_VERSION}: upgrade them with `{upgrade}`",

@@ -438,13 +438,7 @@ async fn install_on_vps(
     for c in charms {
         packages.extend(
             charm::metadata(c)
-                .map_err(|e| StepFailure {
-                    step: "packages".into(),
-                    reason: e,
-                    exit_code: None,
-                    stderr_tail: None,
-                    data: serde_json::Value::Null,
-                })?
+                .map_err(|e| StepFailure::new("packages", e))?
                 .packages,
         );
     }
@@ -502,12 +496,11 @@ async fn install_on_vps(
         )
         .await?;
     let recover_key = String::from_utf8_lossy(&recover.stdout).trim().to_string();
-    KeyLine::parse(&key).map_err(|e| StepFailure {
-        step: "backup key".into(),
-        reason: format!("the VPS's backup key is not valid: {e}"),
-        exit_code: None,
-        stderr_tail: None,
-        data: serde_json::Value::Null,
+    KeyLine::parse(&key).map_err(|e| {
+        StepFailure::new(
+            "backup key",
+            format!("the VPS's backup key is not valid: {e}"),
+        )
     })?;
     Ok(Done {
         changed: sync.changed() || changes > 0,

@@ -101,16 +101,6 @@ fn parse_manifest(stdout: &[u8]) -> BTreeMap<String, (u32, String)> {
         .collect()
 }
 
-fn failure(step: &str, reason: String) -> StepFailure {
-    StepFailure {
-        step: step.into(),
-        reason,
-        exit_code: None,
-        stderr_tail: None,
-        data: serde_json::Value::Null,
-    }
-}
-
 async fn send_tar(
     ctx: &HostCtx,
     files: &[&EmbeddedFile],
@@ -131,11 +121,13 @@ async fn send_tar(
         );
         builder
             .append_data(&mut header, f.path, f.data)
-            .map_err(|e| failure("charms: upload", format!("cannot build the archive: {e}")))?;
+            .map_err(|e| {
+                StepFailure::new("charms: upload", format!("cannot build the archive: {e}"))
+            })?;
     }
-    let archive = builder
-        .into_inner()
-        .map_err(|e| failure("charms: upload", format!("cannot build the archive: {e}")))?;
+    let archive = builder.into_inner().map_err(|e| {
+        StepFailure::new("charms: upload", format!("cannot build the archive: {e}"))
+    })?;
     let pb = &playbook::CHARM_STORE_APPLY;
     let mut args = vec![STORE];
     args.extend(remove.iter().map(String::as_str));
@@ -172,7 +164,7 @@ async fn send_sftp(
     ctx.conn
         .upload_sftp(&list)
         .await
-        .map_err(|e| failure("charms: upload", e))?;
+        .map_err(|e| StepFailure::new("charms: upload", e))?;
     if !remove.is_empty() {
         let mut rm = vec!["rm".to_string(), "-f".to_string(), "--".to_string()];
         rm.extend(remove.iter().map(|p| format!("{STORE}/{p}")));

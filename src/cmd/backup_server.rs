@@ -48,15 +48,8 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
         ))
         .into());
     }
-    let keys: Vec<KeyLine> = app
-        .config
-        .config
-        .ssh_access
-        .public_keys
-        .iter()
-        .map(|k| KeyLine::parse(k))
-        .collect::<Result<_, _>>()
-        .map_err(UsageError)?;
+    let keys: Vec<KeyLine> =
+        crate::keys::parse_all(&app.config.config.ssh_access.public_keys).map_err(UsageError)?;
     if keys.is_empty() {
         return Err(UsageError(format!(
             "no public keys in {}: the admin account accepts the keys of ssh-access.public-keys; add one with `0km keys add ~/.ssh/id_ed25519.pub`",

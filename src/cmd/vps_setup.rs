@@ -155,14 +155,7 @@ fn keys_of(app: &App) -> anyhow::Result<Vec<KeyLine>> {
     Ok(if app.config.config.ssh_access.public_keys.is_empty() {
         crate::cmd::keys::pick_keys_interactively(app)?
     } else {
-        app.config
-            .config
-            .ssh_access
-            .public_keys
-            .iter()
-            .map(|k| KeyLine::parse(k))
-            .collect::<Result<_, _>>()
-            .map_err(UsageError)?
+        crate::keys::parse_all(&app.config.config.ssh_access.public_keys).map_err(UsageError)?
     })
 }
 

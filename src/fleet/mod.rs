@@ -57,6 +57,19 @@ pub struct StepFailure {
     pub data: serde_json::Value,
 }
 
+impl StepFailure {
+    /// A step that failed for `reason`, with no exit code or output to show.
+    pub fn new(step: &str, reason: impl Into<String>) -> Self {
+        Self {
+            step: step.into(),
+            reason: reason.into(),
+            exit_code: None,
+            stderr_tail: None,
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
 /// How long a data transfer step may run (a first backup, a recover's pull and check, a
 /// database load): not the step timeout, which a large transfer outlasts. A stalled one ends
 /// sooner: rsync stops when no data moves for 10 minutes (`--timeout`), ssh when the other end

@@ -78,13 +78,10 @@ pub async fn plan_exclusive(
                     present.iter().filter(|k| wanted.contains(&k.blob)).map(|k| &k.blob),
                 ).any(|b| ours.contains(b));
                 if !extra.is_empty() && !kept_usable {
-                    return Err(StepFailure {
-                        step: "keys: plan".into(),
-                        reason: "refused: after removing the keys not in the config, no key left would let 0km in (none of ssh-access.public-keys is a key of this workstation or its agent); add your key with `0km keys add` first".into(),
-                        exit_code: None,
-                        stderr_tail: None,
-                        data: serde_json::Value::Null,
-                    });
+                    return Err(StepFailure::new(
+                        "keys: plan",
+                        "refused: after removing the keys not in the config, no key left would let 0km in (none of ssh-access.public-keys is a key of this workstation or its agent); add your key with `0km keys add` first",
+                    ));
                 }
                 Ok(Done {
                     changed: false,
@@ -276,13 +273,7 @@ async fn keys_step(
 async fn packages_step(ctx: &HostCtx, wanted: &[&str]) -> Result<Vec<String>, StepFailure> {
     let mut packages: Vec<String> = Vec::new();
     for c in wanted {
-        let meta = charm::metadata(c).map_err(|e| StepFailure {
-            step: "packages".into(),
-            reason: e,
-            exit_code: None,
-            stderr_tail: None,
-            data: serde_json::Value::Null,
-        })?;
+        let meta = charm::metadata(c).map_err(|e| StepFailure::new("packages", e))?;
         packages.extend(meta.packages);
     }
     packages.sort();

@@ -57,6 +57,22 @@ pub struct HostResult {
     pub data: serde_json::Value,
 }
 
+impl HostResult {
+    /// A host's result with nothing but its outcome; set the rest with struct update syntax.
+    pub fn of(host: &str, status: Outcome) -> Self {
+        Self {
+            host: host.to_string(),
+            status,
+            step: None,
+            reason: None,
+            exit_code: None,
+            stderr_tail: None,
+            duration_ms: 0,
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
 /// Receives progress events from the fleet runner.
 pub trait Reporter: Send + Sync {
     fn step(&self, host: &str, step: &str);

@@ -43,14 +43,8 @@ pub async fn run(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
             }
             print_table(app, &list);
             crate::ui::HostResult {
-                host: target.name.clone(),
-                status: crate::ui::Outcome::Ok,
-                step: None,
-                reason: None,
-                exit_code: None,
-                stderr_tail: None,
                 duration_ms: start.elapsed().as_millis(),
-                data: serde_json::Value::Null,
+                ..crate::ui::HostResult::of(&target.name, crate::ui::Outcome::Ok)
             }
         }
         Err(failed) => failed,

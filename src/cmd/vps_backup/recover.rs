@@ -78,14 +78,10 @@ pub async fn run(app: &App, a: &RecoverArgs) -> anyhow::Result<Status> {
         }
         Err(RecoverError::Fleet(e)) => return Err(e.into()),
         Err(RecoverError::Plan(e)) => HostResult {
-            host: dest.name.clone(),
-            status: Outcome::Failed,
             step: Some("plan".into()),
             reason: Some(e),
-            exit_code: None,
-            stderr_tail: None,
             duration_ms: start.elapsed().as_millis(),
-            data: serde_json::Value::Null,
+            ..HostResult::of(&dest.name, Outcome::Failed)
         },
     };
     let results = [result];
@@ -121,14 +117,10 @@ fn result(
     failure: Option<(&str, String)>,
 ) -> HostResult {
     HostResult {
-        host: plan.dest.clone(),
-        status,
         step: failure.as_ref().map(|f| f.0.to_string()),
         reason: failure.map(|f| f.1),
-        exit_code: None,
-        stderr_tail: None,
-        duration_ms: 0,
         data,
+        ..HostResult::of(&plan.dest, status)
     }
 }
 
