@@ -61,7 +61,8 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(130);
         }
     };
-    // Whatever is still registered (a guard dropped without its release) is undone now.
+    // Whatever is still registered (a guard dropped without its release) is undone now, while
+    // the connections it needs are still open.
     app.cleanups.run_all().await;
     app.shutdown().await;
     match result {

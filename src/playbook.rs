@@ -112,6 +112,21 @@ pub struct BackupState {
     pub exit_code: Option<i64>,
 }
 
+/// `backup-server-setup.sh`'s result (passed on whole in `--json`).
+#[derive(Debug, Default, serde::Deserialize, serde::Serialize)]
+pub struct ArchiveSetUp {
+    pub changed: bool,
+    pub admin: String,
+    pub retention_days: u32,
+    pub backup_user: String,
+    pub backup_root: String,
+    pub admin_keys: u32,
+    #[serde(default)]
+    pub installed: Vec<String>,
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
 /// Finds the `0km-result` line of a playbook's (or an archive tool's) output and reads it into
 /// `T`, the struct of that result: the one place a result line is parsed. The error says
 /// whether the line is missing or not what this 0km expects.

@@ -78,6 +78,8 @@ pub struct Prepared {
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
 struct BackedUp {
     #[serde(default)]
+    changed: bool,
+    #[serde(default)]
     files: u64,
     #[serde(default)]
     bytes: u64,
@@ -85,7 +87,8 @@ struct BackedUp {
     transferred_bytes: u64,
     #[serde(default)]
     sent_bytes: u64,
-    duration_s: Option<f64>,
+    /// Whole seconds, as mirror-dir says them.
+    duration_s: Option<serde_json::Number>,
     #[serde(default)]
     warnings: Vec<String>,
 }
@@ -148,16 +151,7 @@ impl Install<'_> {
 
     /// 1. The archive answers, its tools are this 0km's, and what it already holds.
     async fn archive_state(&self) -> Result<Keys, InstallError> {
-        let upgrade = format!(
-            "0km backup-server setup root@{}{} --admin {}",
-            self.opts.archive.host,
-            self.opts
-                .archive
-                .port
-                .map(|p| format!(":{p}"))
-                .unwrap_or_default(),
-            self.opts.archive.admin
-        );
+        let upgrade = self.opts.archive.setup_command();
         let upgrade = &upgrade;
         self.fleet
             .run_one(
@@ -186,28 +180,30 @@ impl Install<'_> {
         known_hosts_b64: &str,
     ) -> Result<(BTreeMap<String, HostResult>, Vec<VpsKey>), InstallError> {
         let schedule = self.opts.schedule.as_deref();
+        let read: std::sync::Mutex<Vec<VpsKey>> = Default::default();
         let installed = self
             .fleet
             .run(
                 self.vps,
                 self.ui.reporter(self.vps.len()),
                 self.log.clone(),
-                |ctx| async move { install_on_vps(&ctx, server, known_hosts_b64, schedule).await },
+                |ctx| {
+                    let read = &read;
+                    async move {
+                        let (done, key) =
+                            install_on_vps(&ctx, server, known_hosts_b64, schedule).await?;
+                        read.lock().expect("keys lock").push(key);
+                        Ok(done)
+                    }
+                },
             )
             .await?;
+        let read = read.into_inner().expect("keys lock");
         let mut results = BTreeMap::new();
         let mut keys = Vec::new();
         for r in installed {
-            let key = r.data["key"].as_str().and_then(|k| KeyLine::parse(k).ok());
-            if let (Some(key), Outcome::Ok | Outcome::Changed) = (key, r.status) {
-                keys.push(VpsKey {
-                    host: r.host.clone(),
-                    area: r.data["area"].as_str().unwrap_or_default().to_string(),
-                    key,
-                    recover_key: r.data["recover_key"]
-                        .as_str()
-                        .and_then(|k| KeyLine::parse(k).ok()),
-                });
+            if ok(&r) {
+                keys.extend(read.iter().filter(|k| k.host == r.host).cloned());
             }
             results.insert(r.host.clone(), r);
         }
@@ -377,6 +373,8 @@ impl Install<'_> {
                     bytes(d.transferred_bytes),
                     bytes(d.sent_bytes),
                     d.duration_s
+                        .as_ref()
+                        .and_then(serde_json::Number::as_f64)
                         .map(|s| format!("{s:.1}"))
                         .unwrap_or_else(|| "?".into())
                 ),
@@ -428,7 +426,7 @@ async fn install_on_vps(
     server: &str,
     known_hosts_b64: &str,
     schedule: Option<&str>,
-) -> Result<Done, StepFailure> {
+) -> Result<(Done, VpsKey), StepFailure> {
     let area = super::area_name(&ctx.target);
     let mut steps: Vec<serde_json::Value> = Vec::new();
     let charms = ["base", "rsync-backup"];
@@ -496,16 +494,23 @@ async fn install_on_vps(
         )
         .await?;
     let recover_key = String::from_utf8_lossy(&recover.stdout).trim().to_string();
-    KeyLine::parse(&key).map_err(|e| {
+    let parsed = KeyLine::parse(&key).map_err(|e| {
         StepFailure::new(
             "backup key",
             format!("the VPS's backup key is not valid: {e}"),
         )
     })?;
-    Ok(Done {
+    let read = VpsKey {
+        host: ctx.target.name.clone(),
+        area: area.clone(),
+        key: parsed,
+        recover_key: KeyLine::parse(&recover_key).ok(),
+    };
+    let done = Done {
         changed: sync.changed() || changes > 0,
         data: serde_json::json!({"area": area, "key": key, "recover_key": recover_key, "steps": steps, "notes": r.notes}),
-    })
+    };
+    Ok((done, read))
 }
 
 fn ok(r: &HostResult) -> bool {

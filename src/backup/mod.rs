@@ -48,6 +48,16 @@ impl ArchiveSpec {
         })
     }
 
+    /// The command that installs (or upgrades) the archive's tools on this server.
+    pub fn setup_command(&self) -> String {
+        format!(
+            "0km backup-server setup root@{}{} --admin {}",
+            self.host,
+            self.port.map(|p| format!(":{p}")).unwrap_or_default(),
+            self.admin
+        )
+    }
+
     /// The target to reach the admin account; inventory settings of HOST apply (address),
     /// the admin user and the port given here win.
     pub fn admin_target(&self, config: &crate::config::Config) -> Target {

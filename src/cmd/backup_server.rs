@@ -79,7 +79,7 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
                     crate::charm::UploadMethod::from_env(),
                 )
                 .await?;
-                let r: serde_json::Value = crate::setup::run_playbook(
+                let r: crate::playbook::ArchiveSetUp = crate::setup::run_playbook(
                     &ctx,
                     "archive setup",
                     &crate::playbook::BACKUP_SERVER_SETUP,
@@ -87,8 +87,8 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
                 )
                 .await?;
                 Ok(Done {
-                    changed: sync.changed() || r["changed"].as_bool().unwrap_or(false),
-                    data: r,
+                    changed: sync.changed() || r.changed,
+                    data: serde_json::to_value(&r).unwrap_or_default(),
                 })
             }
         })

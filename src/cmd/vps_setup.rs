@@ -114,7 +114,6 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
     Ok(Status::from_results(&results))
 }
 
-/// One row per host, one column per step: changed / unchanged / - (skipped) / FAILED.
 /// The domain of each host: `--domain` for the one host named, else the inventory's.
 fn domains_of(
     args: &VpsSetupArgs,
@@ -188,6 +187,7 @@ fn confirm_removals(app: &App, removals: &[setup::Removal]) -> anyhow::Result<bo
     }
 }
 
+/// One row per host, one column per step: changed / unchanged / - (skipped) / FAILED.
 fn print_table(app: &App, results: &[HostResult]) {
     let mut header = vec!["HOST".to_string()];
     header.extend(STEPS.iter().map(|s| s.to_string()));

@@ -345,6 +345,20 @@ fn the_admin_account_refuses_malformed_input_and_gives_no_shell_and_old_tools() 
         1,
         "nothing installed on the VPS"
     );
+    lab.zerokm(["vps-backup", "list", "myadmin@archive"])
+        .run()
+        .code(1)
+        .stdout_has("the archive's tools are version 3, this 0km needs 4");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/etc",
+        "vps1:/tmp/etc",
+    ])
+    .run()
+    .code(1)
+    .stdout_has("the archive's tools are version 3, this 0km needs 4");
     archive_setup(&lab);
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()

@@ -249,7 +249,6 @@ impl Done {
         self
     }
 
-    /// The `--json` lines, one per host.
     /// Every line of stdout as JSON: with `--json`, stdout holds JSON objects and nothing
     /// else (a line that is not one fails the test).
     pub fn json(&self) -> Vec<serde_json::Value> {

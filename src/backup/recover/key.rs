@@ -1,9 +1,10 @@
 //! The temporary read key of a recover, as a guard: made on the destination (the private half
 //! never leaves it), granted on the archive for the source host's area only, and revoked on
 //! the archive and removed from the destination by [`TempKey::release`] on every path of the
-//! command. Made, it is registered in the run's cleanups, so Ctrl-C revokes it too; dropped
-//! without a release, it still revokes it (in the background, and at the latest when the run
-//! ends).
+//! command. Made, it is registered in the run's cleanups and stays there until released, so
+//! whatever ends the run revokes it: Ctrl-C (`main` runs the pending cleanups, after the
+//! command's future, and with it the guard, was dropped), or the end of a run where a guard
+//! was dropped without its release (`main` runs them again before closing connections).
 
 use super::{Hosts, RecoverError};
 use crate::backup::archive;
@@ -81,17 +82,6 @@ impl TempKey {
     pub async fn release(mut self) {
         if let Some(id) = self.cleanup.take() {
             self.cleanups.run(id).await;
-        }
-    }
-}
-
-impl Drop for TempKey {
-    fn drop(&mut self) {
-        if let Some(id) = self.cleanup.take() {
-            let cleanups = self.cleanups.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { cleanups.run(id).await });
-            }
         }
     }
 }

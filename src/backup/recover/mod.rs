@@ -139,7 +139,7 @@ impl Recover {
                 .collect()
         };
         let dests: Vec<String> = items.iter().map(|i| i.dest.clone()).collect();
-        let (probe, made) = probe_and_keygen(&hosts, &spec.host, &wanted, &paths, &dests).await?;
+        let (probe, made) = probe_and_keygen(&hosts, &spec, &wanted, &paths, &dests).await?;
         let key = made
             .as_ref()
             .ok()
@@ -211,15 +211,16 @@ fn selected_items(spec: &RecoverSpec) -> Result<Vec<Item>, RecoverError> {
 /// time, in one fleet run (so unknown host keys make one question). Each result on its own.
 async fn probe_and_keygen(
     hosts: &Hosts,
-    host: &str,
+    spec: &RecoverSpec,
     wanted: &str,
     paths: &[String],
     dests: &[String],
 ) -> Result<(Result<Inspect, RecoverError>, Result<KeyGen, RecoverError>), RecoverError> {
-    let mut inspect = vec!["inspect", host, wanted];
+    let mut inspect = vec!["inspect", spec.host.as_str(), wanted];
     inspect.extend(paths.iter().map(String::as_str));
     let mut keygen = vec!["keygen"];
     keygen.extend(dests.iter().map(String::as_str));
+    let upgrade = spec.archive.setup_command();
     let (probe, made) = (Mutex::new(None), Mutex::new(None));
     let r = hosts
         .fleet
@@ -230,8 +231,10 @@ async fn probe_and_keygen(
             |ctx| {
                 let on_archive = ctx.target.name == hosts.archive.name;
                 let (inspect, keygen, probe, made) = (&inspect, &keygen, &probe, &made);
+                let upgrade = &upgrade;
                 async move {
                     if on_archive {
+                        archive::check_version(&ctx, upgrade).await?;
                         let v =
                             archive::call::<Inspect>(&ctx, "archive: snapshot", inspect).await?;
                         *probe.lock().expect("slot") = Some(v);
@@ -261,8 +264,12 @@ async fn probe_and_keygen(
 /// Why the wanted snapshot is not there, with the ones that are.
 async fn no_snapshot(hosts: &Hosts, spec: &RecoverSpec, wanted: &str) -> RecoverError {
     let host = spec.host.as_str();
+    let upgrade = spec.archive.setup_command();
+    let upgrade = &upgrade;
     let snaps = hosts
         .on(&hosts.archive, "listing snapshots", |ctx| async move {
+            // Old tools answer `snapshots` too: their version is the error, not the snapshot.
+            archive::check_version(&ctx, upgrade).await?;
             archive::call::<archive::Snapshots>(&ctx, "archive: snapshots", &["snapshots", host])
                 .await
         })
@@ -349,7 +356,8 @@ impl Planning<'_> {
         }
         if items.is_empty() {
             return Err(RecoverError::Plan(format!(
-                "nothing to restore: the snapshot {snapshot} of {host} holds none of it"
+                "nothing to restore: the snapshot {snapshot} of {host} holds none of it (not in the backup: {})",
+                skipped.join(", ")
             )));
         }
         let components: Vec<String> = match &self.spec.selection {

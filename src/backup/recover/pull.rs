@@ -58,7 +58,7 @@ pub struct DrySample {
 }
 
 /// What a pull copied.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Pulled {
     pub changed: bool,
     pub files: u64,
@@ -67,7 +67,8 @@ pub struct Pulled {
     pub transferred_bytes: u64,
     pub deleted: u64,
     pub checksum: bool,
-    pub duration_s: f64,
+    /// Whole seconds, as the playbook says them.
+    pub duration_s: serde_json::Number,
 }
 
 /// A check's result (`--verify`).

@@ -27,9 +27,12 @@ pub async fn run(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
     let target = spec.admin_target(&app.config.config);
     let start = Instant::now();
     let log = RunLog::create("vps-backup-list");
+    let upgrade = spec.setup_command();
+    let upgrade = &upgrade;
     let listed = app
         .fleet()?
         .run_one(&target, app.ui.reporter(1), log.clone(), |ctx| async move {
+            archive::check_version(&ctx, upgrade).await?;
             archive::call::<List>(&ctx, "archive: list", &["list"]).await
         })
         .await?;
