@@ -14,6 +14,9 @@ pub struct Target {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub domain: Option<String>,
+    /// How a command line names this host again: the inventory name, or what was typed
+    /// (`root@203.0.113.7:2222`), so a re-run line reaches the same login and port.
+    pub selector: String,
 }
 
 impl Target {
@@ -114,7 +117,8 @@ fn known_groups(config: &Config) -> String {
     }
 }
 
-fn from_inventory(name: &str, config: &Config) -> Target {
+/// The host of the inventory named `name` (or, not in it, the ssh host `name` as is).
+pub fn from_inventory(name: &str, config: &Config) -> Target {
     let h = config.hosts.get(name).cloned().unwrap_or_default();
     Target {
         name: name.to_string(),
@@ -122,31 +126,49 @@ fn from_inventory(name: &str, config: &Config) -> Target {
         port: h.port,
         user: h.user,
         domain: h.domain,
+        selector: name.to_string(),
+    }
+}
+
+/// `[USER@]HOST[:PORT]` split into its parts; HOST may be an IPv6 literal, in brackets when a
+/// port follows (`root@[2001:db8::7]:2222`) or bare (`2001:db8::7`). `None` when malformed
+/// (a part with characters no host, user or port has, a port of 0 or over 65535).
+pub fn parse_destination(s: &str) -> Option<(Option<&str>, &str, Option<u16>)> {
+    let (user, rest) = match s.rsplit_once('@') {
+        Some((u, r)) => (Some(u), r),
+        None => (None, s),
+    };
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner.split_once(']')?;
+        match after {
+            "" => (host, None),
+            a => (host, Some(port(a.strip_prefix(':')?)?)),
+        }
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(port(p)?)),
+            _ => (rest, None),
+        }
+    };
+    let user_ok = user.is_none_or(crate::names::is_user);
+    (crate::names::is_host(host) && user_ok).then_some((user, host, port))
+}
+
+/// `[USER@]HOST[:PORT]` as a command line takes it back (IPv6 in brackets before a port).
+pub fn format_destination(user: Option<&str>, host: &str, port: Option<u16>) -> String {
+    let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+    match port {
+        Some(p) if host.contains(':') => format!("{user}[{host}]:{p}"),
+        Some(p) => format!("{user}{host}:{p}"),
+        None => format!("{user}{host}"),
     }
 }
 
 /// `[user@]name[:port]`; the inventory entry of `name`, if any, supplies the rest.
 fn parse_adhoc(sel: &str, config: &Config) -> Result<Target, TargetError> {
-    let invalid = || TargetError::Invalid(sel.to_string());
-    let (user, rest) = match sel.rsplit_once('@') {
-        Some((u, r)) => (Some(u), r),
-        None => (None, sel),
-    };
-    let (name, port) = match rest.rsplit_once(':') {
-        Some((n, p)) if !n.contains(':') => (
-            n,
-            Some(
-                p.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(invalid)?,
-            ),
-        ),
-        _ => (rest, None),
-    };
-    if !crate::names::is_host(name) || user.is_some_and(|u| !crate::names::is_user(u)) {
-        return Err(invalid());
-    }
+    let (user, name, port) =
+        parse_destination(sel).ok_or_else(|| TargetError::Invalid(sel.to_string()))?;
     let mut t = from_inventory(name, config);
     if user.is_some() {
         t.user = user.map(str::to_string);
@@ -154,11 +176,25 @@ fn parse_adhoc(sel: &str, config: &Config) -> Result<Target, TargetError> {
     if port.is_some() {
         t.port = port;
     }
+    t.selector = format_destination(user, name, port);
     Ok(t)
 }
 
 fn is_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
+    s.contains(['*', '?']) || (s.contains('[') && !is_bracketed_ipv6(s))
+}
+
+/// `[USER@][IPV6]...`: brackets around an IPv6 literal, not a glob's character class.
+fn is_bracketed_ipv6(s: &str) -> bool {
+    let rest = s.rsplit_once('@').map_or(s, |(_, r)| r);
+    rest.strip_prefix('[')
+        .and_then(|r| r.split_once(']'))
+        .is_some_and(|(inner, _)| {
+            inner.contains(':')
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || ":.".contains(c))
+        })
 }
 
 /// Shell-style glob over host names: `*`, `?` and `[abc]` / `[a-z]` classes.
@@ -235,6 +271,27 @@ mod tests {
         assert_eq!(t[0].destination(), "other.example.org");
         assert_eq!(t[0].user.as_deref(), Some("root"));
         assert_eq!(t[0].port, Some(2200));
+    }
+
+    #[test]
+    fn user_host_port_and_ipv6_literals() {
+        let one = |s: &str| resolve(&[s.into()], &cfg()).unwrap().remove(0);
+        let t = one("debian@203.0.113.7:2222");
+        assert_eq!((t.name.as_str(), t.port), ("203.0.113.7", Some(2222)));
+        assert_eq!(t.selector, "debian@203.0.113.7:2222");
+        let t = one("root@[2001:db8::7]:2222");
+        assert_eq!(t.name, "2001:db8::7");
+        assert_eq!((t.user.as_deref(), t.port), (Some("root"), Some(2222)));
+        assert_eq!(t.selector, "root@[2001:db8::7]:2222");
+        let t = one("::1");
+        assert_eq!((t.name.as_str(), t.port), ("::1", None));
+        let t = one("[::1]");
+        assert_eq!((t.name.as_str(), t.port), ("::1", None));
+        assert_eq!(one("web1").selector, "web1");
+        assert_eq!(one("admin@web1:2222").selector, "admin@web1:2222");
+        for bad in ["[::1", "[::1]2222", "[::1]:0", "a@[x y]:22", "@h"] {
+            assert!(resolve(&[bad.into()], &cfg()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -17,30 +17,19 @@ pub struct ArchiveSpec {
 }
 
 impl ArchiveSpec {
-    /// Parses `ADMIN@HOST[:PORT]`; the error says what is expected.
+    /// Parses `ADMIN@HOST[:PORT]` (HOST a name, an IP, or an IPv6 literal, in brackets before
+    /// a port); the error says what is expected.
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = |why: &str| {
             format!("`{s}` is not an archive server: {why} (expected ADMIN@HOST[:PORT], e.g. myadmin@core.example.com:10023)")
         };
-        let (admin, rest) = s.split_once('@').ok_or_else(|| bad("no ADMIN@"))?;
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                Some(
-                    p.parse::<u16>()
-                        .ok()
-                        .filter(|p| *p > 0)
-                        .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?,
-                ),
-            ),
-            None => (rest, None),
-        };
-        if !crate::names::is_user(admin) {
-            return Err(bad("the admin account name is not valid"));
+        if !s.contains('@') {
+            return Err(bad("no ADMIN@"));
         }
-        if !crate::names::is_host(host) {
-            return Err(bad("the host name is not valid"));
-        }
+        let (admin, host, port) = crate::target::parse_destination(s).ok_or_else(|| {
+            bad("the admin account, host or port is not valid (a port is a number from 1 to 65535)")
+        })?;
+        let admin = admin.ok_or_else(|| bad("no ADMIN@"))?;
         Ok(Self {
             admin: admin.to_string(),
             host: host.to_string(),
@@ -51,46 +40,32 @@ impl ArchiveSpec {
     /// The command that installs (or upgrades) the archive's tools on this server.
     pub fn setup_command(&self) -> String {
         format!(
-            "0km backup-server setup root@{}{} --admin {}",
-            self.host,
-            self.port.map(|p| format!(":{p}")).unwrap_or_default(),
+            "0km backup-server setup {} --admin {}",
+            crate::target::format_destination(Some("root"), &self.host, self.port),
             self.admin
         )
     }
 
     /// The target to reach the admin account; inventory settings of HOST apply (address),
-    /// the admin user and the port given here win.
+    /// the admin user and the port given here win. Its name is the spec as typed, and its ssh
+    /// destination stays HOST (or the inventory's address).
     pub fn admin_target(&self, config: &crate::config::Config) -> Target {
-        let mut t = base_target(&self.host, config);
+        let mut t = crate::target::from_inventory(&self.host, config);
+        t.address = Some(t.destination().to_string());
         t.user = Some(self.admin.clone());
         if self.port.is_some() {
             t.port = self.port;
         }
         t.name = self.to_string();
+        t.selector = t.name.clone();
         t
     }
 }
 
 impl std::fmt::Display for ArchiveSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}@{}", self.admin, self.host)?;
-        if let Some(p) = self.port {
-            write!(f, ":{p}")?;
-        }
-        Ok(())
-    }
-}
-
-fn base_target(host: &str, config: &crate::config::Config) -> Target {
-    match crate::target::resolve(&[host.to_string()], config) {
-        Ok(mut v) if !v.is_empty() => v.remove(0),
-        _ => Target {
-            name: host.to_string(),
-            address: None,
-            port: None,
-            user: None,
-            domain: None,
-        },
+        let d = crate::target::format_destination(Some(&self.admin), &self.host, self.port);
+        f.write_str(&d)
     }
 }
 
@@ -115,6 +90,13 @@ mod tests {
         assert_eq!(s.port, Some(10023));
         assert_eq!(s.to_string(), "myadmin@core-06.0k.io:10023");
         assert_eq!(ArchiveSpec::parse("a@b").unwrap().port, None);
+        let v6 = ArchiveSpec::parse("myadmin@[2001:db8::1]:10023").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("2001:db8::1", Some(10023)));
+        assert_eq!(v6.to_string(), "myadmin@[2001:db8::1]:10023");
+        assert_eq!(
+            v6.setup_command(),
+            "0km backup-server setup root@[2001:db8::1]:10023 --admin myadmin"
+        );
         for bad in [
             "core:10023",
             "a@b:0",
@@ -128,5 +110,30 @@ mod tests {
         assert!(ArchiveSpec::parse("core:1")
             .unwrap_err()
             .contains("expected ADMIN@HOST[:PORT]"));
+    }
+
+    #[test]
+    fn the_admin_target_connects_to_the_host_and_port_given() {
+        let cfg = crate::config::parse(
+            "hosts:\n  core: {address: 192.0.2.5}\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap();
+        // Not in the inventory: the manual's own syntax.
+        let t = ArchiveSpec::parse("myadmin@core-06.0k.io:10023")
+            .unwrap()
+            .admin_target(&cfg);
+        assert_eq!(t.destination(), "core-06.0k.io");
+        assert_eq!((t.user.as_deref(), t.port), (Some("myadmin"), Some(10023)));
+        assert_eq!(t.name, "myadmin@core-06.0k.io:10023");
+        // In the inventory: its address.
+        let t = ArchiveSpec::parse("myadmin@core:10023")
+            .unwrap()
+            .admin_target(&cfg);
+        assert_eq!(t.destination(), "192.0.2.5");
+        let t = ArchiveSpec::parse("myadmin@127.0.1.1")
+            .unwrap()
+            .admin_target(&cfg);
+        assert_eq!((t.destination(), t.port), ("127.0.1.1", None));
     }
 }

@@ -99,15 +99,17 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
                 r.status,
                 crate::ui::Outcome::Ok | crate::ui::Outcome::Changed
             ) {
-                let port = targets[0].port.map(|p| format!(":{p}")).unwrap_or_default();
-                let host = targets[0].destination();
+                // The host and port as typed (an inventory name keeps its inventory settings).
+                let (_, host, port) = crate::target::parse_destination(&a.host).unwrap_or((
+                    None,
+                    targets[0].destination(),
+                    targets[0].port,
+                ));
+                let admin = crate::target::format_destination(Some(&a.admin), host, port);
                 app.ui.out(&format!(
-                    "{} is an archive server ({}). Admin account: {}@{host}{port}\n  0km vps-install backup {}@{host}{port} VPS...\n  0km vps-backup list {}@{host}{port}",
+                    "{} is an archive server ({}). Admin account: {admin}\n  0km vps-install backup {admin} VPS...\n  0km vps-backup list {admin}",
                     r.host,
                     if r.status == crate::ui::Outcome::Changed { "changed" } else { "unchanged" },
-                    a.admin,
-                    a.admin,
-                    a.admin
                 ));
             }
         }
@@ -117,7 +119,9 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
         &SummaryInfo {
             results: &results,
             elapsed: start.elapsed(),
-            rerun: &|failed| crate::cmd::rerun_line(std::slice::from_ref(&a.host), failed),
+            rerun: &|failed| {
+                crate::cmd::rerun_line(std::slice::from_ref(&a.host), &targets, failed)
+            },
             log_dir: log.as_ref().map(|l| l.dir()),
         },
     );

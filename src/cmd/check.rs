@@ -48,7 +48,7 @@ pub async fn run(app: &App, args: &CheckArgs) -> anyhow::Result<Status> {
         &SummaryInfo {
             results: &results,
             elapsed: start.elapsed(),
-            rerun: &|failed| rerun_line(&args.targets, failed),
+            rerun: &|failed| rerun_line(&args.targets, &targets, failed),
             log_dir: log.as_ref().map(|l| l.dir()),
         },
     );

@@ -56,8 +56,22 @@ pub fn is_usage_error(e: &anyhow::Error) -> bool {
 }
 
 /// The command line that re-runs the current command on `failed` hosts only: the original
-/// arguments with the host selectors replaced by the failed names.
-pub fn rerun_line(selectors: &[String], failed: &[String]) -> String {
+/// arguments with the host selectors replaced by the failed hosts, each as the command line
+/// named it (`root@203.0.113.7:2222` keeps its login and port).
+pub fn rerun_line(
+    selectors: &[String],
+    targets: &[crate::target::Target],
+    failed: &[String],
+) -> String {
+    let named: Vec<String> = failed
+        .iter()
+        .map(|f| {
+            targets
+                .iter()
+                .find(|t| t.name == *f)
+                .map_or_else(|| f.clone(), |t| t.selector.clone())
+        })
+        .collect();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut replaced = false;
     args.retain_mut(|a| {
@@ -65,7 +79,7 @@ pub fn rerun_line(selectors: &[String], failed: &[String]) -> String {
             if replaced {
                 return false;
             }
-            *a = failed.join(",");
+            *a = named.join(",");
             replaced = true;
         }
         true

@@ -91,7 +91,7 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
         &SummaryInfo {
             results: &results,
             elapsed: start.elapsed(),
-            rerun: &|failed| crate::cmd::rerun_line(&selectors, failed),
+            rerun: &|failed| crate::cmd::rerun_line(&selectors, &targets, failed),
             log_dir: log.as_ref().map(|l| l.dir()),
         },
     );

@@ -33,6 +33,15 @@ pub(super) fn ssh_config(dir: &Path, hosts: &[LabHost]) -> String {
             known_hosts = quoted("known_hosts"),
         );
     }
+    // Any other name (a host's address, `myadmin@127.0.X.1:10023` as the manual writes it):
+    // the same key and known_hosts, the login as given.
+    let _ = write!(
+        out,
+        "\nHost *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known_hosts}\n  \
+         StrictHostKeyChecking yes\n",
+        key = quoted("id_ed25519"),
+        known_hosts = quoted("known_hosts"),
+    );
     out
 }
 

@@ -402,3 +402,79 @@ fn mariadb_is_dumped_consistently_and_archived() {
     assert!(dump.contains("-- Dump completed"), "a complete dump");
     let _ = lab.ssh("vps1", "mysqladmin shutdown");
 }
+
+/// The manual's own syntax, with nothing in the inventory: the archive as
+/// `myadmin@ADDRESS:10023`, the VPSes as `root@ADDRESS`; the next steps printed and the
+/// re-run line keep the login and the port, and work when pasted.
+#[test]
+fn the_manuals_syntax_with_addresses_and_ports_works_everywhere() {
+    let lab = Lab::up(3);
+    let net = lab.net();
+    let archive = format!("myadmin@{net}.1:10023");
+    let (vps1, vps2, vps3) = (
+        format!("root@{net}.2"),
+        format!("root@{net}.3"),
+        format!("root@{net}.4"),
+    );
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        &format!("root@{net}.1:10023"),
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success()
+    .stdout_has(&format!("0km vps-install backup {archive} VPS..."))
+    .stdout_has(&format!("0km vps-backup list {archive}"));
+    seed_data(&lab, "vps1");
+    seed_data(&lab, "vps2");
+    // Two VPSes by address and a third that does not answer, at once.
+    let dead = format!("root@{net}.200:2222");
+    let done = lab
+        .zerokm([
+            "--yes",
+            "vps-install",
+            "backup",
+            &archive,
+            &vps1,
+            &vps2,
+            &dead,
+        ])
+        .run()
+        .code(1);
+    for area in [format!("{net}.2"), format!("{net}.3")] {
+        assert_eq!(
+            sh(
+                &lab,
+                "archive",
+                &format!("ls /srv/backup/{area}/snapshots | wc -l")
+            ),
+            "1",
+            "{area}: {}",
+            done.all()
+        );
+    }
+    let rerun = format!("vps-install backup {archive} {dead}");
+    assert!(done.stdout.contains(&rerun), "{rerun:?} in\n{}", done.all());
+    lab.zerokm(["vps-backup", "list", &archive])
+        .run()
+        .success()
+        .stdout_has(&format!("{net}.2"))
+        .stdout_has(&format!("{net}.3"));
+    // A path, from vps1's backup onto vps3, all named by address.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &format!("{archive}#{net}.2:/srv/datastore/data/app"),
+        &format!("{vps3}:/restore"),
+    ])
+    .run()
+    .success()
+    .stdout_has("Verified: ");
+    assert_eq!(
+        tree_sums(&lab, "vps3", "/restore"),
+        tree_sums(&lab, "vps1", "/srv/datastore/data/app")
+    );
+}
