@@ -106,6 +106,7 @@ impl App {
             step_timeout: s.step_timeout,
             may_ask: true,
             first_contact: None,
+            config_note: self.config.describe(),
         })
     }
 

@@ -31,36 +31,74 @@ pub enum ConfigError {
 pub struct Loaded {
     pub config: Config,
     pub path: Option<PathBuf>,
+    /// Where it was looked for (the default places, when none was given).
+    pub searched: Vec<PathBuf>,
 }
 
-/// Where the configuration is looked for when `--config` is not given: `/etc/0km/config.yml`
-/// for root (as the seed manual says), `$XDG_CONFIG_HOME/0km/config.yml` (default
-/// `~/.config/0km/config.yml`) otherwise, on every platform.
-pub fn default_path() -> PathBuf {
-    if crate::paths::is_root() {
-        return PathBuf::from("/etc/0km/config.yml");
-    }
-    crate::paths::config_home().join("0km").join("config.yml")
-}
-
-/// Loads the configuration. An explicit path must exist; the default path may be missing, in
-/// which case an empty configuration is returned (commands that need keys say so themselves).
-pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
-    let (path, must_exist) = match explicit {
-        Some(p) => (p.to_path_buf(), true),
-        None => (default_path(), false),
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
-            return Ok(Loaded::default())
+impl Loaded {
+    /// Which configuration this run read, in words: for messages about names it could not
+    /// resolve (`vps1` is in no inventory, or in another file than the one read).
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("0km read the config {}", p.display()),
+            None => format!(
+                "0km read no config file (none at {})",
+                self.searched
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
-        Err(source) => return Err(ConfigError::Read { path, source }),
+    }
+}
+
+/// Where the configuration is looked for when `--config` is not given, in order: for root
+/// `/etc/0km/config.yml` (as the seed manual says), then `$XDG_CONFIG_HOME/0km/config.yml`
+/// (default `~/.config/0km/config.yml`), the only place for other users, on every platform.
+pub fn default_paths() -> Vec<PathBuf> {
+    let user = crate::paths::config_home().join("0km").join("config.yml");
+    if crate::paths::is_root() {
+        vec![PathBuf::from("/etc/0km/config.yml"), user]
+    } else {
+        vec![user]
+    }
+}
+
+/// Where a new configuration is written when none exists yet: the first default place.
+pub fn default_path() -> PathBuf {
+    default_paths().remove(0)
+}
+
+/// Loads the configuration. An explicit path must exist; otherwise the first default place
+/// that exists is read, and with none an empty configuration is returned (commands that need
+/// keys say so themselves).
+pub fn load(explicit: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let candidates = match explicit {
+        Some(p) => vec![p.to_path_buf()],
+        None => default_paths(),
     };
-    let config = parse(&text, &path)?;
+    for path in &candidates {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => continue,
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
+        let config = parse(&text, path)?;
+        return Ok(Loaded {
+            config,
+            path: Some(path.clone()),
+            searched: candidates.clone(),
+        });
+    }
     Ok(Loaded {
-        config,
-        path: Some(path),
+        searched: candidates,
+        ..Loaded::default()
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Fleet {
     /// For hosts that refuse our keys: a command line that installs them, run once through an
     /// interactive password login on a terminal (vps-setup on a fresh VPS).
     pub first_contact: Option<String>,
+    /// Which configuration the run read, said when a host name cannot be resolved.
+    pub config_note: String,
 }
 
 /// Errors that stop a whole run before anything is done on any host.
@@ -272,6 +274,19 @@ impl Fleet {
         })
     }
 
+    /// Why a host could not be connected; a name nothing resolves says which config was read.
+    fn connect_reason(&self, e: &ConnectError) -> String {
+        let reason = e.to_string();
+        if reason.contains("Could not resolve hostname") {
+            format!(
+                "{reason} ({}: not in its inventory, nor an alias of the ssh config, nor a DNS name; add it under `hosts:` with an `address:`, or name it by its address)",
+                self.config_note
+            )
+        } else {
+            reason
+        }
+    }
+
     /// Hosts whose key is not known yet: one question for all of them (then they are
     /// connected again), or an error when there is no one to ask.
     async fn settle_unknown_keys(
@@ -364,7 +379,7 @@ impl Fleet {
                             Outcome::Failed
                         },
                         step: Some("connect".into()),
-                        reason: Some(e.to_string()),
+                        reason: Some(self.connect_reason(&e)),
                         exit_code: None,
                         stderr_tail: None,
                         duration_ms: start.elapsed().as_millis(),

@@ -56,3 +56,34 @@ fn unknown_groups_and_empty_globs_are_usage_errors() {
         .code(2)
         .stderr_has("matches no host");
 }
+
+/// As root without `/etc/0km/config.yml`, the user's own `~/.config/0km/config.yml` is read;
+/// a host nothing resolves says which config was read, or that none was.
+#[test]
+fn root_falls_back_to_its_own_config_and_unresolved_names_say_which_was_read() {
+    assert!(
+        !std::path::Path::new("/etc/0km/config.yml").exists(),
+        "this test needs a machine without /etc/0km/config.yml"
+    );
+    let lab = Lab::up(1);
+    let xdg = lab.root.path().join("config").join("0km");
+    let done = lab
+        .zerokm_with(None, ["check", "vps1"])
+        .run()
+        .code(1)
+        .stdout_has("Could not resolve hostname vps1")
+        .stdout_has("0km read no config file (none at /etc/0km/config.yml, ");
+    assert!(
+        done.stdout
+            .contains(&xdg.join("config.yml").display().to_string()),
+        "{}",
+        done.all()
+    );
+    // The lab's config as the user's own: found without --config.
+    std::fs::create_dir_all(&xdg).unwrap();
+    std::fs::copy(lab.config(), xdg.join("config.yml")).unwrap();
+    lab.zerokm_with(None, ["check", "vps1"]).run().success();
+    let done = lab.zerokm_with(None, ["check", "nosuchhost"]).run().code(1);
+    let read = format!("0km read the config {}", xdg.join("config.yml").display());
+    assert!(done.stdout.contains(&read), "{read:?} in\n{}", done.all());
+}
