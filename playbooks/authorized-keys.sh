@@ -4,7 +4,10 @@
 #
 #   list                 every key line as is (options included), blanks and comments skipped
 #   ensure KEYLINE...    adds each key whose key material (the base64 blob) is on no line yet;
-#                        every existing line and comment is kept as is, in order
+#                        a line of one of these keys that carries a forced command (a cloud
+#                        image's `command="echo 'Please login as the user ...'"`) is replaced
+#                        by the plain key line; every other line and comment is kept as is,
+#                        in order
 #   remove BLOB...       removes the lines whose blob is one of the given ones
 #
 # A KEYLINE is `TYPE BASE64 [COMMENT]`, TYPE one of ssh-ed25519, ssh-rsa,
@@ -16,7 +19,7 @@
 #
 # Prints one machine-readable line last on stdout:
 #   list:   0km-result {"changed":false,"keys":["<line>",...]}
-#   ensure: 0km-result {"changed":bool,"added":N,"total":N}
+#   ensure: 0km-result {"changed":bool,"added":N,"unlocked":N,"total":N}
 #   remove: 0km-result {"changed":bool,"removed":N,"total":N}
 # (total: key lines in the file afterwards.)
 set -euo pipefail
@@ -53,6 +56,15 @@ line_blob() {
     read -r -a fields <<<"$rest"
     [[ ${#fields[@]} -ge 2 ]] && printf '%s' "${fields[1]}"
     return 0
+}
+
+# line_forced LINE: true for a key line whose options hold a forced command (`command=`).
+line_forced() {
+    local line=${1%$'\r'} rest
+    rest=${line#"${line%%[![:space:]]*}"}
+    [[ $rest =~ ^(ssh-|ecdsa-|sk-) ]] && return 1
+    [[ $rest =~ $OPTIONS_RE ]] || return 1
+    [[ ,${BASH_REMATCH[0]} =~ ,[[:space:]]*command= ]]
 }
 
 # is_key_line LINE: true for a line that is neither blank nor a comment.
@@ -155,11 +167,23 @@ cmd_ensure() {
         changed=true
     fi
     read_lines
-    declare -A have=()
-    local l b
-    for l in "${lines[@]+"${lines[@]}"}"; do
+    declare -A have=() wanted=()
+    local l b i unlocked=0
+    for k in "${keys[@]}"; do
+        read -r _ b _ <<<"$k"
+        wanted[$b]=$k
+    done
+    for i in "${!lines[@]}"; do
+        l=${lines[$i]}
         b=$(line_blob "$l")
-        [[ -n $b ]] && have[$b]=1
+        [[ -n $b ]] || continue
+        if [[ -n ${wanted[$b]+x} ]] && line_forced "$l"; then
+            # Our own key, locked to a message: the plain line lets it log in.
+            lines[i]=${wanted[$b]}
+            unlocked=$((unlocked + 1))
+            log "replacing the forced-command line of key ...${b: -12} with the plain key"
+        fi
+        have[$b]=1
     done
     for k in "${keys[@]}"; do
         read -r _ b _ <<<"$k"
@@ -172,12 +196,12 @@ cmd_ensure() {
         added=$((added + 1))
         log "adding: ${k%% *} ...${b: -12}"
     done
-    if [[ $added -gt 0 || ! -f $keys_file ]]; then
+    if [[ $added -gt 0 || $unlocked -gt 0 || ! -f $keys_file ]]; then
         write_lines
         changed=true
     fi
     [[ $changed == false ]] && log "nothing to do: every key is already authorised"
-    printf '0km-result {"changed":%s,"added":%s,"total":%s}\n' "$changed" "$added" "$(count_keys)"
+    printf '0km-result {"changed":%s,"added":%s,"unlocked":%s,"total":%s}\n' "$changed" "$added" "$unlocked" "$(count_keys)"
 }
 
 cmd_remove() {

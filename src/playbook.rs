@@ -78,6 +78,9 @@ pub struct AuthorizedKeys {
     pub keys: Vec<String>,
     #[serde(default)]
     pub added: u64,
+    /// Lines of these keys that carried a forced command, made plain.
+    #[serde(default)]
+    pub unlocked: u64,
     #[serde(default)]
     pub removed: u64,
 }

@@ -17,6 +17,9 @@ pub struct Target {
     /// How a command line names this host again: the inventory name, or what was typed
     /// (`root@203.0.113.7:2222`), so a re-run line reaches the same login and port.
     pub selector: String,
+    /// The login is not root (`debian@...`, a cloud image's user): everything 0km runs there
+    /// goes through `sudo -n` (passwordless sudo, as cloud images give that user).
+    pub sudo: bool,
 }
 
 impl Target {
@@ -120,6 +123,7 @@ fn known_groups(config: &Config) -> String {
 /// The host of the inventory named `name` (or, not in it, the ssh host `name` as is).
 pub fn from_inventory(name: &str, config: &Config) -> Target {
     let h = config.hosts.get(name).cloned().unwrap_or_default();
+    let sudo = needs_sudo(h.user.as_deref());
     Target {
         name: name.to_string(),
         address: h.address,
@@ -127,7 +131,14 @@ pub fn from_inventory(name: &str, config: &Config) -> Target {
         user: h.user,
         domain: h.domain,
         selector: name.to_string(),
+        sudo,
     }
+}
+
+/// Whether a login needs sudo to act as root (any user but root; no user: ssh's default,
+/// root for 0km's hosts unless `~/.ssh/config` says otherwise).
+fn needs_sudo(user: Option<&str>) -> bool {
+    user.is_some_and(|u| u != "root")
 }
 
 /// `[USER@]HOST[:PORT]` split into its parts; HOST may be an IPv6 literal, in brackets when a
@@ -172,6 +183,7 @@ fn parse_adhoc(sel: &str, config: &Config) -> Result<Target, TargetError> {
     let mut t = from_inventory(name, config);
     if user.is_some() {
         t.user = user.map(str::to_string);
+        t.sudo = needs_sudo(user);
     }
     if port.is_some() {
         t.port = port;
@@ -289,6 +301,11 @@ mod tests {
         assert_eq!((t.name.as_str(), t.port), ("::1", None));
         assert_eq!(one("web1").selector, "web1");
         assert_eq!(one("admin@web1:2222").selector, "admin@web1:2222");
+        assert!(
+            one("debian@vps9").sudo && one("web1").sudo,
+            "non-root logins use sudo"
+        );
+        assert!(!one("root@web1").sudo && !one("vps9").sudo);
         for bad in ["[::1", "[::1]2222", "[::1]:0", "a@[x y]:22", "@h"] {
             assert!(resolve(&[bad.into()], &cfg()).is_err(), "{bad}");
         }

@@ -58,6 +58,8 @@ impl ArchiveSpec {
         }
         t.name = self.to_string();
         t.selector = t.name.clone();
+        // The admin account's forced command takes the words as they are: never through sudo.
+        t.sudo = false;
         t
     }
 }

@@ -36,7 +36,8 @@ pub struct Metadata {
     #[serde(default)]
     #[allow(dead_code)]
     pub version: Option<serde_json::Value>,
-    /// Debian packages the charm's hooks need, installed before they run.
+    /// Debian packages the charm's hooks need, installed before they run; `NAME?if-available`
+    /// only where the distribution has it, `NAME?if-apparmor` only on AppArmor kernels.
     #[serde(default)]
     pub packages: Vec<String>,
     /// Backup components (name -> paths and services), restored one by one by
@@ -126,10 +127,15 @@ mod tests {
             let m = metadata(n).unwrap();
             assert_eq!(m.name, n);
             for p in &m.packages {
+                let (name, cond) = p.split_once('?').unwrap_or((p, ""));
                 assert!(
-                    p.chars()
+                    name.chars()
                         .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)),
                     "{n}: bad package name {p}"
+                );
+                assert!(
+                    ["", "if-available", "if-apparmor"].contains(&cond),
+                    "{n}: unknown condition in {p}"
                 );
             }
             let hooks: Vec<_> = files(n).filter(|f| f.path.contains("/hooks/")).collect();

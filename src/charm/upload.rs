@@ -81,8 +81,9 @@ pub async fn sync_store(
         return Ok(report);
     }
     match method {
-        UploadMethod::Tar => send_tar(ctx, &upload, &remove).await?,
-        UploadMethod::Sftp => send_sftp(ctx, &upload, &remove).await?,
+        // SFTP writes as the login: a login that acts as root through sudo sends a tar.
+        UploadMethod::Sftp if !ctx.conn.sudo() => send_sftp(ctx, &upload, &remove).await?,
+        _ => send_tar(ctx, &upload, &remove).await?,
     }
     Ok(report)
 }

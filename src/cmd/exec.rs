@@ -31,7 +31,11 @@ pub fn command_line(words: &[String]) -> String {
 }
 
 pub async fn run(app: &App, args: &ExecArgs) -> anyhow::Result<Status> {
-    let targets = crate::target::resolve(&args.targets, &app.config.config)?;
+    // exec runs as the login given: `debian@host` runs as debian (add `sudo` yourself).
+    let mut targets = crate::target::resolve(&args.targets, &app.config.config)?;
+    for t in &mut targets {
+        t.sudo = false;
+    }
     let line = command_line(&args.command);
     let start = Instant::now();
     let fleet = app.fleet()?;

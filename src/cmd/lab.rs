@@ -30,8 +30,31 @@ pub struct UpArgs {
     /// login only (the password is in DIR/hosts/NAME/root-password); try `vps-setup` on them
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub fresh: u16,
+    /// What the hosts run on: `machine` (an overlay of this machine's /, fast), or a minimal
+    /// Debian as a provider hands it out, `bookworm` (12) or `trixie` (13), with Debian's stock
+    /// sshd_config (built once with debootstrap from this machine's apt mirror, then cached)
+    #[arg(long, value_name = "IMAGE", default_value = "machine", value_parser = parse_image)]
+    pub image: crate::lab::Image,
+    /// One host on another image than --image: vps3=trixie (repeat for more)
+    #[arg(long = "host-image", value_name = "HOST=IMAGE", value_parser = parse_host_image)]
+    pub host_images: Vec<(String, crate::lab::Image)>,
+    /// Make HOST cloud-image style: login `debian` with passwordless sudo, root's key answers
+    /// "Please login as the user debian" (repeat for more)
+    #[arg(long, value_name = "HOST")]
+    pub cloud: Vec<String>,
     #[command(flatten)]
     pub dir: DirArgs,
+}
+
+fn parse_image(s: &str) -> Result<crate::lab::Image, String> {
+    crate::lab::Image::parse(s)
+}
+
+fn parse_host_image(s: &str) -> Result<(String, crate::lab::Image), String> {
+    let (host, image) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected HOST=IMAGE, e.g. vps3=trixie"))?;
+    Ok((host.to_string(), crate::lab::Image::parse(image)?))
 }
 
 #[derive(Debug, Args)]
@@ -51,7 +74,14 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
     match cmd {
         LabCommand::Up(a) => {
             let dir = a.dir.resolve();
-            let lab = up(dir.clone(), a.count as usize, a.fresh as usize).await?;
+            let opts = crate::lab::Options {
+                vps: a.count as usize,
+                fresh: a.fresh as usize,
+                image: Some(a.image),
+                host_images: a.host_images.clone(),
+                cloud: a.cloud.clone(),
+            };
+            let lab = up(dir.clone(), opts).await?;
             describe(app, &lab);
             Ok(Status::Success)
         }
@@ -64,6 +94,7 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
                 if app.ui.json {
                     app.ui.json_line(&serde_json::json!({
                         "host": h.name, "address": h.address, "port": h.port, "running": alive,
+                        "image": h.image, "access": h.access,
                     }));
                     continue;
                 }
@@ -109,8 +140,8 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-async fn up(dir: PathBuf, count: usize, fresh: usize) -> anyhow::Result<crate::lab::Lab> {
-    blocking(move || crate::lab::up_with(&dir, count, fresh)).await
+async fn up(dir: PathBuf, opts: crate::lab::Options) -> anyhow::Result<crate::lab::Lab> {
+    blocking(move || crate::lab::up(&dir, &opts)).await
 }
 
 fn describe(app: &App, lab: &crate::lab::Lab) {
@@ -119,6 +150,7 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
         for h in &lab.hosts {
             app.ui.json_line(&serde_json::json!({
                 "host": h.name, "address": h.address, "port": h.port,
+                "image": h.image, "access": h.access,
                 "config": lab.config_file(), "ssh_config": lab.ssh_config(),
             }));
         }
@@ -126,8 +158,24 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
     }
     app.ui.out(&format!("lab up in {}:", dir.display()));
     for h in &lab.hosts {
-        app.ui
-            .out(&format!("  {:<10} {}:{}", h.name, h.address, h.port));
+        let mut kind = vec![match h.image {
+            crate::lab::Image::Machine => "this machine's /".to_string(),
+            i => format!("Debian {} (minimal, stock sshd)", i.name()),
+        }];
+        match h.access {
+            crate::lab::Access::Password => kind.push("root password only".into()),
+            crate::lab::Access::Cloud => kind.push(format!(
+                "cloud image: login {} with sudo",
+                crate::lab::CLOUD_USER
+            )),
+            crate::lab::Access::Key => {}
+        }
+        app.ui.out(&format!(
+            "  {:<10} {:<16} {}",
+            h.name,
+            format!("{}:{}", h.address, h.port),
+            kind.join(", ")
+        ));
     }
     app.ui.out(&format!(
         "\nTry it:\n  0km --config {c} check @lab\n  0km --config {c} exec @vps -- uptime\n  ssh -F {s} vps1\nStop it:\n  0km lab down{d}",
@@ -144,7 +192,11 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
 async fn demo(app: &App, dir: PathBuf) -> anyhow::Result<Status> {
     app.ui
         .note(&format!("Starting a 3-VPS lab in {} ...", dir.display()));
-    let lab = up(dir.clone(), 3, 0).await?;
+    let opts = crate::lab::Options {
+        vps: 3,
+        ..Default::default()
+    };
+    let lab = up(dir.clone(), opts).await?;
     let result = demo_steps(app, &lab.dir).await;
     let down_dir = dir.clone();
     let stopped = blocking(move || crate::lab::down(&down_dir)).await;

@@ -150,20 +150,45 @@ impl HostCtx {
     ) -> Result<Output, StepFailure> {
         let out = self.run(step, command_line, stdin).await?;
         if out.success() {
-            Ok(out)
-        } else {
-            Err(StepFailure {
-                step: step.into(),
-                reason: match out.code {
-                    Some(c) => format!("exited with status {c}"),
-                    None => "killed by a signal".into(),
-                },
-                exit_code: out.code,
-                stderr_tail: ui::tail(&out.stderr, 5),
-                data: serde_json::Value::Null,
-            })
+            return Ok(out);
         }
+        let forced = forced_login(&out.stdout);
+        if forced.is_some() {
+            // The restriction belongs to the master's login: a master kept for reuse would
+            // keep it after the key is freed (`vps-setup USER@HOST`).
+            self.engine.close(self.conn.socket()).await;
+        }
+        let reason = match (forced, out.code) {
+            (Some(user), _) => {
+                let as_user = crate::target::format_destination(
+                    Some(&user),
+                    self.target.destination(),
+                    self.target.port,
+                );
+                format!(
+                    "the key of this login only answers \"Please login as the user {user}\" (a cloud image's forced command): log in as {user}, who has sudo; `0km vps-setup {as_user}` installs the config's keys for root, after which root works"
+                )
+            }
+            (None, Some(c)) => format!("exited with status {c}"),
+            (None, None) => "killed by a signal".into(),
+        };
+        Err(StepFailure {
+            step: step.into(),
+            reason,
+            exit_code: out.code,
+            stderr_tail: ui::tail(&out.stderr, 5),
+            data: serde_json::Value::Null,
+        })
     }
+}
+
+/// The user a cloud image's forced command names (`Please login as the user "debian" rather
+/// than the user "root".`, as cloud-init writes it into root's authorized_keys).
+pub fn forced_login(stdout: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let rest = text.split("Please login as the user \"").nth(1)?;
+    let user = rest.split('"').next()?;
+    crate::names::is_user(user).then(|| user.to_string())
 }
 
 /// Runs a connected host's work and turns what it returned into its result.

@@ -19,6 +19,14 @@
 #   LAB_ETC_HOSTS       contents of the host's /etc/hosts
 #   LAB_ROOT_PASSWORD   optional: make this a fresh VPS as providers hand them out: no key
 #                       authorised, root logs in with this password only
+#   LAB_LOWER           optional: the read-only root the host runs on (default /, the
+#                       machine's own); a Debian image built by `lab up --image`
+#   LAB_STOCK_SSHD      optional, 1: keep the image's stock sshd_config (Debian's), adding only
+#                       a drop-in for the address, port and host key (and root's password
+#                       login on a fresh host)
+#   LAB_CLOUD_USER      optional: a cloud-image style host: this user (debian) has the lab key
+#                       and passwordless sudo; root's key is forced to "Please login as the
+#                       user ..." (exit 142), as cloud-init writes it
 set -euo pipefail
 # As PID 1 of its namespace, this shell gets no signal it has no handler for, not even from
 # `lab down` outside: without this trap, a host still starting would ignore SIGTERM.
@@ -41,6 +49,9 @@ host_key=${LAB_HOST_KEY:?}
 authorized_key=${LAB_AUTHORIZED_KEY:?}
 etc_hosts=${LAB_ETC_HOSTS:?}
 root_password=${LAB_ROOT_PASSWORD:-}
+lower=${LAB_LOWER:-/}
+stock_sshd=${LAB_STOCK_SSHD:-}
+cloud_user=${LAB_CLOUD_USER:-}
 
 echo "0km lab: starting $name on $address:$port" >&2
 
@@ -50,9 +61,9 @@ mount -t tmpfs -o mode=755 "0km-lab-$name" "$base"
 mkdir "$base/upper" "$base/work" "$base/merged"
 root=$base/merged
 # lowerdir=/ is the machine's root filesystem only, not the mounts below it
-# (/proc, /dev, /sys, /run, ...): those are provided next.
+# (/proc, /dev, /sys, /run, ...): those are provided next. An image is a plain directory.
 mount -t overlay "0km-lab-$name" \
-	-o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$root"
+	-o "lowerdir=$lower,upperdir=$base/upper,workdir=$base/work" "$root"
 
 mount -t proc proc "$root/proc" # this PID namespace's processes only
 mount --rbind /dev "$root/dev"
@@ -78,7 +89,21 @@ install -m 600 "$host_key" "$root/etc/ssh/ssh_host_ed25519_key"
 install -m 644 "$host_key.pub" "$root/etc/ssh/ssh_host_ed25519_key.pub"
 
 install -d -m 700 "$root/root/.ssh"
-if [[ -z $root_password ]]; then
+if [[ -n $cloud_user ]]; then
+	# As cloud-init sets up Debian's cloud images: the user, its key and sudo; root's key
+	# only says whom to log in as.
+	chroot "$root" useradd --create-home --shell /bin/bash --groups sudo "$cloud_user"
+	install -d -m 700 "$root/home/$cloud_user/.ssh"
+	(umask 077 && printf '%s\n' "$authorized_key" >"$root/home/$cloud_user/.ssh/authorized_keys")
+	chroot "$root" chown -R "$cloud_user:" "/home/$cloud_user/.ssh"
+	printf '%s ALL=(ALL) NOPASSWD:ALL\n' "$cloud_user" >"$root/etc/sudoers.d/90-cloud-init-users"
+	chmod 440 "$root/etc/sudoers.d/90-cloud-init-users"
+	message="Please login as the user \\\"$cloud_user\\\" rather than the user \\\"root\\\"."
+	forced="no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo '$message';echo;sleep 10;exit 142\""
+	(umask 077 && printf '%s %s\n' "$forced" "$authorized_key" >"$root/root/.ssh/authorized_keys")
+	root_login=prohibit-password
+	password_auth=no
+elif [[ -z $root_password ]]; then
 	(umask 077 && printf '%s\n' "$authorized_key" >"$root/root/.ssh/authorized_keys")
 	root_login=prohibit-password
 	password_auth=no
@@ -92,6 +117,21 @@ fi
 # ("!..." in /etc/shadow), keys included; "*" (no password) is not locked.
 if [[ -z $root_password ]] && grep -q '^root:!' "$root/etc/shadow"; then
 	sed -i 's/^root:![^:]*:/root:*:/' "$root/etc/shadow"
+fi
+
+if [[ -n $stock_sshd ]]; then
+	# Debian's stock sshd_config reads its drop-ins first: where to listen, which host key,
+	# and whether root may log in with a password. Its limits (MaxStartups 10:30:100,
+	# MaxSessions 10), PAM and everything else stay as shipped.
+	cat >"$root/etc/ssh/sshd_config.d/00-0km-lab.conf" <<CONF
+# 0km lab host $name (written by host.sh at start); the rest is Debian's stock sshd_config.
+ListenAddress $address:$port
+HostKey /etc/ssh/ssh_host_ed25519_key
+CONF
+	if [[ -n $root_password ]]; then
+		printf 'PermitRootLogin yes\n' >>"$root/etc/ssh/sshd_config.d/00-0km-lab.conf"
+	fi
+	exec chroot "$root" /usr/sbin/sshd -D -e
 fi
 
 cat >"$root/etc/ssh/sshd_config" <<EOF

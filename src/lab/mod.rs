@@ -9,10 +9,13 @@
 //! namespace, nothing is left behind. The per-host part is the shell script `host.sh`.
 //! Linux and root only.
 
+mod image;
 mod process;
 mod render;
 mod slot;
 mod start;
+
+pub use image::Image;
 
 use start::start;
 
@@ -44,6 +47,65 @@ pub struct LabHost {
     pub port: u16,
     /// The `unshare` process `up` started; the host's namespaces live as long as it does.
     pub pid: u32,
+    pub image: Image,
+    pub access: Access,
+}
+
+/// How a lab host lets 0km in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// root with the lab's key.
+    #[default]
+    Key,
+    /// A fresh VPS: root with a password only (`hosts/NAME/root-password`).
+    Password,
+    /// A cloud image: user `debian` with the lab's key and passwordless sudo; root's key is
+    /// forced to "Please login as the user debian".
+    Cloud,
+}
+
+/// The user of cloud-image style hosts, as on Debian's cloud images.
+pub const CLOUD_USER: &str = "debian";
+
+/// What `up` starts.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// VPSes besides the archive host.
+    pub vps: usize,
+    /// The last `fresh` VPSes take a root password only.
+    pub fresh: usize,
+    /// What every host runs on, unless `host_images` names it.
+    pub image: Option<Image>,
+    /// `(host, image)`: hosts on another image than the others.
+    pub host_images: Vec<(String, Image)>,
+    /// Cloud-image style hosts, by name.
+    pub cloud: Vec<String>,
+}
+
+impl Options {
+    fn image_of(&self, name: &str) -> Image {
+        self.host_images
+            .iter()
+            .find(|(h, _)| h == name)
+            .map(|(_, i)| *i)
+            .or(self.image)
+            .unwrap_or(Image::Machine)
+    }
+
+    fn access_of(&self, name: &str) -> Access {
+        let fresh = name
+            .strip_prefix("vps")
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i > self.vps - self.fresh.min(self.vps));
+        if self.cloud.iter().any(|c| c == name) {
+            Access::Cloud
+        } else if fresh {
+            Access::Password
+        } else {
+            Access::Key
+        }
+    }
 }
 
 impl Lab {
@@ -133,6 +195,8 @@ pub enum LabError {
     },
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
+    #[error("the lab has no host `{name}` (archive, vps1, vps2, ...)")]
+    NoSuchHost { name: String },
 }
 
 /// A closure for `map_err` that wraps an `io::Error` with what was being done.
@@ -187,6 +251,14 @@ struct HostRecord {
     port: u16,
     pid: u32,
     start_time: u64,
+    #[serde(default = "machine")]
+    image: Image,
+    #[serde(default)]
+    access: Access,
+}
+
+fn machine() -> Image {
+    Image::Machine
 }
 
 impl HostRecord {
@@ -203,6 +275,8 @@ impl HostRecord {
             address: self.address,
             port: self.port,
             pid: self.pid,
+            image: self.image,
+            access: self.access,
         }
     }
 }
@@ -242,20 +316,38 @@ pub fn default_dir() -> PathBuf {
     state_home.join("0km/lab")
 }
 
-/// Starts a lab of `vps` VPSes and one archive server in `dir` (created if needed), and waits
-/// until every sshd accepts connections. Fails if a lab is already up there. If anything fails
-/// half way, whatever was started is stopped again.
-///
-/// The last `fresh` VPSes are fresh machines as a provider hands them out: no
-/// key authorised, root logs in with a password only (written to `hosts/NAME/root-password`).
-pub fn up_with(dir: &Path, vps: usize, fresh: usize) -> Result<Lab, LabError> {
+/// Starts a lab of `opts.vps` VPSes and one archive server in `dir` (created if needed), and
+/// waits until every sshd accepts connections. Fails if a lab is already up there. If anything
+/// fails half way, whatever was started is stopped again. A Debian image a host runs on is
+/// built first if the cache does not hold it yet (`image.rs`).
+pub fn up(dir: &Path, opts: &Options) -> Result<Lab, LabError> {
     check_machine()?;
-    let fresh = fresh.min(vps);
-    if vps > MAX_VPS {
+    if opts.vps > MAX_VPS {
         return Err(LabError::TooManyHosts {
-            requested: vps,
+            requested: opts.vps,
             max: MAX_VPS,
         });
+    }
+    let names: Vec<String> = std::iter::once(ARCHIVE.to_string())
+        .chain((1..=opts.vps).map(|i| format!("vps{i}")))
+        .collect();
+    for (h, _) in &opts.host_images {
+        if !names.contains(h) {
+            return Err(LabError::NoSuchHost { name: h.clone() });
+        }
+    }
+    for h in &opts.cloud {
+        if !names.contains(h) {
+            return Err(LabError::NoSuchHost { name: h.clone() });
+        }
+    }
+    // The images, before anything is started (a first build takes a while).
+    let mut roots: Vec<((Image, bool), PathBuf)> = Vec::new();
+    for n in &names {
+        let key = (opts.image_of(n), opts.access_of(n) == Access::Cloud);
+        if !roots.iter().any(|(k, _)| *k == key) {
+            roots.push((key, image::ensure(key.0, key.1)?));
+        }
     }
     let dir = lab_dir(dir)?;
     fs::create_dir_all(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
@@ -269,7 +361,14 @@ pub fn up_with(dir: &Path, vps: usize, fresh: usize) -> Result<Lab, LabError> {
 
     let slot = slot::claim(&dir)?;
     let mut started = Vec::new();
-    match start(&dir, slot, vps, fresh, &mut started) {
+    let root_of = |image: Image, access: Access| -> PathBuf {
+        roots
+            .iter()
+            .find(|(k, _)| *k == (image, access == Access::Cloud))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| PathBuf::from("/"))
+    };
+    match start(&dir, slot, opts, &root_of, &mut started) {
         Ok(hosts) => Ok(Lab { dir, slot, hosts }),
         Err(error) => {
             // Report what made `up` fail, not a follow-up failure of the cleanup.

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{LabHost, ARCHIVE};
+use super::{Access, LabHost, ARCHIVE};
 
 /// A `Host` block per host, so `ssh -F DIR/ssh_config vps1` logs in as root with the lab key and
 /// checks the host key strictly against the lab's known_hosts.
@@ -64,12 +64,7 @@ pub(super) fn known_hosts(hosts: &[LabHost], host_keys: &[String]) -> String {
 
 /// A 0km config for the lab: its ssh config, its key as the access key, the archive as backup
 /// server, and every host in group `lab` plus `archive` or `vps`.
-pub(super) fn config_yml(
-    dir: &Path,
-    public_key: &str,
-    hosts: &[LabHost],
-    fresh: &[String],
-) -> String {
+pub(super) fn config_yml(dir: &Path, public_key: &str, hosts: &[LabHost]) -> String {
     let ssh_config = yaml_scalar(&dir.join("ssh_config").display().to_string());
     let mut out = format!(
         "# 0km config for the lab in {}; written by `0km lab up`\n\
@@ -81,14 +76,23 @@ pub(super) fn config_yml(
         yaml_scalar(public_key.trim()),
     );
     for host in hosts {
-        let group = if host.name == ARCHIVE {
-            "archive"
-        } else if fresh.contains(&host.name) {
-            "vps, fresh"
-        } else {
-            "vps"
-        };
-        let _ = writeln!(out, "  {}: {{groups: [lab, {group}]}}", host.name);
+        let mut groups = vec![
+            "lab",
+            if host.name == ARCHIVE {
+                "archive"
+            } else {
+                "vps"
+            },
+        ];
+        match host.access {
+            Access::Password => groups.push("fresh"),
+            Access::Cloud => groups.push("cloud"),
+            Access::Key => {}
+        }
+        if host.image.is_debian() {
+            groups.push(host.image.name());
+        }
+        let _ = writeln!(out, "  {}: {{groups: [{}]}}", host.name, groups.join(", "));
     }
     out
 }

@@ -3,9 +3,9 @@
 
 use super::process::{self, ProcessId};
 use super::{
-    io_error, render, slot_run_dir, write_state, HostRecord, LabError, LabHost, State, ARCHIVE,
-    ARCHIVE_PORT, CLIENT_KEY, CLIENT_KEY_PUB, CONFIG_YML, HOSTS, HOST_SH, KNOWN_HOSTS, SCRIPT,
-    SSH_CONFIG, START_TIMEOUT, VPS_PORT,
+    io_error, render, slot_run_dir, write_state, Access, HostRecord, Image, LabError, LabHost,
+    Options, State, ARCHIVE, ARCHIVE_PORT, CLIENT_KEY, CLIENT_KEY_PUB, CLOUD_USER, CONFIG_YML,
+    HOSTS, HOST_SH, KNOWN_HOSTS, SCRIPT, SSH_CONFIG, START_TIMEOUT, VPS_PORT,
 };
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -22,23 +22,20 @@ use std::time::{Duration, Instant};
 pub(super) fn start(
     dir: &Path,
     slot: u8,
-    vps: usize,
-    fresh: usize,
+    opts: &Options,
+    root_of: &dyn Fn(Image, Access) -> PathBuf,
     started: &mut Vec<HostRecord>,
 ) -> Result<Vec<LabHost>, LabError> {
-    let is_fresh = |name: &str| {
-        name.strip_prefix("vps")
-            .and_then(|i| i.parse::<usize>().ok())
-            .is_some_and(|i| i > vps - fresh)
-    };
     let hosts: Vec<LabHost> = std::iter::once((ARCHIVE.to_string(), ARCHIVE_PORT))
-        .chain((1..=vps).map(|i| (format!("vps{i}"), VPS_PORT)))
+        .chain((1..=opts.vps).map(|i| (format!("vps{i}"), VPS_PORT)))
         .enumerate()
         .map(|(i, (name, port))| LabHost {
-            name,
             address: Ipv4Addr::new(127, 0, slot, i as u8 + 1),
             port,
             pid: 0,
+            image: opts.image_of(&name),
+            access: opts.access_of(&name),
+            name,
         })
         .collect();
     for host in &hosts {
@@ -53,8 +50,8 @@ pub(super) fn start(
         },
     )?;
 
-    let public_key = write_files(dir, slot, &hosts, &is_fresh)?;
-    let mut children = spawn_all(dir, slot, &hosts, &public_key, &is_fresh, started)?;
+    let public_key = write_files(dir, slot, &hosts)?;
+    let mut children = spawn_all(dir, slot, &hosts, &public_key, root_of, started)?;
     wait_all(dir, &mut children, &hosts)?;
     Ok(started.iter().map(HostRecord::lab_host).collect())
 }
@@ -62,12 +59,7 @@ pub(super) fn start(
 /// The lab's client key and one host key per host (all ssh-keygen runs at once), then the
 /// known_hosts, ssh_config, config.yml and host.sh of the lab directory. Returns the client's
 /// public key.
-fn write_files(
-    dir: &Path,
-    slot: u8,
-    hosts: &[LabHost],
-    is_fresh: &dyn Fn(&str) -> bool,
-) -> Result<String, LabError> {
+fn write_files(dir: &Path, slot: u8, hosts: &[LabHost]) -> Result<String, LabError> {
     let hosts_dir = dir.join(HOSTS);
     let mut keys = vec![(dir.join(CLIENT_KEY), format!("0km-lab-{slot}"))];
     for host in hosts {
@@ -95,15 +87,7 @@ fn write_files(
     };
     write(KNOWN_HOSTS, render::known_hosts(hosts, &host_keys))?;
     write(SSH_CONFIG, render::ssh_config(dir, hosts))?;
-    let fresh_names: Vec<String> = hosts
-        .iter()
-        .filter(|h| is_fresh(&h.name))
-        .map(|h| h.name.clone())
-        .collect();
-    write(
-        CONFIG_YML,
-        render::config_yml(dir, &public_key, hosts, &fresh_names),
-    )?;
+    write(CONFIG_YML, render::config_yml(dir, &public_key, hosts))?;
     write(SCRIPT, HOST_SH.to_string())?;
 
     Ok(public_key)
@@ -115,7 +99,7 @@ fn spawn_all(
     slot: u8,
     hosts: &[LabHost],
     public_key: &str,
-    is_fresh: &dyn Fn(&str) -> bool,
+    root_of: &dyn Fn(Image, Access) -> PathBuf,
     started: &mut Vec<HostRecord>,
 ) -> Result<Vec<Child>, LabError> {
     let hosts_dir = dir.join(HOSTS);
@@ -132,7 +116,7 @@ fn spawn_all(
     for host in hosts {
         let base = run_dir.join(&host.name);
         fs::create_dir_all(&base).map_err(io_error(format!("cannot create {}", base.display())))?;
-        let password = if is_fresh(&host.name) {
+        let password = if host.access == Access::Password {
             Some(new_password(&hosts_dir.join(&host.name))?)
         } else {
             None
@@ -144,6 +128,7 @@ fn spawn_all(
             public_key,
             &etc_hosts,
             password.as_deref(),
+            &root_of(host.image, host.access),
         )?;
         let pid = child.id();
         let go = child.stdin.take();
@@ -156,6 +141,8 @@ fn spawn_all(
             port: host.port,
             pid,
             start_time: process.start_time,
+            image: host.image,
+            access: host.access,
         });
         write_state(
             dir,
@@ -266,6 +253,7 @@ fn spawn_host(
     public_key: &str,
     etc_hosts: &str,
     root_password: Option<&str>,
+    lower: &Path,
 ) -> Result<Child, LabError> {
     let log_path = dir.join(HOSTS).join(&host.name).join("sshd.log");
     let log = OpenOptions::new()
@@ -316,6 +304,13 @@ fn spawn_host(
     .process_group(0);
     if let Some(pw) = root_password {
         cmd.env("LAB_ROOT_PASSWORD", pw);
+    }
+    cmd.env("LAB_LOWER", lower);
+    if host.image.is_debian() {
+        cmd.env("LAB_STOCK_SSHD", "1");
+    }
+    if host.access == Access::Cloud {
+        cmd.env("LAB_CLOUD_USER", CLOUD_USER);
     }
     cmd.spawn().map_err(io_error("cannot run unshare"))
 }

@@ -252,10 +252,16 @@ async fn keys_step(
     if added.added > 0 {
         detail.push(format!("{} added", added.added));
     }
+    if added.unlocked > 0 {
+        detail.push(format!(
+            "{} freed of a forced command (root can log in with it now)",
+            added.unlocked
+        ));
+    }
     if ctx.first_contact {
         detail.push("installed through a password login".into());
     }
-    let mut changed = added.added > 0 || ctx.first_contact;
+    let mut changed = added.added > 0 || added.unlocked > 0 || ctx.first_contact;
     if !remove.is_empty() {
         let mut args = vec!["remove"];
         args.extend(remove.iter().map(String::as_str));

@@ -133,6 +133,7 @@ impl Engine {
             socket: socket.clone(),
             channels: Arc::new(Semaphore::new(MAX_CHANNELS_PER_HOST)),
             reused,
+            sudo: target.sudo,
         };
         self.masters
             .lock()
@@ -266,6 +267,8 @@ pub struct Connection {
     socket: PathBuf,
     channels: Arc<Semaphore>,
     reused: bool,
+    /// Every command goes through `sudo -n` (a login other than root).
+    sudo: bool,
 }
 
 impl Connection {
@@ -276,6 +279,11 @@ impl Connection {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Whether commands run through `sudo -n` (the login is not root).
+    pub fn sudo(&self) -> bool {
+        self.sudo
     }
 
     /// Runs a shell command line (already quoted by the caller: see [`quote`]) with optional
@@ -292,6 +300,15 @@ impl Connection {
             .await
             .expect("semaphore never closed");
         let start = Instant::now();
+        // A login other than root acts as root through sudo, without a password (`-n`: fail
+        // at once rather than wait for one); the command line stays one shell line.
+        let as_root;
+        let command_line = if self.sudo {
+            as_root = quote_join(&["sudo", "-n", "--", "sh", "-c", command_line]);
+            as_root.as_str()
+        } else {
+            command_line
+        };
         let fut = async {
             let mut cmd = self.session.raw_command(command_line);
             cmd.stdin(if stdin.is_some() {

@@ -14,6 +14,7 @@ mod hostkeys;
 mod keys;
 mod lab;
 mod lifecycle;
+mod pristine;
 mod pull_lib;
 mod recover;
 mod vps_setup;

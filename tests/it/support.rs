@@ -24,21 +24,20 @@ impl Lab {
 
     /// A lab whose last `fresh` VPSes take a root password only (`lab up --fresh`).
     pub fn up_fresh(vps: usize, fresh: usize) -> Lab {
+        Self::up_with(vps, &["--fresh", &fresh.to_string()])
+    }
+
+    /// A lab started with more `lab up` options (`--image trixie`, `--cloud vps1`, ...).
+    pub fn up_with(vps: usize, options: &[&str]) -> Lab {
         let root = tempfile::Builder::new()
             .prefix("0km-it-")
             .tempdir_in("/tmp")
             .expect("tempdir");
         let lab = Lab { root, vps };
         let out = lab
-            .zerokm([
-                "lab",
-                "up",
-                &vps.to_string(),
-                "--fresh",
-                &fresh.to_string(),
-                "--dir",
-            ])
+            .zerokm(["lab", "up", &vps.to_string(), "--dir"])
             .arg(lab.dir())
+            .args(options)
             .run();
         assert!(out.ok(), "lab up failed:\n{}", out.all());
         lab
@@ -178,6 +177,15 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
     pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.arg(a);
         self

@@ -1,0 +1,113 @@
+//! Pristine hosts, as providers hand them out: minimal Debian 12 and 13 images built with
+//! debootstrap (`lab up --image`), Debian's stock sshd_config, and cloud-image style hosts
+//! whose root key only says "Please login as the user debian". What `vps-setup`,
+//! `backup-server setup` and backups need must be installed by them, not found on a copy of
+//! this workstation.
+
+use crate::support::Lab;
+
+fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
+    let out = lab.ssh(host, cmd);
+    assert!(
+        out.status.success(),
+        "{host}: {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn vps_setup_on_pristine_debian_12_and_13_installs_what_the_charms_run() {
+    let lab = Lab::up_with(2, &["--image", "bookworm", "--host-image", "vps2=trixie"]);
+    assert_eq!(sh(&lab, "vps1", "cut -d. -f1 /etc/debian_version"), "12");
+    assert_eq!(sh(&lab, "vps2", "cut -d. -f1 /etc/debian_version"), "13");
+    for h in ["vps1", "vps2"] {
+        let code = lab
+            .ssh(h, "command -v rsync || command -v docker")
+            .status
+            .code();
+        assert_eq!(code, Some(1), "{h} starts without rsync and docker");
+    }
+    let first = lab.zerokm(["--json", "vps-setup", "@vps"]).run().success();
+    for r in first.json() {
+        let steps = &r["data"]["steps"];
+        let state = |s: &str| {
+            steps
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["step"] == s)
+                .unwrap()["state"]
+                .clone()
+        };
+        assert_eq!(state("packages"), "changed", "{r}");
+        assert_eq!(state("docker-host"), "changed", "{r}");
+    }
+    for h in ["vps1", "vps2"] {
+        sh(
+            &lab,
+            h,
+            "command -v rsync && command -v crontab && command -v docker && command -v vps",
+        );
+    }
+    // Debian 13: the docker command and compose plugin are separate packages now.
+    assert!(
+        sh(&lab, "vps2", "docker compose version").contains("Docker Compose version"),
+        "docker compose answers on Debian 13"
+    );
+    assert!(sh(&lab, "vps2", "dpkg-query -W -f='${Status}' docker-cli").contains("installed"));
+    // A second run changes nothing, and fetches nothing.
+    let second = lab.zerokm(["--json", "vps-setup", "@vps"]).run().success();
+    assert!(
+        second.json().iter().all(|r| r["status"] == "ok"),
+        "{}",
+        second.all()
+    );
+}
+
+#[test]
+fn a_cloud_image_host_is_set_up_through_its_sudo_user_then_reached_as_root() {
+    let lab = Lab::up_with(
+        1,
+        &[
+            "--image", "bookworm", "--cloud", "vps1", "--cloud", "archive",
+        ],
+    );
+    // As root: the forced command's message is the reason, with the command that fixes it.
+    lab.zerokm(["check", "vps1"])
+        .run()
+        .code(1)
+        .stdout_has("only answers \"Please login as the user debian\"")
+        .stdout_has("`0km vps-setup debian@vps1`");
+    lab.zerokm(["vps-setup", "debian@vps1", "--no-docker"])
+        .run()
+        .success()
+        .stdout_has("changed");
+    // Root's own line of the lab key is plain now: root logs in, 0km works as root.
+    let keys = sh(&lab, "vps1", "cat /root/.ssh/authorized_keys");
+    assert!(!keys.contains("command="), "{keys}");
+    lab.zerokm(["check", "vps1"]).run().success();
+    assert_eq!(sh(&lab, "vps1", "id -u"), "0");
+    // The archive too, set up through sudo, then used as root's and myadmin's.
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "debian@archive",
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success()
+    .stdout_has("0km vps-install backup myadmin@archive VPS...");
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    assert_eq!(
+        sh(
+            &lab,
+            "debian@archive",
+            "sudo ls /srv/backup/vps1/snapshots | wc -l"
+        ),
+        "1"
+    );
+}
