@@ -8,6 +8,13 @@
 #       /run, so it is gone at the latest at reboot). The private half never leaves it. The
 #       PATHs (where the restore will write) that exist already are listed in "existing".
 #       0km-result {"changed":true,"dir":"/run/0km-recover.X","public_key":"ssh-ed25519 AAAA... 0km-recover@HOST","existing":[PATH...]}
+#       Also this host's release and architecture ("system": ["ID=debian","VERSION_ID=13",
+#       "VERSION_CODENAME=trixie","ARCH=amd64"]) and whether rsync is installed ("rsync").
+#   root-password save|restore DIR
+#       keeps root's /etc/shadow line (the provider's password) across a whole-host restore.
+#       0km-result {"changed":bool}
+#   backup-state
+#       whether this host backs up: 0km-result {"changed":false,"installed":bool,"server":..}
 #   cleanup DIR
 #       removes DIR, a directory made by keygen (/run/0km-recover.XXXXXX, nothing else).
 #       0km-result {"changed":bool,"dir":"DIR"}
@@ -120,9 +127,73 @@ cmd_keygen() {
         die "ssh-keygen failed"
     fi
     log "created a temporary read key in $dir"
-    printf '0km-result {"changed":true,"dir":%s,"public_key":%s,"existing":%s}\n' \
+    local -a system=()
+    mapfile -t system < <(system_lines)
+    local has_rsync=false
+    command -v rsync >/dev/null 2>&1 && has_rsync=true
+    printf '0km-result {"changed":true,"dir":%s,"public_key":%s,"existing":%s,"system":%s,"rsync":%s}\n' \
         "$(json_str "$dir")" "$(json_str "$(cat "$dir/id_ed25519.pub")")" \
-        "$(json_list "${existing[@]+"${existing[@]}"}")"
+        "$(json_list "${existing[@]+"${existing[@]}"}")" \
+        "$(json_list "${system[@]+"${system[@]}"}")" "$has_rsync"
+}
+
+# system_lines: this host's release and architecture, as mirror-dir records them in a backup
+# (var/lib/rsync-backup/backup-system): ID=, VERSION_ID=, VERSION_CODENAME=, ARCH=.
+system_lines() {
+    (
+        # shellcheck disable=SC1091 # the host's own file
+        [[ -r /etc/os-release ]] && . /etc/os-release
+        printf 'ID=%s\nVERSION_ID=%s\nVERSION_CODENAME=%s\n' "${ID:-}" "${VERSION_ID:-}" "${VERSION_CODENAME:-}"
+        printf 'ARCH=%s\n' "$(dpkg --print-architecture 2>/dev/null || uname -m)"
+    )
+}
+
+# root-password save|restore DIR: keeps root's line of /etc/shadow (the provider's password)
+# across a whole-host restore: `save` copies it into DIR (made by keygen), `restore` puts it
+# back in /etc/shadow in place of the restored one (atomically, mode and owner kept).
+cmd_root_password() {
+    [[ $# -eq 2 ]] || die_usage "usage: root-password save|restore DIR"
+    local action=$1 dir=$2 line changed=false
+    check_run_dir "$dir"
+    [[ -d $dir && ! -L $dir ]] || die "$dir is not a directory made by keygen"
+    case $action in
+        save)
+            line=$(grep '^root:' /etc/shadow | head -n 1) || die "no root line in /etc/shadow"
+            (umask 077 && printf '%s\n' "$line" >"$dir/root-shadow")
+            ;;
+        restore)
+            [[ -s $dir/root-shadow ]] || die "nothing saved in $dir"
+            line=$(head -n 1 "$dir/root-shadow")
+            [[ $line == root:* && $line != *$'\n'* ]] || die "the saved line is not root's"
+            if [[ "$(grep '^root:' /etc/shadow | head -n 1)" != "$line" ]]; then
+                local tmp
+                tmp=$(mktemp /etc/.shadow.0km.XXXXXX)
+                tmpfiles+=("$tmp")
+                awk -v keep="$line" 'BEGIN { done = 0 } /^root:/ && !done { print keep; done = 1; next } { print }' /etc/shadow >"$tmp"
+                chmod --reference=/etc/shadow "$tmp"
+                chown --reference=/etc/shadow "$tmp"
+                mv -f "$tmp" /etc/shadow
+                changed=true
+                log "root's password line in /etc/shadow is the destination's again"
+            fi
+            ;;
+        *) die_usage "usage: root-password save|restore DIR" ;;
+    esac
+    printf '0km-result {"changed":%s}\n' "$changed"
+}
+
+# backup-state: whether this host backs up (the rsync-backup charm installed and pointed at an
+# archive): {"installed":bool,"server":"HOST:PORT"|null}
+cmd_backup_state() {
+    [[ $# -eq 0 ]] || die_usage "usage: backup-state"
+    local installed=false server=null host="" port=""
+    if [[ -x /usr/local/sbin/mirror-dir && -r /etc/rsync-backup/target.conf ]]; then
+        installed=true
+        host=$(sed -n 's/^BACKUP_SERVER_HOST=//p' /etc/rsync-backup/target.conf | tail -n 1)
+        port=$(sed -n 's/^BACKUP_SERVER_PORT=//p' /etc/rsync-backup/target.conf | tail -n 1)
+        [[ -n $host ]] && server=$(json_str "$host${port:+:$port}")
+    fi
+    printf '0km-result {"changed":false,"installed":%s,"server":%s}\n' "$installed" "$server"
 }
 
 cmd_cleanup() {
@@ -341,5 +412,7 @@ case $mode in
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;
+    root-password) cmd_root_password "$@" ;;
+    backup-state) cmd_backup_state "$@" ;;
     *) die_usage "unknown mode: $mode" ;;
 esac

@@ -69,6 +69,9 @@ pub struct CharmInstalled {
 pub struct PackagesInstalled {
     #[serde(default)]
     pub installed: Vec<String>,
+    /// Conditional packages not wanted here (`NAME?if-available` the distribution lacks).
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 /// `authorized-keys.sh`'s results (`list`, `ensure`, `remove`).

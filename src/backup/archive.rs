@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The archive tools this 0km speaks to (`0km-archive version`); an older archive is refused
 /// with the command that upgrades it.
-pub const TOOLS_VERSION: u32 = 4;
+pub const TOOLS_VERSION: u32 = 5;
 
 /// Characters the server accepts in a word of an admin command.
 pub fn is_safe_word(w: &str) -> bool {
@@ -162,6 +162,20 @@ pub struct Inspect {
     pub snapshot: Option<String>,
     #[serde(default)]
     pub paths: Vec<PathInfo>,
+}
+
+/// `lists HOST SNAPSHOT`: what a backup carries about itself (written by the backed-up host:
+/// untrusted, checked by its readers).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Lists {
+    #[serde(default)]
+    pub roots: Vec<String>,
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub system: Vec<String>,
 }
 
 /// One path of an `inspect`, relative to the snapshot's root.

@@ -330,6 +330,7 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
             source: "myadmin@archive#vps1".into(),
             dest: "vps3".into(),
             dry_run: false,
+            allow_release_change: false,
         }),
     )
     .await

@@ -585,7 +585,7 @@ fn version_and_help_answer() {
     let a = Archive::new();
     assert_eq!(
         a.archive(&["version"]).success().result(),
-        json!({"changed": false, "version": "4"})
+        json!({"changed": false, "version": "5"})
     );
     let help = a.archive(&["help"]).success();
     assert!(
@@ -603,6 +603,7 @@ fn version_and_help_answer() {
         "revoke-read",
         "snapshots",
         "inspect",
+        "lists",
         "version",
         "help",
     ];
@@ -616,6 +617,42 @@ fn version_and_help_answer() {
             "help describes {c}: {help:?}"
         );
     }
+}
+
+/// What a backup says of itself (its lists in var/lib/rsync-backup), for a whole-host recover:
+/// read as data, JSON-escaped, a list that is a link or too big refused.
+#[test]
+fn lists_read_what_a_backup_carries_about_itself() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    bash(
+        a.dir(),
+        "mkdir -p src/etc src/var/lib/rsync-backup && echo x >src/etc/x && \
+         printf '/etc\\n/srv/data\\n' >src/var/lib/rsync-backup/backup-roots && \
+         printf 'cron\\nnginx\\n\\\"quoted\\\"\\n' >src/var/lib/rsync-backup/backup-packages && \
+         printf 'ID=debian\\nVERSION_CODENAME=bookworm\\n' >src/var/lib/rsync-backup/backup-system",
+    );
+    let w = a.wrapper("0km-archive-receive", "vps1");
+    a.rsync(&w, "-aHAX --numeric-ids --relative src/./etc src/./var x:.")
+        .success();
+    let r = a.archive(&["lists", "vps1", "latest"]).success().result();
+    assert_eq!(
+        r,
+        json!({"changed": false, "snapshot": today(), "roots": ["/etc", "/srv/data"],
+               "excludes": [], "packages": ["cron", "nginx", "\"quoted\""],
+               "system": ["ID=debian", "VERSION_CODENAME=bookworm"]})
+    );
+    // A list stored as a symlink (a hostile VPS pointing it elsewhere) is refused.
+    bash(
+        a.dir(),
+        "rm src/var/lib/rsync-backup/backup-roots && \
+         ln -s /etc/shadow src/var/lib/rsync-backup/backup-roots",
+    );
+    a.rsync(&w, "-aHAX --numeric-ids --relative src/./etc src/./var x:.")
+        .success();
+    a.archive(&["lists", "vps1", "latest"])
+        .refused("backup-roots in the snapshot is not a regular file");
+    a.archive(&["lists", "vps1"]).refused("usage: lists");
 }
 
 #[test]
@@ -704,7 +741,7 @@ fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
     // An empty command is `help`.
     let help = a.admin("").success().result();
     assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
-    assert_eq!(a.admin("  version ").success().result()["version"], "4");
+    assert_eq!(a.admin("  version ").success().result()["version"], "5");
     let r = a
         .admin(&format!("authorize vps1 {t} {b}"))
         .success()

@@ -111,3 +111,110 @@ fn a_cloud_image_host_is_set_up_through_its_sudo_user_then_reached_as_root() {
         "1"
     );
 }
+
+/// The manual's whole story on pristine hosts, named as the manual names them (addresses,
+/// `myadmin@ADDRESS:10023`, nothing in the inventory): set-up, an archive on a pristine Debian
+/// 12, backups of two VPSes at once, the list, a path recover, and a whole-host recover onto a
+/// brand-new Debian 13 VPS, which then backs itself up.
+#[test]
+fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
+    let lab = Lab::up_with(3, &["--image", "bookworm", "--host-image", "vps3=trixie"]);
+    let net = lab.net();
+    let archive = format!("myadmin@{net}.1:10023");
+    let (vps1, vps2, new) = (
+        format!("root@{net}.2"),
+        format!("root@{net}.3"),
+        format!("root@{net}.4"),
+    );
+    lab.zerokm(["vps-setup", &vps1, &vps2, "--no-docker"])
+        .run()
+        .success();
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        &format!("root@{net}.1:10023"),
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success();
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/app && echo 'hello from vps1' >/srv/datastore/data/app/a.txt && \
+         head -c 200000 /dev/urandom >/srv/datastore/data/app/blob && \
+         echo '17 4 * * * root echo nightly' >/etc/cron.d/app-job && \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nano >/dev/null",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", &archive, &vps1, &vps2])
+        .run()
+        .success();
+    lab.zerokm(["vps-backup", "list", &archive])
+        .run()
+        .success()
+        .stdout_has(&format!("{net}.2"))
+        .stdout_has(&format!("{net}.3"));
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &format!("{archive}#{net}.2:/srv/datastore/data/app"),
+        &format!("{vps2}:/restore"),
+    ])
+    .run()
+    .success()
+    .stdout_has("Verified: ");
+    assert_eq!(sh(&lab, "vps2", "cat /restore/a.txt"), "hello from vps1");
+
+    // The new VPS: Debian 13, nothing installed, its own root password.
+    let whole = format!("{archive}#{net}.2");
+    let shadow_before = sh(&lab, "vps3", "grep ^root: /etc/shadow");
+    assert_eq!(lab.ssh("vps3", "command -v rsync").status.code(), Some(1));
+    lab.zerokm(["--yes", "vps-backup", "recover", &whole, &new])
+        .run()
+        .code(1)
+        .stdout_has("is of Debian 12 (bookworm)")
+        .stdout_has("--allow-release-change");
+    assert_eq!(
+        lab.ssh("vps3", "command -v rsync").status.code(),
+        Some(1),
+        "nothing done"
+    );
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &whole,
+        &new,
+        "--allow-release-change",
+    ])
+    .run()
+    .success()
+    .stdout_has("is made ready first")
+    .stdout_has("Verified: ")
+    .stdout_has(&format!(
+        "does not back up yet: start it with `0km vps-install backup {archive} {new}`"
+    ));
+    // The data and the configuration are vps1's; the identity, sshd and apt are vps3's own.
+    assert_eq!(
+        sh(&lab, "vps3", "cat /srv/datastore/data/app/a.txt"),
+        "hello from vps1"
+    );
+    assert_eq!(
+        sh(&lab, "vps3", "cat /etc/cron.d/app-job"),
+        "17 4 * * * root echo nightly"
+    );
+    assert_eq!(sh(&lab, "vps3", "hostname"), "vps3");
+    assert_eq!(sh(&lab, "vps3", "grep ^root: /etc/shadow"), shadow_before);
+    assert!(sh(&lab, "vps3", "cat /etc/apt/sources.list").contains("trixie"));
+    sh(
+        &lab,
+        "vps3",
+        "command -v rsync && command -v crontab && command -v nano && command -v vps",
+    );
+    // It backs itself up once told to, with its own key.
+    lab.zerokm(["--yes", "vps-install", "backup", &archive, &new])
+        .run()
+        .success();
+    sh(&lab, "vps3", "vps backup");
+}

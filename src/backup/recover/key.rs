@@ -26,6 +26,12 @@ pub struct KeyGen {
     /// The destination paths given that exist already.
     #[serde(default)]
     pub existing: Vec<String>,
+    /// The destination's release and architecture (`KEY=VALUE` lines).
+    #[serde(default)]
+    pub system: Vec<String>,
+    /// Whether rsync is installed there (a brand-new VPS may lack it).
+    #[serde(default)]
+    pub rsync: bool,
 }
 
 /// A temporary key on the destination, revoked and removed once released.

@@ -13,7 +13,9 @@
 pub mod components;
 pub mod key;
 pub mod plan;
+mod planning;
 pub mod pull;
+pub mod ready;
 pub mod spec;
 pub mod verify;
 
@@ -23,8 +25,9 @@ use crate::setup::run_playbook;
 use crate::target::Target;
 use crate::ui::{HostResult, Ui};
 use key::{KeyGen, TempKey};
-use plan::{Item, Plan, WHOLE_HOST_EXCLUDES};
-use pull::{DryRun, PullMode, Pulled, Server, VerifyResult};
+use plan::{Item, Plan};
+use planning::Planning;
+use pull::{PullMode, Pulled, Server, VerifyResult};
 use spec::{RecoverSpec, Selection};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -93,6 +96,8 @@ fn failed(r: &HostResult, what: &str) -> RecoverError {
 pub struct Recover {
     pub hosts: Hosts,
     pub spec: RecoverSpec,
+    /// A whole host from one Debian release onto another (refused otherwise).
+    pub allow_release_change: bool,
 }
 
 /// A recover planned and ready: the plan to show, and what executing it needs. Dropping it
@@ -102,6 +107,8 @@ pub struct Prepared {
     hosts: Hosts,
     server: Server,
     key: TempKey,
+    /// The archive as the user named it, for the commands said afterwards.
+    archive_spec: crate::backup::ArchiveSpec,
 }
 
 /// What executing a plan did.
@@ -116,7 +123,11 @@ impl Recover {
     /// Everything up to the plan: the snapshot, the temporary key (granted), the items and
     /// their sizes, the dry run. On failure the key is already revoked.
     pub async fn prepare(self) -> Result<Prepared, RecoverError> {
-        let Recover { hosts, spec } = self;
+        let Recover {
+            hosts,
+            spec,
+            allow_release_change,
+        } = self;
         if hosts.archive.name == hosts.dest.name {
             return Err(RecoverError::Plan(format!(
                 "{} is the archive server: recover onto a VPS",
@@ -157,6 +168,8 @@ impl Recover {
                         spec: &spec,
                         snapshot: &snapshot,
                         key,
+                        made: &made,
+                        allow_release_change,
                     };
                     ctx.plan(items, inspected, &fresh).await
                 }
@@ -172,6 +185,7 @@ impl Recover {
                 hosts,
                 server,
                 key,
+                archive_spec: spec.archive.clone(),
             }),
             (Ok(_), None) => unreachable!("a plan needs a key"),
             (Err(e), key) => {
@@ -293,195 +307,6 @@ async fn no_snapshot(hosts: &Hosts, spec: &RecoverSpec, wanted: &str) -> Recover
     }
 }
 
-/// The planning stage, once the snapshot and the key are known.
-struct Planning<'a> {
-    hosts: &'a Hosts,
-    spec: &'a RecoverSpec,
-    snapshot: &'a str,
-    key: &'a TempKey,
-}
-
-impl Planning<'_> {
-    /// The key granted, the items sized (a whole host's read from its lists), the components
-    /// a whole host holds, the dry run where the destination has something already.
-    async fn plan(
-        &self,
-        mut items: Vec<Item>,
-        inspected: Option<Inspect>,
-        fresh: &[String],
-    ) -> Result<(Plan, Server), RecoverError> {
-        let (hosts, host, snapshot) = (self.hosts, self.spec.host.as_str(), self.snapshot);
-        self.key.grant(hosts).await?;
-        let endpoint = hosts
-            .fleet
-            .engine
-            .known_endpoint(&hosts.archive)
-            .await
-            .map_err(RecoverError::Plan)?;
-        let server = Server {
-            host: endpoint.hostname.clone(),
-            port: endpoint.port.to_string(),
-            known_hosts_b64: crate::encoding::base64(endpoint.lines.join("\n").as_bytes()),
-            key_dir: self.key.dir.clone(),
-        };
-        let whole = matches!(self.spec.selection, Selection::WholeHost);
-        let mut excludes: Vec<String> = Vec::new();
-        // A whole host's charm components (mailcow's): whichever the backup holds are
-        // restored as components are. Their paths are inspected with the roots.
-        let candidates = if whole {
-            let (roots, left_out) = self.whole_host_items(&server).await?;
-            items = roots;
-            excludes.extend(WHOLE_HOST_EXCLUDES.iter().map(|s| s.to_string()));
-            // What the backup left out stays as it is on the destination (not deleted).
-            excludes.extend(left_out);
-            components::whole_host_candidates()
-        } else {
-            Vec::new()
-        };
-        // Sizes from the archive, and every path must exist there.
-        let info = match inspected {
-            Some(info) => info,
-            None => {
-                let mut probe: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
-                probe.extend(candidates.iter().flat_map(|c| c.paths.iter().cloned()));
-                self.inspect(&probe).await?
-            }
-        };
-        let skipped = plan::apply_inspect(&info, &mut items);
-        if !skipped.is_empty() && matches!(self.spec.selection, Selection::Path(_)) {
-            return Err(RecoverError::Plan(format!(
-                "{} is not in the snapshot {snapshot} of {host}",
-                skipped.join(", ")
-            )));
-        }
-        if items.is_empty() {
-            return Err(RecoverError::Plan(format!(
-                "nothing to restore: the snapshot {snapshot} of {host} holds none of it (not in the backup: {})",
-                skipped.join(", ")
-            )));
-        }
-        let components: Vec<String> = match &self.spec.selection {
-            Selection::Components(names) => names.clone(),
-            _ => candidates
-                .iter()
-                .filter(|c| c.paths.iter().any(|p| info.found(p).is_some()))
-                .map(|c| c.name.clone())
-                .collect(),
-        };
-        let mut plan = Plan {
-            host: host.to_string(),
-            snapshot: snapshot.to_string(),
-            dest: hosts.dest.name.clone(),
-            whole_host: whole,
-            items: items.clone(),
-            skipped,
-            mysql_load: components::loads_database(&components),
-            components,
-            excludes: excludes.clone(),
-            ..Plan::default()
-        };
-        // Where nothing exists on the destination yet, everything is created: the archive's
-        // counts say it all, and a dry run would only repeat them.
-        let (new, existing): (Vec<Item>, Vec<Item>) =
-            items.into_iter().partition(|i| fresh.contains(&i.dest));
-        plan.count_fresh(&new);
-        if !existing.is_empty() {
-            let dry: Vec<DryRun> = pull::pull_all(
-                hosts,
-                &server,
-                snapshot,
-                &existing,
-                &excludes,
-                PullMode::Plan,
-                0,
-            )
-            .await?;
-            for (d, it) in dry.iter().zip(pull::moved(&existing)) {
-                plan.count_dry_run(d, &it.dest);
-            }
-        }
-        Ok((plan, server))
-    }
-
-    /// The directories a whole-host backup holds, and the patterns it left out, from the
-    /// lists each backup carries (var/lib/rsync-backup/backup-{roots,excludes}).
-    async fn whole_host_items(
-        &self,
-        server: &Server,
-    ) -> Result<(Vec<Item>, Vec<String>), RecoverError> {
-        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
-        let lists: Vec<String> = self
-            .hosts
-            .on(&self.hosts.dest, "reading the list of backed-up directories", |ctx| async move {
-                let mut texts = Vec::new();
-                for (name, required) in [("backup-roots", true), ("backup-excludes", false)] {
-                    let source =
-                        pull::archive_path(snapshot, &format!("/var/lib/rsync-backup/{name}"));
-                    let dest = format!("{}/{name}", server.key_dir);
-                    let args = server.pull_args(
-                        &source,
-                        &dest,
-                        PullMode::Pull { checksum: false },
-                        Some(false),
-                        false,
-                        &[],
-                    );
-                    let pulled = run_playbook::<Pulled>(&ctx, "recover: lists", &crate::playbook::RECOVER, &args)
-                        .await;
-                    if let Err(e) = pulled {
-                        if required {
-                            return Err(e);
-                        }
-                        texts.push(String::new());
-                        continue;
-                    }
-                    let cat = crate::ssh::quote_join(&["cat", dest.as_str()]);
-                    let out = ctx.step("recover: lists", &cat, None).await?;
-                    texts.push(String::from_utf8_lossy(&out.stdout).into_owned());
-                }
-                Ok(texts)
-            })
-            .await
-            .map_err(|e| RecoverError::Plan(format!("{e}\n  (this backup of {host} carries no list of its directories: made by an older 0km? recover its directories one by one: #{host}:/etc ...)")))?;
-        let roots: Vec<Item> = plan::list_lines(&lists[0])
-            .iter()
-            .map(|p| Item::same_place(p))
-            .collect();
-        if roots.is_empty() {
-            return Err(RecoverError::Plan(format!(
-                "the snapshot {snapshot} of {host} lists no directory"
-            )));
-        }
-        Ok((roots, plan::list_lines(&lists[1])))
-    }
-
-    /// The archive's `inspect` of these paths in the snapshot.
-    async fn inspect(&self, paths: &[String]) -> Result<Inspect, RecoverError> {
-        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
-        let rel: Vec<&str> = paths.iter().map(|p| p.trim_start_matches('/')).collect();
-        let rel = &rel;
-        self.hosts
-            .on(
-                &self.hosts.archive,
-                "inspecting the snapshot",
-                |ctx| async move {
-                    // The admin command takes 16 words at most: a few calls for many paths (a
-                    // whole mailcow host has a dozen roots), their answers put together.
-                    let mut all = Inspect::default();
-                    for chunk in rel.chunks(INSPECT_PATHS_PER_CALL) {
-                        let mut words = vec!["inspect", host, snapshot];
-                        words.extend(chunk.iter().copied());
-                        let r: Inspect = archive::call(&ctx, "archive: inspect", &words).await?;
-                        all.paths.extend(r.paths);
-                        all.snapshot = r.snapshot;
-                    }
-                    Ok(all)
-                },
-            )
-            .await
-    }
-}
-
 impl Prepared {
     /// Gives up after the plan (a dry run, no confirmation): the key is revoked.
     pub async fn cancel(self) {
@@ -502,9 +327,15 @@ impl Prepared {
         // The quick check (size and time) is enough when nothing on the destination could
         // fool it; files already there with the archived size and time are compared by
         // content.
-        let checksum = plan.same > 0;
+        let checksum = plan.same > 0 || plan.whole.as_ref().is_some_and(|w| w.no_dry_run);
         let comps = &plan.components;
         let mut notes = Vec::new();
+        if let Some(w) = &plan.whole {
+            // A new machine is made ready first (rsync, cron, the charms, the vps helper and
+            // what the backed-up host had installed), and keeps its root password.
+            notes.extend(ready::make_ready(hosts, &w.packages).await?);
+            ready::root_password(hosts, "save", &server.key_dir).await?;
+        }
         if !comps.is_empty() {
             notes.extend(components::services(hosts, comps, "stop").await?);
         }
@@ -524,6 +355,11 @@ impl Prepared {
             Ok(_) => Some(self.verify().await),
             Err(_) => None,
         };
+        if plan.whole.is_some() && pulled.is_ok() {
+            if let Err(e) = ready::root_password(hosts, "restore", &server.key_dir).await {
+                notes.push(format!("root's password line was not put back: {e}"));
+            }
+        }
         if !comps.is_empty() {
             // Restart even when the data step failed: leave the services as they were.
             match components::services(hosts, comps, "start").await {
@@ -538,6 +374,20 @@ impl Prepared {
                 notes.push(e.to_string());
                 return Err(e);
             }
+        }
+        if plan.whole.is_some() && pulled.is_ok() {
+            notes.push(match ready::backup_state(hosts).await {
+                Ok(b) if b.installed => format!(
+                    "{} backs up to {} (its own key and schedule, kept)",
+                    hosts.dest.name,
+                    b.server.unwrap_or_default()
+                ),
+                Ok(_) => format!(
+                    "{} does not back up yet: start it with `0km vps-install backup {} {}`",
+                    hosts.dest.name, self.archive_spec, hosts.dest.selector
+                ),
+                Err(e) => format!("whether {} backs up is unknown: {e}", hosts.dest.name),
+            });
         }
         notes.retain(|n| !n.is_empty());
         Ok(Applied {

@@ -6,20 +6,38 @@
 use super::pull::DryRun;
 use crate::backup::archive::Inspect;
 
-/// Files of the destination's own identity, never restored over by a whole-host recover.
+/// Files of the destination's own identity, never restored over by a whole-host recover: its
+/// host keys and names, how it boots and reaches the network (sshd's listen addresses,
+/// network, netplan, firewall, cloud-init's instance data), how it is reached (root's keys),
+/// and its own backup (key, archive, schedule). Root's password line in /etc/shadow is kept
+/// too, by a step of its own.
 pub const WHOLE_HOST_EXCLUDES: &[&str] = &[
     "/etc/ssh/ssh_host_*",
+    "/etc/ssh/sshd_config",
+    "/etc/ssh/sshd_config.d/",
     "/etc/hostname",
     "/etc/hosts",
     "/etc/mailname",
     "/etc/machine-id",
     "/etc/fstab",
     "/etc/network/",
+    "/etc/netplan/",
+    "/etc/systemd/network/",
     "/etc/resolv.conf",
+    "/etc/iptables/",
+    "/etc/nftables.conf",
+    "/etc/ufw/",
+    "/etc/cloud/",
+    "/var/lib/cloud/",
     "/etc/rsync-backup/",
+    "/etc/cron.d/rsync-backup",
     "/var/lib/rsync-backup/",
     "/root/.ssh/authorized_keys",
 ];
+
+/// Kept from the destination when the release changes (`--allow-release-change`): its apt
+/// sources name its own release.
+pub const RELEASE_EXCLUDES: &[&str] = &["/etc/apt/sources.list", "/etc/apt/sources.list.d/"];
 
 /// Where the dump of mirror-dir lands, restored by the `mysql` component.
 pub const MYSQL_DUMP: &str = "/var/backups/mysql/all-databases.sql";
@@ -80,6 +98,22 @@ pub struct Plan {
     pub update_sample: Vec<String>,
     pub delete_sample: Vec<String>,
     pub mysql_load: bool,
+    /// A whole host: what it was and where it goes, and how the destination is made ready.
+    pub whole: Option<WholeHost>,
+}
+
+/// The whole-host part of a plan.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WholeHost {
+    /// The backed-up host's release, when its backup says it (0km 0.1 backups on).
+    pub source: Option<super::ready::System>,
+    pub dest: Option<super::ready::System>,
+    /// The release differs and `--allow-release-change` was given.
+    pub release_change: bool,
+    /// The backup's packages installed first where missing (where the distribution has them).
+    pub packages: Vec<String>,
+    /// The destination has no rsync yet: no dry run, it is installed first.
+    pub no_dry_run: bool,
 }
 
 impl Plan {
@@ -96,7 +130,7 @@ impl Plan {
         self.excludes
             .iter()
             .map(String::as_str)
-            .partition(|e| WHOLE_HOST_EXCLUDES.contains(e))
+            .partition(|e| WHOLE_HOST_EXCLUDES.contains(e) || RELEASE_EXCLUDES.contains(e))
     }
 
     /// Adds items that do not exist on the destination yet: all is created.

@@ -33,6 +33,10 @@ pub struct RecoverArgs {
     /// Print the plan and stop: nothing is changed
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// A whole host from one Debian release onto another (refused otherwise); the
+    /// destination keeps its own apt sources
+    #[arg(long)]
+    pub allow_release_change: bool,
 }
 
 #[derive(Debug, Args)]

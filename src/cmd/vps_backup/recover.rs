@@ -40,6 +40,7 @@ pub async fn run(app: &App, a: &RecoverArgs) -> anyhow::Result<Status> {
             cleanups: app.cleanups.clone(),
         },
         spec: spec.clone(),
+        allow_release_change: a.allow_release_change,
     };
     let result = match recover.prepare().await {
         Ok(prepared) => {
@@ -178,6 +179,9 @@ fn report(ui: &Ui, plan: &Plan, applied: Applied) -> HostResult {
             json!({"error": e.to_string()}),
         ),
     };
+    for n in &notes {
+        ui.out(&format!("note: {n}"));
+    }
     result(
         plan,
         status,
@@ -213,6 +217,9 @@ fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
                 ""
             }
         ));
+    }
+    if let Some(w) = &plan.whole {
+        print_whole_host(ui, plan, w);
     }
     let (identity, left_out) = plan.kept();
     if !identity.is_empty() {
@@ -263,6 +270,43 @@ fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
         ui.out(&format!(
             "  the database dump {} is loaded into the destination's MySQL/MariaDB",
             crate::backup::recover::plan::MYSQL_DUMP
+        ));
+    }
+}
+
+/// A whole host: the releases, and how the destination is made ready first.
+fn print_whole_host(ui: &Ui, plan: &Plan, w: &crate::backup::recover::plan::WholeHost) {
+    let describe = |s: &Option<crate::backup::recover::ready::System>| {
+        s.as_ref()
+            .map(|s| s.describe())
+            .unwrap_or_else(|| "an unknown release (the backup does not say)".into())
+    };
+    ui.out(&format!(
+        "  {} was {}; {} runs {}{}",
+        plan.host,
+        describe(&w.source),
+        plan.dest,
+        describe(&w.dest),
+        if w.release_change {
+            " (--allow-release-change: the release changes; the destination keeps its apt sources)"
+        } else {
+            ""
+        }
+    ));
+    ui.out(&format!(
+        "  {} is made ready first: rsync, cron and 0km's charms and vps helper, and the {} packages {} had installed on purpose that it lacks (where its distribution has them)",
+        plan.dest,
+        w.packages.len(),
+        plan.host
+    ));
+    ui.out(&format!(
+        "  root's password on {} (/etc/shadow) is kept as it is",
+        plan.dest
+    ));
+    if w.no_dry_run {
+        ui.out(&format!(
+            "  {} has no rsync yet: no dry run, every file is written and compared by content",
+            plan.dest
         ));
     }
 }

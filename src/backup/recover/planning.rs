@@ -1,0 +1,244 @@
+//! Planning a recover once the snapshot and the temporary key are known: the key granted, the
+//! items sized by the archive (a whole host's read from the lists its backup carries, its
+//! release compared with the destination's), the components a whole host holds, and what the
+//! restore will write, counted by a dry run where the destination has something already.
+
+use super::key::{KeyGen, TempKey};
+use super::plan::{self, Item, Plan, WHOLE_HOST_EXCLUDES};
+use super::pull::{self, DryRun, PullMode, Server};
+use super::spec::{RecoverSpec, Selection};
+use super::{components, ready, Hosts, RecoverError, INSPECT_PATHS_PER_CALL};
+use crate::backup::archive::{self, Inspect};
+
+/// The planning stage, once the snapshot and the key are known.
+pub(super) struct Planning<'a> {
+    pub hosts: &'a Hosts,
+    pub spec: &'a RecoverSpec,
+    pub snapshot: &'a str,
+    pub key: &'a TempKey,
+    /// What the destination said with its key: existing paths, its system, rsync.
+    pub made: &'a KeyGen,
+    pub allow_release_change: bool,
+}
+
+impl Planning<'_> {
+    /// The key granted, the items sized (a whole host's read from its lists), the components
+    /// a whole host holds, the dry run where the destination has something already.
+    pub(super) async fn plan(
+        &self,
+        mut items: Vec<Item>,
+        inspected: Option<Inspect>,
+        fresh: &[String],
+    ) -> Result<(Plan, Server), RecoverError> {
+        let (hosts, host, snapshot) = (self.hosts, self.spec.host.as_str(), self.snapshot);
+        self.key.grant(hosts).await?;
+        let server = self.server().await?;
+        let whole = matches!(self.spec.selection, Selection::WholeHost);
+        let mut excludes: Vec<String> = Vec::new();
+        let mut whole_host = None;
+        // A whole host's charm components (mailcow's): whichever the backup holds are
+        // restored as components are. Their paths are inspected with the roots.
+        let candidates = if whole {
+            let (roots, left_out, w) = self.whole_host_items().await?;
+            items = roots;
+            excludes.extend(WHOLE_HOST_EXCLUDES.iter().map(|s| s.to_string()));
+            if w.release_change {
+                excludes.extend(plan::RELEASE_EXCLUDES.iter().map(|s| s.to_string()));
+            }
+            // What the backup left out stays as it is on the destination (not deleted).
+            excludes.extend(left_out);
+            whole_host = Some(w);
+            components::whole_host_candidates()
+        } else {
+            Vec::new()
+        };
+        // Sizes from the archive, and every path must exist there.
+        let info = match inspected {
+            Some(info) => info,
+            None => {
+                let mut probe: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
+                probe.extend(candidates.iter().flat_map(|c| c.paths.iter().cloned()));
+                self.inspect(&probe).await?
+            }
+        };
+        let skipped = plan::apply_inspect(&info, &mut items);
+        if !skipped.is_empty() && matches!(self.spec.selection, Selection::Path(_)) {
+            return Err(RecoverError::Plan(format!(
+                "{} is not in the snapshot {snapshot} of {host}",
+                skipped.join(", ")
+            )));
+        }
+        if items.is_empty() {
+            return Err(RecoverError::Plan(format!(
+                "nothing to restore: the snapshot {snapshot} of {host} holds none of it (not in the backup: {})",
+                skipped.join(", ")
+            )));
+        }
+        let components: Vec<String> = match &self.spec.selection {
+            Selection::Components(names) => names.clone(),
+            _ => candidates
+                .iter()
+                .filter(|c| c.paths.iter().any(|p| info.found(p).is_some()))
+                .map(|c| c.name.clone())
+                .collect(),
+        };
+        let mut plan = Plan {
+            host: host.to_string(),
+            snapshot: snapshot.to_string(),
+            dest: hosts.dest.name.clone(),
+            whole_host: whole,
+            items: items.clone(),
+            skipped,
+            mysql_load: components::loads_database(&components),
+            components,
+            excludes: excludes.clone(),
+            whole: whole_host,
+            ..Plan::default()
+        };
+        self.count(&mut plan, items, fresh, &server).await?;
+        Ok((plan, server))
+    }
+
+    /// How the destination reaches the archive: its address and host keys as this
+    /// workstation knows them, and the key's directory.
+    async fn server(&self) -> Result<Server, RecoverError> {
+        let endpoint = self
+            .hosts
+            .fleet
+            .engine
+            .known_endpoint(&self.hosts.archive)
+            .await
+            .map_err(RecoverError::Plan)?;
+        Ok(Server {
+            host: endpoint.hostname.clone(),
+            port: endpoint.port.to_string(),
+            known_hosts_b64: crate::encoding::base64(endpoint.lines.join("\n").as_bytes()),
+            key_dir: self.key.dir.clone(),
+        })
+    }
+
+    /// What the restore writes on the destination: the archive's counts where nothing exists
+    /// yet, a dry run elsewhere.
+    async fn count(
+        &self,
+        plan: &mut Plan,
+        items: Vec<Item>,
+        fresh: &[String],
+        server: &Server,
+    ) -> Result<(), RecoverError> {
+        let (hosts, snapshot) = (self.hosts, self.snapshot);
+        let whole = plan.whole_host;
+        // Where nothing exists on the destination yet, everything is created: the archive's
+        // counts say it all, and a dry run would only repeat them. Without rsync on the
+        // destination (a brand-new VPS) there is no dry run either: rsync is installed first,
+        // and the archive's counts are what the restore writes.
+        let no_rsync = !self.made.rsync;
+        if no_rsync && !whole {
+            return Err(RecoverError::Plan(format!(
+                "{} has no rsync, which a restore needs: set it up first (`0km vps-setup {}` installs it)",
+                hosts.dest.name, hosts.dest.selector
+            )));
+        }
+        let (new, existing): (Vec<Item>, Vec<Item>) = items
+            .into_iter()
+            .partition(|i| no_rsync || fresh.contains(&i.dest));
+        plan.count_fresh(&new);
+        if !existing.is_empty() {
+            let excludes = plan.excludes.clone();
+            let dry: Vec<DryRun> = pull::pull_all(
+                hosts,
+                server,
+                snapshot,
+                &existing,
+                &excludes,
+                PullMode::Plan,
+                0,
+            )
+            .await?;
+            for (d, it) in dry.iter().zip(pull::moved(&existing)) {
+                plan.count_dry_run(d, &it.dest);
+            }
+        }
+        Ok(())
+    }
+
+    /// The directories a whole-host backup holds, the patterns it left out, and what the
+    /// backed-up host was, from the lists each backup carries (the archive's `lists`); the
+    /// release compared with the destination's.
+    async fn whole_host_items(
+        &self,
+    ) -> Result<(Vec<Item>, Vec<String>, plan::WholeHost), RecoverError> {
+        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
+        let lists: archive::Lists = self
+            .hosts
+            .on(
+                &self.hosts.archive,
+                "reading what the backup holds",
+                |ctx| async move {
+                    archive::call(&ctx, "archive: lists", &["lists", host, snapshot]).await
+                },
+            )
+            .await?;
+        let roots: Vec<Item> = plan::list_lines(&lists.roots.join("\n"))
+            .iter()
+            .map(|p| Item::same_place(p))
+            .collect();
+        if roots.is_empty() {
+            return Err(RecoverError::Plan(format!(
+                "the snapshot {snapshot} of {host} carries no list of its directories (made by an older 0km?): recover its directories one by one: #{host}:/etc ..."
+            )));
+        }
+        let source = ready::System::parse(&lists.system);
+        let dest = ready::System::parse(&self.made.system);
+        let differs = matches!((&source, &dest), (Some(s), Some(d)) if s.release_differs(d));
+        if differs && !self.allow_release_change {
+            let (s, d) = (
+                source.clone().unwrap_or_default(),
+                dest.clone().unwrap_or_default(),
+            );
+            return Err(RecoverError::Plan(format!(
+                "the backup of {host} is of {}, {} runs {}: a whole-host recover keeps the release (configuration and packages are {}'s); pass --allow-release-change to restore it anyway ({} then keeps its own apt sources), or recover onto a {} host",
+                s.describe(),
+                self.hosts.dest.name,
+                d.describe(),
+                s.codename,
+                self.hosts.dest.name,
+                s.describe()
+            )));
+        }
+        let whole = plan::WholeHost {
+            source,
+            dest,
+            release_change: differs,
+            packages: ready::from_backup(&lists.packages),
+            no_dry_run: !self.made.rsync,
+        };
+        Ok((roots, plan::list_lines(&lists.excludes.join("\n")), whole))
+    }
+
+    /// The archive's `inspect` of these paths in the snapshot.
+    async fn inspect(&self, paths: &[String]) -> Result<Inspect, RecoverError> {
+        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
+        let rel: Vec<&str> = paths.iter().map(|p| p.trim_start_matches('/')).collect();
+        let rel = &rel;
+        self.hosts
+            .on(
+                &self.hosts.archive,
+                "inspecting the snapshot",
+                |ctx| async move {
+                    // The admin command takes 16 words at most: a few calls for many paths (a
+                    // whole mailcow host has a dozen roots), their answers put together.
+                    let mut all = Inspect::default();
+                    for chunk in rel.chunks(INSPECT_PATHS_PER_CALL) {
+                        let mut words = vec!["inspect", host, snapshot];
+                        words.extend(chunk.iter().copied());
+                        let r: Inspect = archive::call(&ctx, "archive: inspect", &words).await?;
+                        all.paths.extend(r.paths);
+                        all.snapshot = r.snapshot;
+                    }
+                    Ok(all)
+                },
+            )
+            .await
+    }
+}
