@@ -18,7 +18,7 @@ pub enum LabCommand {
     /// Stop exactly the processes the lab started and remove it
     Down(DirArgs),
     /// Start a 3-host lab: check, vps-setup, an archive, backups, a recover, exec; tear it down
-    Demo(DirArgs),
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +55,16 @@ fn parse_host_image(s: &str) -> Result<(String, crate::lab::Image), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: expected HOST=IMAGE, e.g. vps3=trixie"))?;
     Ok((host.to_string(), crate::lab::Image::parse(image)?))
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// What the demo's hosts run on: a minimal Debian as a provider hands it out (bookworm,
+    /// trixie; built once with debootstrap, about 30 s), or `machine` (this machine's /)
+    #[arg(long, value_name = "IMAGE", default_value = "bookworm", value_parser = parse_image)]
+    pub image: crate::lab::Image,
+    #[command(flatten)]
+    pub dir: DirArgs,
 }
 
 #[derive(Debug, Args)]
@@ -120,7 +130,7 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
             ));
             Ok(Status::Success)
         }
-        LabCommand::Demo(a) => demo(app, a.dir.clone().unwrap_or_else(demo_dir)).await,
+        LabCommand::Demo(a) => demo(app, a.dir.dir.clone().unwrap_or_else(demo_dir), a.image).await,
     }
 }
 
@@ -189,11 +199,21 @@ fn describe(app: &App, lab: &crate::lab::Lab) {
     ));
 }
 
-async fn demo(app: &App, dir: PathBuf) -> anyhow::Result<Status> {
-    app.ui
-        .note(&format!("Starting a 3-VPS lab in {} ...", dir.display()));
+async fn demo(app: &App, dir: PathBuf, image: crate::lab::Image) -> anyhow::Result<Status> {
+    app.ui.note(&format!(
+        "Starting a 3-VPS lab in {} on {} ...",
+        dir.display(),
+        match image {
+            crate::lab::Image::Machine => "this machine's /".to_string(),
+            i => format!(
+                "pristine Debian {} (the first build of the image takes about 30 s)",
+                i.name()
+            ),
+        }
+    ));
     let opts = crate::lab::Options {
         vps: 3,
+        image: Some(image),
         ..Default::default()
     };
     let lab = up(dir.clone(), opts).await?;

@@ -89,6 +89,12 @@ fn lab_demo_runs_check_and_exec_and_tears_down() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("Summary: 4 ok"), "{stdout}");
+    // On pristine Debian 12 hosts, by default: what vps-setup installed made the rest work.
+    assert!(
+        stdout.contains("Debian GNU/Linux 12 (bookworm)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Verified: "), "{stdout}");
     assert!(
         stdout.contains("vps1, vps2, vps3 (exit 0, 3 hosts)"),
         "{stdout}"

@@ -205,6 +205,14 @@ fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
         "17 4 * * * root echo nightly"
     );
     assert_eq!(sh(&lab, "vps3", "hostname"), "vps3");
+    // vps1's sshd listened on vps1's address: vps3's sshd keeps its own, and still starts.
+    let listen = sh(
+        &lab,
+        "vps3",
+        "grep -h ListenAddress /etc/ssh/sshd_config.d/*.conf",
+    );
+    assert_eq!(listen, format!("ListenAddress {net}.4:22"));
+    sh(&lab, "vps3", "/usr/sbin/sshd -t");
     assert_eq!(sh(&lab, "vps3", "grep ^root: /etc/shadow"), shadow_before);
     assert!(sh(&lab, "vps3", "cat /etc/apt/sources.list").contains("trixie"));
     sh(
