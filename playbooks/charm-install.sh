@@ -13,6 +13,7 @@
 # stderr, prefixed with the hook's name). A hook that exits non-zero stops the run.
 # Bad arguments or no such charm: exit 2, nothing run.
 #
+# When every hook succeeded, /var/lib/0km/charms/CHARM records the install (`version=N`).
 # Prints one machine-readable line last on stdout:
 #   0km-result {"changed":bool,"charm":"CHARM","changes":["..."],"notes":["..."]}
 # and when a hook fails (then exit 1):
@@ -102,6 +103,19 @@ for hook in "${hooks[@]+"${hooks[@]}"}"; do
         exit 1
     fi
 done
+
+# Installed: recorded for `0km check` (its CHARMS column lists what is installed, not merely
+# uploaded), with the charm's metadata version; written only when it differs.
+INSTALLED_DIR=/var/lib/0km/charms
+version=$(sed -n 's/^version:[[:space:]]*//p' "$charm_dir/metadata.yml" | head -n 1)
+stamp="version=${version:-unknown}"
+if [[ "$(cat "$INSTALLED_DIR/$charm" 2>/dev/null || true)" != "$stamp" ]]; then
+    install -d -m 755 "$INSTALLED_DIR"
+    tmp=$(mktemp "$INSTALLED_DIR/.$charm.XXXXXX")
+    printf '%s\n' "$stamp" >"$tmp"
+    chmod 644 "$tmp"
+    mv -f "$tmp" "$INSTALLED_DIR/$charm"
+fi
 
 [[ $changed == false ]] && log "nothing to do: charm $charm is already installed as its hooks want"
 result

@@ -14,10 +14,12 @@ kernel=$(uname -r)
 uptime_s=$(cut -d. -f1 /proc/uptime 2>/dev/null || echo 0)
 read -r disk_size disk_free < <(df -P -B1 / | awk 'NR == 2 { print $2, $4 }')
 
+# The charms installed (recorded by charm-install.sh when all their hooks succeeded), not the
+# ones merely uploaded to /srv/charm-store.
 charms=()
-if [[ -d /srv/charm-store ]]; then
-    for d in /srv/charm-store/*/; do
-        [[ -f "$d/metadata.yml" ]] && charms+=("$(basename "$d")")
+if [[ -d /var/lib/0km/charms ]]; then
+    for f in /var/lib/0km/charms/*; do
+        [[ -f $f ]] && charms+=("$(basename "$f")")
     done
 fi
 charm_json=""

@@ -30,14 +30,25 @@ fn check_reports_os_kernel_uptime_disk_and_charms() {
         assert_eq!(host["data"]["kernel"], kernel.as_str());
         assert!(host["data"]["disk_free_bytes"].as_u64().unwrap() > 0);
     }
+    // A charm merely uploaded is not installed: not listed.
     assert_eq!(r[2]["host"], "vps2");
-    assert_eq!(r[2]["data"]["charms"][0], "docker-host");
-    assert_eq!(r[1]["data"]["charms"].as_array().unwrap().len(), 0);
+    assert_eq!(r[2]["data"]["charms"], serde_json::json!([]));
+    assert_eq!(r[1]["data"]["charms"], serde_json::json!([]));
+    // Installed (its hooks ran): listed.
+    lab.zerokm(["vps-setup", "vps2", "--no-docker"])
+        .run()
+        .success();
+    let r = lab
+        .zerokm(["--json", "check", "vps2"])
+        .run()
+        .success()
+        .json();
+    assert_eq!(r[0]["data"]["charms"], serde_json::json!(["base"]));
 
     lab.zerokm(["check", "@vps"])
         .run()
         .success()
         .stdout_has("HOST")
         .stdout_has("Debian GNU/Linux")
-        .stdout_has("docker-host");
+        .stdout_has("  base  ");
 }
