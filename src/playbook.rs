@@ -35,6 +35,7 @@ playbooks! {
     "packages" => PACKAGES,
     "charm-install" => CHARM_INSTALL,
     "backup-server-setup" => BACKUP_SERVER_SETUP,
+    "lock-passwords" => LOCK_PASSWORDS,
     "recover" => RECOVER with "charms/rsync-backup/lib/pull.sh",
 }
 

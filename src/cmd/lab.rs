@@ -256,6 +256,7 @@ async fn demo_steps(app: &App, dir: &Path) -> anyhow::Result<Status> {
                         exclusive: false,
                         no_docker: true,
                         without_docker_clean: false,
+                        lock_passwords: false,
                     },
                 )
                 .await,

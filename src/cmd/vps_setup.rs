@@ -31,6 +31,10 @@ pub struct VpsSetupArgs {
     /// Do not install the daily docker cleanup (as WITHOUT_DOCKER_CLEAN=1 in the manual)
     #[arg(long)]
     pub without_docker_clean: bool,
+    /// Turn sshd's password logins off, once 0km is in with a key (this run's connection is
+    /// the proof; the keys of the config are installed first)
+    #[arg(long)]
+    pub lock_passwords: bool,
 }
 
 pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
@@ -43,6 +47,7 @@ pub async fn run(app: &App, args: &VpsSetupArgs) -> anyhow::Result<Status> {
         exclusive: args.exclusive,
         docker: !args.no_docker,
         docker_clean: !args.without_docker_clean,
+        lock_passwords: args.lock_passwords,
     };
 
     let start = Instant::now();

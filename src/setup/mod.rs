@@ -24,6 +24,15 @@ pub struct SetupOptions {
     pub exclusive: bool,
     pub docker: bool,
     pub docker_clean: bool,
+    /// Turn sshd's password logins off once key login is proven (`--lock-passwords`).
+    pub lock_passwords: bool,
+}
+
+/// `lock-passwords.sh`'s result.
+#[derive(Debug, Default, serde::Deserialize)]
+struct PasswordsLocked {
+    #[serde(default)]
+    changed: bool,
 }
 
 /// The state of one step on one host.
@@ -39,13 +48,14 @@ pub struct StepReport {
 }
 
 /// The order of the steps, for tables.
-pub const STEPS: [&str; 6] = [
+pub const STEPS: [&str; 7] = [
     "keys",
     "domain",
     "charms",
     "packages",
     "base",
     "docker-host",
+    "passwords",
 ];
 
 /// Keys to remove from one host under `--exclusive`.
@@ -227,6 +237,21 @@ async fn setup_host(
             changes.join("; "),
             &mut clock,
         ));
+    }
+
+    // 7. passwords: off, with the key login this very connection proves.
+    if opts.lock_passwords {
+        let r: PasswordsLocked = run_playbook(ctx, "passwords", &playbook::LOCK_PASSWORDS, &[])
+            .await
+            .map_err(|f| fail(f, &steps))?;
+        let detail = if r.changed {
+            "password logins off (sshd reloaded)"
+        } else {
+            "password logins already off"
+        };
+        steps.push(report("passwords", r.changed, detail.into(), &mut clock));
+    } else {
+        steps.push(skipped("passwords", "no --lock-passwords"));
     }
 
     let changed = steps.iter().any(|s| s.state == "changed");

@@ -63,6 +63,48 @@ fn vps_setup_on_pristine_debian_12_and_13_installs_what_the_charms_run() {
         "{}",
         second.all()
     );
+
+    // --lock-passwords: Debian's stock sshd takes passwords; after, only keys.
+    let methods = |h: &str| {
+        let out = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(lab.dir().join("ssh_config"))
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "PubkeyAuthentication=no",
+                h,
+                "true",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        methods("vps2").contains("(publickey,password)"),
+        "{}",
+        methods("vps2")
+    );
+    lab.zerokm(["vps-setup", "vps2", "--lock-passwords"])
+        .run()
+        .success()
+        .stdout_has("passwords");
+    assert!(
+        methods("vps2").contains("Permission denied (publickey)."),
+        "{}",
+        methods("vps2")
+    );
+    assert_eq!(
+        sh(&lab, "vps2", "sshd -T | grep -i '^passwordauthentication'"),
+        "passwordauthentication no"
+    );
+    let again = lab
+        .zerokm(["--json", "vps-setup", "vps2", "--lock-passwords"])
+        .run()
+        .success();
+    assert_eq!(again.json()[0]["status"], "ok", "{}", again.all());
 }
 
 #[test]
