@@ -421,6 +421,32 @@ impl Install<'_> {
     }
 }
 
+/// A VPS that backs up already keeps its area: named otherwise here (its address instead of
+/// its name), it would start backing up into another one. Refused before any change.
+async fn check_area(ctx: &HostCtx, area: &str) -> Result<(), StepFailure> {
+    let conf = ctx
+        .run(
+            "backup: current area",
+            "cat /etc/rsync-backup/target.conf 2>/dev/null",
+            None,
+        )
+        .await?;
+    let current = String::from_utf8_lossy(&conf.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("DOMAIN=").map(str::to_string));
+    match current.filter(|c| !c.is_empty() && c != area) {
+        Some(current) => Err(StepFailure::new(
+            "backup: area",
+            format!(
+                "this VPS backs up as `{current}` (/etc/rsync-backup/target.conf), and named `{}` here it would back up as `{area}`: name it as before, or give it `domain: {current}` in the inventory",
+                ctx.target.selector
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 async fn install_on_vps(
     ctx: &HostCtx,
     server: &str,
@@ -428,6 +454,7 @@ async fn install_on_vps(
     schedule: Option<&str>,
 ) -> Result<(Done, VpsKey), StepFailure> {
     let area = super::area_name(&ctx.target);
+    check_area(ctx, &area).await?;
     let mut steps: Vec<serde_json::Value> = Vec::new();
     let charms = ["base", "rsync-backup"];
     let sync = charm::sync_store(ctx, &charms, UploadMethod::from_env()).await?;

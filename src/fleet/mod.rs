@@ -4,9 +4,11 @@
 
 mod cleanup;
 mod log;
+mod reasons;
 
 pub use cleanup::Cleanups;
 pub use log::{utc_stamp, RunLog};
+use reasons::{connect_reason, forced_login};
 
 use crate::ssh::{ConnectError, Connection, Engine, ExecError, NewHostKey, Output};
 use crate::target::Target;
@@ -182,15 +184,6 @@ impl HostCtx {
     }
 }
 
-/// The user a cloud image's forced command names (`Please login as the user "debian" rather
-/// than the user "root".`, as cloud-init writes it into root's authorized_keys).
-pub fn forced_login(stdout: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stdout);
-    let rest = text.split("Please login as the user \"").nth(1)?;
-    let user = rest.split('"').next()?;
-    crate::names::is_user(user).then(|| user.to_string())
-}
-
 /// Runs a connected host's work and turns what it returned into its result.
 async fn run_host<F, Fut>(ctx: HostCtx, work: &F, start: Instant) -> HostResult
 where
@@ -299,17 +292,9 @@ impl Fleet {
         })
     }
 
-    /// Why a host could not be connected; a name nothing resolves says which config was read.
+    /// Why a host could not be connected, said for the summary.
     fn connect_reason(&self, e: &ConnectError) -> String {
-        let reason = e.to_string();
-        if reason.contains("Could not resolve hostname") {
-            format!(
-                "{reason} ({}: not in its inventory, nor an alias of the ssh config, nor a DNS name; add it under `hosts:` with an `address:`, or name it by its address)",
-                self.config_note
-            )
-        } else {
-            reason
-        }
+        connect_reason(e, &self.config_note)
     }
 
     /// Hosts whose key is not known yet: one question for all of them (then they are

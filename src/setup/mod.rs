@@ -165,15 +165,10 @@ async fn setup_host(
     // 2. domain
     match opts.domains.get(&ctx.target.name) {
         Some(domain) => {
-            let r: playbook::DomainSet = run_playbook(ctx, "domain", &playbook::DOMAIN, &[domain])
+            let (changed, detail) = domain_step(ctx, domain)
                 .await
                 .map_err(|f| fail(f, &steps))?;
-            let detail = if r.changed {
-                format!("{} -> {domain}", r.previous.as_deref().unwrap_or("?"))
-            } else {
-                domain.clone()
-            };
-            steps.push(report("domain", r.changed, detail, &mut clock));
+            steps.push(report("domain", changed, detail, &mut clock));
         }
         None => steps.push(skipped(
             "domain",
@@ -185,20 +180,15 @@ async fn setup_host(
     let sync = charm::sync_store(ctx, &charm::for_vps(), method)
         .await
         .map_err(|f| fail(f, &steps))?;
-    steps.push(report(
-        "charms",
-        sync.changed(),
-        if sync.changed() {
-            format!(
-                "{} uploaded, {} removed",
-                sync.uploaded.len(),
-                sync.removed.len()
-            )
-        } else {
-            String::new()
-        },
-        &mut clock,
-    ));
+    let detail = match sync.changed() {
+        true => format!(
+            "{} uploaded, {} removed",
+            sync.uploaded.len(),
+            sync.removed.len()
+        ),
+        false => String::new(),
+    };
+    steps.push(report("charms", sync.changed(), detail, &mut clock));
 
     // 4. packages the charms need
     let mut wanted = vec!["base"];
@@ -221,16 +211,10 @@ async fn setup_host(
             steps.push(skipped(c, "--no-docker"));
             continue;
         }
-        let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
-        let mut args = vec![c, version.as_str()];
-        if c == "docker-host" && !opts.docker_clean {
-            args.push("WITHOUT_DOCKER_CLEAN=1");
-        }
-        let r: playbook::CharmInstalled = run_playbook(ctx, c, &playbook::CHARM_INSTALL, &args)
+        let (changes, said) = install_step(ctx, c, opts)
             .await
             .map_err(|f| fail(f, &steps))?;
-        let changes = r.changes;
-        notes.extend(r.notes.into_iter().map(|n| format!("{c}: {n}")));
+        notes.extend(said.into_iter().map(|n| format!("{c}: {n}")));
         steps.push(report(
             c,
             !changes.is_empty(),
@@ -241,15 +225,15 @@ async fn setup_host(
 
     // 7. passwords: off, with the key login this very connection proves.
     if opts.lock_passwords {
-        let r: PasswordsLocked = run_playbook(ctx, "passwords", &playbook::LOCK_PASSWORDS, &[])
+        let changed = lock_passwords_step(ctx)
             .await
             .map_err(|f| fail(f, &steps))?;
-        let detail = if r.changed {
+        let detail = if changed {
             "password logins off (sshd reloaded)"
         } else {
             "password logins already off"
         };
-        steps.push(report("passwords", r.changed, detail.into(), &mut clock));
+        steps.push(report("passwords", changed, detail.into(), &mut clock));
     } else {
         steps.push(skipped("passwords", "no --lock-passwords"));
     }
@@ -259,6 +243,39 @@ async fn setup_host(
         changed,
         data: serde_json::json!({ "steps": steps, "notes": notes }),
     })
+}
+
+/// `domain.sh DOMAIN`: whether the host's name changed, and from what.
+async fn domain_step(ctx: &HostCtx, domain: &str) -> Result<(bool, String), StepFailure> {
+    let r: playbook::DomainSet = run_playbook(ctx, "domain", &playbook::DOMAIN, &[domain]).await?;
+    let detail = if r.changed {
+        format!("{} -> {domain}", r.previous.as_deref().unwrap_or("?"))
+    } else {
+        domain.to_string()
+    };
+    Ok((r.changed, detail))
+}
+
+/// `charm-install.sh CHARM`: what its hooks changed, and what they want said.
+async fn install_step(
+    ctx: &HostCtx,
+    charm: &str,
+    opts: &SetupOptions,
+) -> Result<(Vec<String>, Vec<String>), StepFailure> {
+    let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
+    let mut args = vec![charm, version.as_str()];
+    if charm == "docker-host" && !opts.docker_clean {
+        args.push("WITHOUT_DOCKER_CLEAN=1");
+    }
+    let r: playbook::CharmInstalled =
+        run_playbook(ctx, charm, &playbook::CHARM_INSTALL, &args).await?;
+    Ok((r.changes, r.notes))
+}
+
+/// `lock-passwords.sh`: whether it changed sshd's configuration.
+async fn lock_passwords_step(ctx: &HostCtx) -> Result<bool, StepFailure> {
+    let r: PasswordsLocked = run_playbook(ctx, "passwords", &playbook::LOCK_PASSWORDS, &[]).await?;
+    Ok(r.changed)
 }
 
 /// `authorized-keys.sh ensure` with the config's keys, then `remove` of the keys

@@ -457,6 +457,13 @@ fn the_manuals_syntax_with_addresses_and_ports_works_everywhere() {
     }
     let rerun = format!("vps-install backup {archive} {dead}");
     assert!(done.stdout.contains(&rerun), "{rerun:?} in\n{}", done.all());
+    // Named by its alias now, vps1 would back up into another area: refused, nothing changed.
+    let conf = sh(&lab, "vps1", "cat /etc/rsync-backup/target.conf");
+    lab.zerokm(["--yes", "vps-install", "backup", &archive, "vps1"])
+        .run()
+        .code(1)
+        .stdout_has(&format!("this VPS backs up as `{net}.2`"));
+    assert_eq!(sh(&lab, "vps1", "cat /etc/rsync-backup/target.conf"), conf);
     lab.zerokm(["vps-backup", "list", &archive])
         .run()
         .success()

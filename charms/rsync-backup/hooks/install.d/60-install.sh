@@ -303,7 +303,8 @@ if ! command -v cron >/dev/null 2>&1 && ! command -v crond >/dev/null 2>&1 && [[
     echo "0km-note: no cron daemon on this host: $CRON_JOB will not run until cron is installed (apt-get install cron)"
 fi
 
-if [[ -d /etc/logrotate.d ]]; then
+if [[ -x /usr/sbin/logrotate ]]; then
+    install -d -m 755 /etc/logrotate.d
     new_tmp "$LOGROTATE"
     cat >"$tmp" <<EOF
 $LOG {
@@ -318,6 +319,8 @@ EOF
     if put_file "$tmp" "$LOGROTATE" 0644; then
         echo "0km-changed: installed $LOGROTATE"
     fi
+else
+    echo "0km-note: no logrotate on this host: $LOG is not rotated (apt-get install logrotate)"
 fi
 
 say "done: run a backup with \`vps backup\` (or $MIRROR_BIN backup) once the key is authorised on the archive"
