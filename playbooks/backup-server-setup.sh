@@ -12,7 +12,8 @@
 #                    sk-ecdsa-sha2-nistp256@openssh.com; BLOB the base64 key material
 #
 # What it puts in place (see docs/archive.md):
-#   - packages rsync, sudo and attr (apt-get update only when the install needs it);
+#   - nothing of apt: rsync, sudo and attr (the archive-server charm's packages) are installed
+#     by 0km with playbooks/packages.sh before this runs; their absence is an error here;
 #   - account rsync-backup (system, home /srv/backup, shell /bin/sh, password `*`):
 #     /srv/backup root:rsync-backup 0750, ~/.ssh root:rsync-backup 0750, authorized_keys
 #     root:rsync-backup 0640 (created empty; its lines are written by 0km-archive only);
@@ -35,7 +36,7 @@
 #
 # Prints one machine-readable line last on stdout:
 #   0km-result {"changed":bool,"admin":"ADMIN","retention_days":N,"backup_user":"rsync-backup",
-#               "backup_root":"/srv/backup","admin_keys":N,"installed":["<package>",...],
+#               "backup_root":"/srv/backup","admin_keys":N,"installed":[] (0km fills it from packages.sh),
 #               "changes":["<what changed>",...]}
 # The generators below are called indirectly (install_file ... GENERATOR).
 # shellcheck disable=SC2317
@@ -178,46 +179,15 @@ ensure_account() {
     account_home=$cur_home
 }
 
-is_installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
-}
-
-installed_json=""
-ensure_packages() {
-    local missing=() p
-    for p in rsync sudo attr; do
-        is_installed "$p" || missing+=("$p")
-    done
-    [[ ${#missing[@]} -eq 0 ]] && return 0
-    export DEBIAN_FRONTEND=noninteractive
-    local apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-    log "installing: ${missing[*]}"
-    # apt-get update only when the package lists do not know a package or the install fails
-    # (stale lists).
-    local need_update=false
-    for p in "${missing[@]}"; do
-        apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || need_update=true
-    done
-    if [[ $need_update == false ]] &&
-        apt-get -q "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >&2; then
-        :
-    else
-        if ! apt-get -q "${apt_opts[@]}" update </dev/null >&2; then
-            log "apt-get update failed (see above)"
-            exit 1
-        fi
-        if ! apt-get -q "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >&2; then
-            log "apt-get install ${missing[*]} failed (see above)"
-            exit 1
-        fi
-    fi
-    for p in "${missing[@]}"; do
-        is_installed "$p" || {
-            log "$p is still not installed after apt-get install"
+# require_tools: what the archive needs is installed (0km runs packages.sh with the
+# archive-server charm's packages, rsync sudo attr, before this playbook).
+require_tools() {
+    local t
+    for t in rsync sudo getfattr visudo; do
+        command -v "$t" >/dev/null 2>&1 || {
+            log "$t is missing: install the archive-server charm's packages first (rsync sudo attr), as 0km does"
             exit 1
         }
-        installed_json+="${installed_json:+,}$(json_str "$p")"
-        changed "installed $p"
     done
 }
 
@@ -252,8 +222,8 @@ main() {
         admin_types+=("$type") admin_blobs+=("$blob")
     done
 
-    # 1. packages
-    ensure_packages
+    # 1. the tools it needs (installed by 0km before)
+    require_tools
 
     # 2. the backup account and its area
     ensure_account "$BACKUP_USER" "$BACKUP_ROOT" yes
@@ -329,7 +299,7 @@ main() {
     [[ $changed == false ]] && log "nothing to do: the archive server is set up"
     printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s]}\n' \
         "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$(json_str "$BACKUP_USER")" \
-        "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "$installed_json" "$changes_json"
+        "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "" "$changes_json"
 }
 
 # Everything above is definitions: bash has read the whole script before anything runs, and

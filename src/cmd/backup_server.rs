@@ -79,15 +79,27 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
                     crate::charm::UploadMethod::from_env(),
                 )
                 .await?;
-                let r: crate::playbook::ArchiveSetUp = crate::setup::run_playbook(
+                // Its packages (rsync, sudo, attr) the way every host gets them.
+                let meta = crate::charm::metadata("archive-server")
+                    .map_err(|e| crate::fleet::StepFailure::new("packages", e))?;
+                let words: Vec<&str> = meta.packages.iter().map(String::as_str).collect();
+                let packages: crate::playbook::PackagesInstalled = crate::setup::run_playbook(
+                    &ctx,
+                    "packages",
+                    &crate::playbook::PACKAGES,
+                    &words,
+                )
+                .await?;
+                let mut r: crate::playbook::ArchiveSetUp = crate::setup::run_playbook(
                     &ctx,
                     "archive setup",
                     &crate::playbook::BACKUP_SERVER_SETUP,
                     &a,
                 )
                 .await?;
+                r.installed = packages.installed;
                 Ok(Done {
-                    changed: sync.changed() || r.changed,
+                    changed: sync.changed() || r.changed || !r.installed.is_empty(),
                     data: serde_json::to_value(&r).unwrap_or_default(),
                 })
             }

@@ -121,6 +121,36 @@ fn a_cloud_image_host_is_set_up_through_its_sudo_user_then_reached_as_root() {
         .code(1)
         .stdout_has("only answers \"Please login as the user debian\"")
         .stdout_has("`0km vps-setup debian@vps1`");
+    // A mirror it cannot reach: apt's own error, not "Unable to locate package rsync".
+    let sources = sh(&lab, "debian@vps1", "cat /etc/apt/sources.list");
+    sh(
+        &lab,
+        "debian@vps1",
+        "echo 'deb http://127.0.0.1:9/debian bookworm main' | sudo tee /etc/apt/sources.list >/dev/null",
+    );
+    let failed = lab
+        .zerokm(["vps-setup", "debian@vps1", "--no-docker"])
+        .run()
+        .code(1);
+    assert!(
+        failed.stdout.contains("failed at packages"),
+        "{}",
+        failed.all()
+    );
+    assert!(failed.stdout.contains("127.0.0.1:9"), "{}", failed.all());
+    assert!(
+        !failed.all().contains("Unable to locate"),
+        "{}",
+        failed.all()
+    );
+    sh(
+        &lab,
+        "debian@vps1",
+        &format!(
+            "printf '%s\\n' '{}' | sudo tee /etc/apt/sources.list >/dev/null",
+            sources.replace('\n', "' '")
+        ),
+    );
     lab.zerokm(["vps-setup", "debian@vps1", "--no-docker"])
         .run()
         .success()
