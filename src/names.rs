@@ -86,6 +86,26 @@ pub fn is_date(s: &str) -> bool {
         && (1..=31).contains(&s[8..10].parse::<u32>().unwrap_or(0))
 }
 
+/// A snapshot as a recover names it: its name, `YYYY-MM-DDTHHMMSSZ` (`-N` when two share a
+/// second), or a date (that day's newest complete snapshot).
+pub fn is_snapshot(s: &str) -> bool {
+    let (date, rest) = s.split_at(s.len().min(10));
+    if !is_date(date) {
+        return false;
+    }
+    let Some(t) = rest.strip_prefix('T') else {
+        return rest.is_empty();
+    };
+    let (time, suffix) = t.split_at(t.len().min(7));
+    time.len() == 7
+        && time.ends_with('Z')
+        && time[..6].chars().all(|c| c.is_ascii_digit())
+        && (suffix.is_empty()
+            || suffix.strip_prefix('-').is_some_and(|n| {
+                !n.is_empty() && n.len() <= 3 && n.chars().all(|c| c.is_ascii_digit())
+            }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The archive tools this 0km speaks to (`0km-archive version`); an older archive is refused
 /// with the command that upgrades it.
-pub const TOOLS_VERSION: u32 = 5;
+pub const TOOLS_VERSION: u32 = 6;
 
 /// Characters the server accepts in a word of an admin command.
 pub fn is_safe_word(w: &str) -> bool {
@@ -139,21 +139,37 @@ pub struct BackupInfo {
     pub files: u64,
     pub last_success: Option<i64>,
     pub last_snapshot: Option<String>,
+    /// The state of the newest snapshot (complete, partial, incomplete).
+    #[serde(default)]
+    pub last_state: Option<String>,
     #[serde(default)]
     pub snapshots: Vec<String>,
 }
 
 /// `snapshots HOST`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct Snapshots {
+    /// The newest complete snapshot.
+    pub latest: Option<String>,
     #[serde(default)]
     pub snapshots: Vec<SnapshotInfo>,
 }
 
 /// One snapshot of `snapshots`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct SnapshotInfo {
+    /// `YYYY-MM-DDTHHMMSSZ` (a bare date for snapshots of tools before version 6).
+    pub name: String,
     pub date: String,
+    pub time: Option<i64>,
+    /// complete, partial (some files could not be sent) or incomplete (roots carried forward).
+    pub state: String,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// `inspect HOST SNAPSHOT PATH...`: the snapshot `latest` resolved to, and each path in it.

@@ -120,6 +120,14 @@ impl Archive {
         self.dir().join("etc")
     }
 
+    /// Adds lines to the fixture's archive.conf (later ones win).
+    fn set_conf(&self, lines: &str) {
+        bash(
+            self.dir(),
+            &format!("printf '{lines}\\n' >>etc/archive.conf"),
+        );
+    }
+
     fn area(&self, host: &str) -> PathBuf {
         self.dir().join("backup").join(host)
     }
@@ -275,6 +283,11 @@ impl Archive {
             "-aHAX --numeric-ids --relative src/./etc src/./data x:.",
         )
     }
+}
+
+/// The newest snapshot of an area (names sort by time).
+fn newest(area: &Path) -> String {
+    bash(area, "ls snapshots | tail -n 1")
 }
 
 fn today() -> String {
@@ -554,11 +567,15 @@ fn bad_arguments_exit_2_and_change_nothing() {
         (vec!["inspect", "vps1", "latest"], "usage: inspect"),
         (
             vec!["inspect", "vps1", "yesterday", "etc"],
-            "SNAPSHOT must be a date",
+            "SNAPSHOT must be a snapshot's name",
         ),
         (
             vec!["inspect", "vps1", "2000-01-01", "etc"],
-            "vps1 has no snapshot 2000-01-01",
+            "vps1 has no complete snapshot on 2000-01-01",
+        ),
+        (
+            vec!["inspect", "vps1", "2000-01-01T000000Z", "etc"],
+            "vps1 has no snapshot 2000-01-01T000000Z",
         ),
         (vec!["inspect", "vps1", "latest", "../vps2"], "bad PATH"),
         (vec!["inspect", "vps1", "latest", "etc/../.."], "bad PATH"),
@@ -585,7 +602,7 @@ fn version_and_help_answer() {
     let a = Archive::new();
     assert_eq!(
         a.archive(&["version"]).success().result(),
-        json!({"changed": false, "version": "5"})
+        json!({"changed": false, "version": "6"})
     );
     let help = a.archive(&["help"]).success();
     assert!(
@@ -638,7 +655,7 @@ fn lists_read_what_a_backup_carries_about_itself() {
     let r = a.archive(&["lists", "vps1", "latest"]).success().result();
     assert_eq!(
         r,
-        json!({"changed": false, "snapshot": today(), "roots": ["/etc", "/srv/data"],
+        json!({"changed": false, "snapshot": newest(&a.area("vps1")), "roots": ["/etc", "/srv/data"],
                "excludes": [], "packages": ["cron", "nginx", "\"quoted\""],
                "system": ["ID=debian", "VERSION_CODENAME=bookworm"]})
     );
@@ -662,7 +679,7 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
     a.authorize("vps2");
     a.seed();
     a.backup("vps1").success();
-    let today = today();
+    let today = newest(&a.area("vps1"));
     let list = a.archive(&["list"]).success().result();
     let backups = list["backups"].as_array().unwrap();
     assert_eq!(backups.len(), 2, "{list}");
@@ -676,10 +693,11 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
     assert!(v1["bytes"].as_u64().unwrap() >= 10_000, "{v1}");
     let last = v1["last_success"].as_i64().unwrap();
     assert!((now() - last).abs() < 120, "{v1}");
+    assert_eq!(v1["last_state"], "complete");
     assert_eq!(
         backups[1],
         json!({"host": "vps2", "authorized": true, "bytes": backups[1]["bytes"], "files": 0,
-               "last_success": null, "last_snapshot": null, "snapshots": []})
+               "last_success": null, "last_snapshot": null, "last_state": null, "snapshots": []})
     );
 
     // Regular files only, their real type read from fake-super's xattr: hostname (6 bytes),
@@ -688,7 +706,8 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
     assert_eq!(
         snaps,
         json!({"changed": false, "host": "vps1", "latest": today,
-               "snapshots": [{"date": today, "files": 5, "bytes": 10015}]})
+               "snapshots": [{"name": today, "date": &today[..10], "time": snaps["snapshots"][0]["time"],
+                              "state": "complete", "reasons": [], "files": 5, "bytes": 10015}]})
     );
     let snaps = a.archive(&["snapshots", "vps2"]).success().result();
     assert_eq!(
@@ -726,9 +745,9 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
             p(".", true, json!("dir"), 5, 10015),
         ]})
     );
-    // The same, named by its date.
+    // The same, named by its date (that day's newest complete snapshot).
     let r = a
-        .archive(&["inspect", "vps1", &today, "data/f"])
+        .archive(&["inspect", "vps1", &today[..10], "data/f"])
         .success()
         .result();
     assert_eq!(r["paths"][0]["type"], "file");
@@ -741,7 +760,7 @@ fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
     // An empty command is `help`.
     let help = a.admin("").success().result();
     assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
-    assert_eq!(a.admin("  version ").success().result()["version"], "5");
+    assert_eq!(a.admin("  version ").success().result()["version"], "6");
     let r = a
         .admin(&format!("authorize vps1 {t} {b}"))
         .success()
@@ -784,11 +803,16 @@ fn a_backup_through_the_receive_filter_becomes_todays_snapshot_and_the_next_one_
         out.stderr.contains("0km-archive-receive: snapshot "),
         "{out:?}"
     );
-    let today = today();
     let area = a.area("vps1");
+    let today = newest(&area);
+    assert!(today.starts_with(&format!("{}T", self::today())), "{today}");
     assert_eq!(
         std::fs::read_link(area.join("current")).unwrap(),
         Path::new("snapshots").join(&today)
+    );
+    assert_eq!(
+        bash(&area, &format!("grep ^state= meta/{today}")),
+        "state=complete"
     );
     // The files as they were sent, written by the backup account; the real owner, mode and
     // type in fake-super's xattr.
@@ -816,30 +840,43 @@ fn a_backup_through_the_receive_filter_becomes_todays_snapshot_and_the_next_one_
     let log = std::fs::read_to_string(area.join("receive.log")).unwrap();
     assert!(log.contains("] start: -"), "{log}");
     assert!(
-        log.contains(&format!("] ok: snapshot {today} in ")),
+        log.contains(&format!("] ok: snapshot {today} (complete) in ")),
         "{log}"
     );
     assert_eq!(
         bash(&area, "ls -A"),
-        "current\nlast-success\nlock\nreceive.log\nsnapshots",
+        "current\nlast-success\nlock\nmeta\nreceive.log\nsnapshots",
         "no incoming directory left"
     );
+    // A second backup the same day is a snapshot of its own: the first stays as it was.
+    a.backup("vps1").success();
+    assert_eq!(bash(&area, "ls snapshots | wc -l"), "2");
+    assert_eq!(
+        bash(&area, &format!("cat snapshots/{today}/etc/hostname")),
+        "hello"
+    );
+    let second = newest(&area);
+    bash(&area, &format!("rm -rf snapshots/{second} meta/{second}"));
 
-    // Two days later (the snapshot aged by hand), with an ancient snapshot past retention
-    // (30 days) and one file changed on the VPS.
-    let older = days_ago(2);
+    // Two days later (the snapshot aged by hand), with an ancient snapshot (named as tools
+    // before version 6 named them) that a retention of 2 days, no weekly, no monthly and the
+    // last one drops, and one file changed on the VPS.
+    let older = format!("{}T000000Z", days_ago(2));
     bash(
         &area,
         &format!(
-            "mv snapshots/{today} snapshots/{older} && ln -sfn snapshots/{older} current && \
-             mkdir -p snapshots/2000-01-01/etc && chown -R -h {BACKUP_USER}:{BACKUP_USER} snapshots current"
+            "mv snapshots/{today} snapshots/{older} && mv meta/{today} meta/{older} && \
+             ln -sfn snapshots/{older} current && \
+             mkdir -p snapshots/2000-01-01/etc && chown -R -h {BACKUP_USER}:{BACKUP_USER} snapshots meta current"
         ),
     );
+    a.set_conf("RETENTION_DAYS=2\nKEEP_LAST=1\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0");
     bash(a.dir(), "echo changed >src/etc/hostname");
     let big_inode = std::fs::metadata(area.join(format!("snapshots/{older}/data/big")))
         .unwrap()
         .ino();
     a.backup("vps1").success();
+    let today = newest(&area);
     assert_eq!(
         bash(&area, "ls snapshots"),
         format!("{older}\n{today}"),
@@ -1019,9 +1056,9 @@ fn a_read_through_the_send_filter_gives_back_the_files_as_they_were() {
             "cd restored && find . -type f -print0 | sort -z | xargs -0 sha256sum"
         )
     );
-    // A snapshot named by its date, one file of it, and the check a recover makes after the
+    // A snapshot named by its name, one file of it, and the check a recover makes after the
     // copy (a dry run with checksums: nothing differs).
-    let today = today();
+    let today = newest(&a.area("vps1"));
     let out = a.rsync(&w, &format!("-a x:snapshots/{today}/data/f one/"));
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(bash(a.dir(), "cat one/f"), "secret");
@@ -1047,7 +1084,7 @@ fn the_send_filter_reads_only_its_hosts_snapshots_and_changes_nothing() {
     a.seed();
     a.backup("vps1").success();
     a.backup("vps2").success();
-    let today = today();
+    let today = newest(&a.area("vps1"));
     // A symbolic link planted in a snapshot (fake-super never makes one).
     bash(
         &a.area("vps1"),

@@ -44,7 +44,10 @@ fi
     SEND=$SBIN/0km-archive-send
 
     HOST_RE='^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$'
-    SNAP_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+    # A snapshot's name: the UTC time its backup was published, YYYY-MM-DDTHHMMSSZ (-N when
+    # two land in the same second); a bare date is a snapshot of tools before version 6.
+    SNAP_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{6}Z(-[0-9]{1,3})?)?$'
+    DATE_RE='^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
     # One part of a path inside a snapshot (between slashes).
     PATH_PART_RE='^[A-Za-z0-9@.:+=_,-]+$'
     ROOT_RE='^/[A-Za-z0-9._/-]+$'
@@ -139,6 +142,52 @@ current_snapshot() {
     if [[ $target == snapshots/* && ${target#snapshots/} =~ $SNAP_RE && -d $1/$target && ! -L $1/$target ]]; then
         printf '%s' "${target#snapshots/}"
     fi
+}
+
+# snapshot_state AREA NAME: the state recorded for a snapshot in AREA/meta/NAME (complete,
+# partial, incomplete); a snapshot without a record (made before version 6) is complete.
+snapshot_state() {
+    local line state=complete
+    if [[ -f $1/meta/$2 && ! -L $1/meta/$2 ]]; then
+        while IFS= read -r line; do
+            [[ $line =~ ^state=(complete|partial|incomplete)$ ]] && state=${BASH_REMATCH[1]}
+        done <"$1/meta/$2"
+    fi
+    printf '%s' "$state"
+}
+
+# real_dir_under DIR PATH: DIR/PATH when it is a real directory reached through real
+# directories only (no symbolic link on the way); prints it, or fails.
+real_dir_under() {
+    local cur=$1 part parts p=${2#/}
+    IFS=/ read -r -a parts <<<"$p"
+    for part in "${parts[@]}"; do
+        [[ -n $part && $part != . && $part != .. ]] || return 1
+        cur=$cur/$part
+        [[ -d $cur && ! -L $cur ]] || return 1
+    done
+    printf '%s' "$cur"
+}
+
+# snapshot_names AREA: the snapshots of AREA, oldest first, one per line (real directories).
+snapshot_names() {
+    local d s
+    for d in "$1"/snapshots/*/; do
+        d=${d%/}
+        s=${d##*/}
+        if [[ $s =~ $SNAP_RE && -d $d && ! -L $d ]]; then printf '%s\n' "$s"; fi
+    done | LC_ALL=C sort
+}
+
+# newest_complete AREA [PREFIX]: the newest complete snapshot of AREA (whose name starts with
+# PREFIX, a date), or nothing.
+newest_complete() {
+    local s found=""
+    while IFS= read -r s; do
+        [[ -z ${2-} || $s == "$2"* ]] || continue
+        if [[ $(snapshot_state "$1" "$s") == complete ]]; then found=$s; fi
+    done < <(snapshot_names "$1")
+    printf '%s' "$found"
 }
 
 # ---- the forced commands of the backup account (0km-archive-receive, 0km-archive-send) -------

@@ -18,7 +18,7 @@ PULL_HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0
 # because the path travels on the ssh command line that the archive's forced command
 # checks (no -s/--protect-args); names with other characters are restored through their
 # parent directory.
-PULL_SOURCE_RE='^(current|snapshots/[0-9]{4}-[0-9]{2}-[0-9]{2})(/[A-Za-z0-9._+@,:=-]+)*/?$'
+PULL_SOURCE_RE='^(current|snapshots/[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{6}Z(-[0-9]{1,3})?)?)(/[A-Za-z0-9._+@,:=-]+)*/?$'
 # How long an idle shared connection (pull_ctl) outlives its last use.
 PULL_CTL_PERSIST=30
 # rsync gives up when no data moves for this long (seconds): a stalled archive ends the pull
@@ -43,7 +43,7 @@ json_list() {
 # check_source SOURCE: dies (exit 2) unless SOURCE is a plain path under a snapshot.
 check_source() {
     [[ $1 =~ $PULL_SOURCE_RE ]] ||
-        die_usage "SOURCE must be current[/PATH] or snapshots/YYYY-MM-DD[/PATH] (PATH of letters, digits and . _ + @ , : = -): $1"
+        die_usage "SOURCE must be current[/PATH] or snapshots/NAME[/PATH] (NAME: YYYY-MM-DDTHHMMSSZ, or a date for older snapshots; PATH of letters, digits and . _ + @ , : = -): $1"
     [[ /$1/ != */./* && /$1/ != */../* ]] || die_usage "SOURCE must not contain . or .. components: $1"
 }
 

@@ -293,7 +293,14 @@ async fn no_snapshot(hosts: &Hosts, spec: &RecoverSpec, wanted: &str) -> Recover
         Ok(v) => v,
         Err(e) => return e,
     };
-    let available: Vec<&str> = snaps.snapshots.iter().map(|s| s.date.as_str()).collect();
+    let available: Vec<String> = snaps
+        .snapshots
+        .iter()
+        .map(|s| match s.state.as_str() {
+            "complete" => s.name.clone(),
+            other => format!("{} ({other})", s.name),
+        })
+        .collect();
     if available.is_empty() {
         RecoverError::Plan(format!(
             "{host} has no backup on {} (see `0km vps-backup list`)",

@@ -21,7 +21,8 @@ pub struct RecoverSpec {
     pub archive: ArchiveSpec,
     /// The source host's area on the archive.
     pub host: String,
-    /// `YYYY-MM-DD`, or `None` for the latest.
+    /// A snapshot's name or a date (that day's newest complete one), or `None` for the
+    /// newest complete.
     pub snapshot: Option<String>,
     pub selection: Selection,
     /// The destination VPS as the user typed it (a target).
@@ -31,7 +32,7 @@ pub struct RecoverSpec {
 }
 
 fn err(spec: &str, part: &str, why: &str) -> String {
-    format!("recover source `{spec}`: {part}: {why}\n  expected ADMIN@SERVER[:PORT]#HOST[@YYYY-MM-DD][:/PATH | :COMPONENT,...], e.g. myadmin@core:10023#mail.example.com@2026-11-20:/srv/datastore")
+    format!("recover source `{spec}`: {part}: {why}\n  expected ADMIN@SERVER[:PORT]#HOST[@SNAPSHOT][:/PATH | :COMPONENT,...], e.g. myadmin@core:10023#mail.example.com@2026-11-20:/srv/datastore")
 }
 
 impl RecoverSpec {
@@ -57,11 +58,11 @@ impl RecoverSpec {
             ));
         }
         if let Some(s) = snapshot {
-            if !crate::names::is_date(s) {
+            if !crate::names::is_snapshot(s) {
                 return Err(err(
                     source,
                     &format!("snapshot `{s}`"),
-                    "a snapshot is a date, YYYY-MM-DD (see `0km vps-backup list`)",
+                    "a snapshot is a name as `0km vps-backup snapshots` lists them (YYYY-MM-DDTHHMMSSZ) or a date, YYYY-MM-DD (that day's newest complete one)",
                 ));
             }
         }

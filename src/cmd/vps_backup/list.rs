@@ -76,12 +76,20 @@ fn print_table(app: &App, list: &List) {
             b.last_success
                 .map(|t| format!("{} ago", format::age(now - t)))
                 .unwrap_or_else(|| "never".into()),
-            match (b.snapshots.first(), b.snapshots.last()) {
-                (Some(first), Some(last)) if b.snapshots.len() > 1 => {
-                    format!("{} ({first} .. {last})", b.snapshots.len())
+            {
+                let day = |s: &String| s.chars().take(10).collect::<String>();
+                let mut cell = match (b.snapshots.first(), b.snapshots.last()) {
+                    (Some(first), Some(last)) if b.snapshots.len() > 1 => {
+                        format!("{} ({} .. {})", b.snapshots.len(), day(first), day(last))
+                    }
+                    (Some(one), _) => format!("1 ({})", day(one)),
+                    _ => "0".into(),
+                };
+                // The newest one not complete: said, so that it is looked at.
+                if let Some(state) = b.last_state.as_deref().filter(|s| *s != "complete") {
+                    cell.push_str(&format!(", newest {}", state.to_uppercase()));
                 }
-                (Some(one), _) => format!("1 ({one})"),
-                _ => "0".into(),
+                cell
             },
             if b.authorized {
                 "authorised".into()

@@ -4,6 +4,7 @@
 
 mod list;
 mod recover;
+mod snapshots;
 
 use crate::cmd::App;
 use crate::cmd::Status;
@@ -13,6 +14,8 @@ use clap::{Args, Subcommand};
 pub enum VpsBackupCommand {
     /// List every backed-up host: size, files, last success, snapshots
     List(ListArgs),
+    /// Every snapshot of one host: name, age, state (complete, partial, incomplete), size
+    Snapshots(SnapshotsArgs),
     /// Restore a host, a path or components onto a VPS: plan, confirm, restore, verify
     Recover(RecoverArgs),
 }
@@ -40,6 +43,16 @@ pub struct RecoverArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    0km vps-backup snapshots myadmin@core:10023 mail.example.com\n  \
+    0km vps-backup snapshots mail.example.com      # the archive of backup.server")]
+pub struct SnapshotsArgs {
+    /// [ADMIN@SERVER[:PORT]] HOST (the server defaults to backup.server of the config)
+    #[arg(required = true, num_args = 1..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ListArgs {
     /// The archive server [default: backup.server of the config]
     #[arg(value_name = "ADMIN@SERVER[:PORT]")]
@@ -49,6 +62,7 @@ pub struct ListArgs {
 pub async fn run(app: &App, cmd: &VpsBackupCommand) -> anyhow::Result<Status> {
     match cmd {
         VpsBackupCommand::List(a) => list::run(app, a).await,
+        VpsBackupCommand::Snapshots(a) => snapshots::run(app, a).await,
         VpsBackupCommand::Recover(a) => recover::run(app, a).await,
     }
 }

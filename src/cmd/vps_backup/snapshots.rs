@@ -1,0 +1,109 @@
+//! `0km vps-backup snapshots [ADMIN@SERVER[:PORT]] HOST`: every snapshot of a backed-up host,
+//! oldest first: its name (what `recover ...#HOST@NAME` takes), its age, its state (complete,
+//! partial: some files could not be sent, incomplete: roots carried forward), files and size,
+//! and why it is not complete. `--json`: one object per snapshot.
+
+use super::SnapshotsArgs;
+use crate::backup::archive::{self, Snapshots};
+use crate::backup::ArchiveSpec;
+use crate::cmd::{App, Status, UsageError};
+use crate::fleet::RunLog;
+use crate::ui::format;
+use crate::ui::table::Table;
+use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo};
+use std::time::Instant;
+
+pub async fn run(app: &App, a: &SnapshotsArgs) -> anyhow::Result<Status> {
+    let (server, host) = match a.args.as_slice() {
+        [host] => (app.config.config.backup.server.clone(), host.clone()),
+        [server, host] => (Some(server.clone()), host.clone()),
+        _ => {
+            return Err(UsageError(
+                "expected [ADMIN@SERVER[:PORT]] HOST, e.g. myadmin@core:10023 vps1.example.com"
+                    .into(),
+            )
+            .into())
+        }
+    };
+    let server = server.ok_or_else(|| {
+        UsageError(
+            "no archive server: give ADMIN@SERVER[:PORT] before HOST or set backup.server in the config"
+                .into(),
+        )
+    })?;
+    let spec = ArchiveSpec::parse(&server).map_err(UsageError)?;
+    if !crate::names::is_area(&host) {
+        return Err(UsageError(format!(
+            "`{host}` is not a backed-up host's name (lowercase letters, digits, `.`, `-`; see `0km vps-backup list`)"
+        ))
+        .into());
+    }
+    let target = spec.admin_target(&app.config.config);
+    let start = Instant::now();
+    let log = RunLog::create("vps-backup-snapshots");
+    let (upgrade, host_ref) = (spec.setup_command(), host.as_str());
+    let upgrade = &upgrade;
+    let answer = app
+        .fleet()?
+        .run_one(&target, app.ui.reporter(1), log.clone(), |ctx| async move {
+            archive::check_version(&ctx, upgrade).await?;
+            archive::call::<Snapshots>(&ctx, "archive: snapshots", &["snapshots", host_ref]).await
+        })
+        .await?;
+    let result = match answer {
+        Ok(snaps) => {
+            if app.ui.json {
+                for s in &snaps.snapshots {
+                    app.ui.json_line(s);
+                }
+                return Ok(Status::Success);
+            }
+            print_table(app, &host, &spec, &snaps);
+            HostResult {
+                duration_ms: start.elapsed().as_millis(),
+                ..HostResult::of(&target.name, Outcome::Ok)
+            }
+        }
+        Err(failed) => failed,
+    };
+    let results = [result];
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|_| format!("0km vps-backup snapshots {spec} {host}"),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}
+
+fn print_table(app: &App, host: &str, spec: &ArchiveSpec, snaps: &Snapshots) {
+    let now = format::now_epoch();
+    let mut table = Table::new(&["SNAPSHOT", "AGE", "STATE", "FILES", "SIZE", "WHY"]);
+    for s in &snaps.snapshots {
+        table.row(vec![
+            s.name.clone(),
+            s.time
+                .map(|t| format::age(now - t))
+                .unwrap_or_else(|| "-".into()),
+            if snaps.latest.as_deref() == Some(s.name.as_str()) {
+                format!("{} (latest)", s.state)
+            } else {
+                s.state.clone()
+            },
+            s.files.to_string(),
+            format::bytes(s.bytes),
+            s.reasons.join("; "),
+        ]);
+    }
+    app.ui.table(&table);
+    if table.is_empty() {
+        app.ui.out(&format!("(no snapshot of {host} on {spec})"));
+    } else {
+        app.ui.out(&format!(
+            "Recover one: 0km vps-backup recover {spec}#{host}@SNAPSHOT DEST"
+        ));
+    }
+}
