@@ -17,4 +17,5 @@ mod lifecycle;
 mod pristine;
 mod pull_lib;
 mod recover;
+mod snapshots;
 mod vps_setup;
