@@ -37,8 +37,17 @@ if [[ -f /etc/rsync-backup/target.conf ]]; then
         v=$(sed -n "s/.*\"$1\": *\([0-9][0-9]*\).*/\1/p" "$status_file" 2>/dev/null | head -n 1)
         printf '%s' "${v:-null}"
     }
-    backup=$(printf '{"last_success":%s,"last_attempt":%s,"exit_code":%s}' \
-        "$(field last_success)" "$(field last_attempt)" "$(field exit_code)")
+    # How many warnings the last backup had (a root carried forward, a partial backup, ...):
+    # the strings of its "warnings" array, counted, never copied.
+    warnings=0
+    list=$(sed -n 's/.*"warnings":\[\(.*\)\].*/\1/p' "$status_file" 2>/dev/null | head -n 1)
+    if [[ -n $list ]]; then
+        rest=${list//\\\"/}
+        rest=${rest//[^\"]/}
+        warnings=$((${#rest} / 2))
+    fi
+    backup=$(printf '{"last_success":%s,"last_attempt":%s,"exit_code":%s,"warnings":%s}' \
+        "$(field last_success)" "$(field last_attempt)" "$(field exit_code)" "$warnings")
 fi
 
 printf '0km-result {"os":%s,"kernel":%s,"uptime_s":%s,"disk_free_bytes":%s,"disk_size_bytes":%s,"charms":[%s],"backup":%s}\n' \

@@ -117,6 +117,9 @@ pub struct BackupState {
     pub last_success: Option<i64>,
     pub last_attempt: Option<i64>,
     pub exit_code: Option<i64>,
+    /// Warnings of the last backup (a root carried forward, files not sent, ...).
+    #[serde(default)]
+    pub warnings: Option<u64>,
 }
 
 /// `backup-server-setup.sh`'s result (passed on whole in `--json`).

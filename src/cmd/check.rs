@@ -152,6 +152,12 @@ fn backup_cell(b: Option<&BackupState>, now: i64) -> (String, bool) {
     if failed {
         cell.push_str(" (last attempt failed)");
     }
+    if let Some(n) = b.warnings.filter(|n| *n > 0) {
+        cell.push_str(&format!(
+            " ({n} warning{}: `vps backup-status`)",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
     (cell, stale)
 }
 
@@ -178,6 +184,10 @@ mod tests {
         assert_eq!(
             cell(serde_json::json!({"last_success": now - 3 * 86_400, "exit_code": 12})),
             ("STALE 3d ago (last attempt failed)".into(), true)
+        );
+        assert_eq!(
+            cell(serde_json::json!({"last_success": now - 60, "exit_code": 0, "warnings": 2})),
+            ("1m ago (2 warnings: `vps backup-status`)".into(), false)
         );
     }
 }

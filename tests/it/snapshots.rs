@@ -99,7 +99,12 @@ fn ordinary_events_lose_nothing_and_say_so() {
         "150",
         "carried forward"
     );
-    // list flags it; latest is still the newest complete one, which a recover restores.
+    // check flags it on the VPS's side, list on the archive's; latest is still the newest
+    // complete one, which a recover restores.
+    lab.zerokm(["check", "vps1"])
+        .run()
+        .success()
+        .stdout_has("warning");
     lab.zerokm(["vps-backup", "list", "myadmin@archive"])
         .run()
         .success()
