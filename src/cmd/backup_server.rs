@@ -107,23 +107,7 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
         .await?;
     if !app.ui.json {
         for r in &results {
-            if matches!(
-                r.status,
-                crate::ui::Outcome::Ok | crate::ui::Outcome::Changed
-            ) {
-                // The host and port as typed (an inventory name keeps its inventory settings).
-                let (_, host, port) = crate::target::parse_destination(&a.host).unwrap_or((
-                    None,
-                    targets[0].destination(),
-                    targets[0].port,
-                ));
-                let admin = crate::target::format_destination(Some(&a.admin), host, port);
-                app.ui.out(&format!(
-                    "{} is an archive server ({}). Admin account: {admin}\n  0km vps-install backup {admin} VPS...\n  0km vps-backup list {admin}",
-                    r.host,
-                    if r.status == crate::ui::Outcome::Changed { "changed" } else { "unchanged" },
-                ));
-            }
+            next_steps(app, a, &targets[0], r);
         }
     }
     print_summary(
@@ -138,4 +122,26 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
         },
     );
     Ok(Status::from_results(&results))
+}
+
+/// What to run next, the admin account named as typed (an inventory name keeps its inventory
+/// settings; an address keeps its port), so it works when pasted.
+fn next_steps(app: &App, a: &SetupArgs, target: &crate::target::Target, r: &crate::ui::HostResult) {
+    if !matches!(
+        r.status,
+        crate::ui::Outcome::Ok | crate::ui::Outcome::Changed
+    ) {
+        return;
+    }
+    let (_, host, port) = crate::target::parse_destination(&a.host).unwrap_or((
+        None,
+        target.destination(),
+        target.port,
+    ));
+    let admin = crate::target::format_destination(Some(&a.admin), host, port);
+    app.ui.out(&format!(
+        "{} is an archive server ({}). Admin account: {admin}\n  0km vps-install backup {admin} VPS...\n  0km vps-backup list {admin}",
+        r.host,
+        if r.status == crate::ui::Outcome::Changed { "changed" } else { "unchanged" },
+    ));
 }
