@@ -4,10 +4,9 @@
 #
 #   list                 every key line as is (options included), blanks and comments skipped
 #   ensure KEYLINE...    adds each key whose key material (the base64 blob) is on no line yet;
-#                        a line of one of these keys that carries a forced command (a cloud
-#                        image's `command="echo 'Please login as the user ...'"`) is replaced
-#                        by the plain key line; every other line and comment is kept as is,
-#                        in order
+#                        a line of one of these keys locked as cloud images lock root's key
+#                        (`command="echo 'Please login as the user ...'"`) is replaced by the
+#                        plain key line; every other line and comment is kept as is, in order
 #   remove BLOB...       removes the lines whose blob is one of the given ones
 #
 # A KEYLINE is `TYPE BASE64 [COMMENT]`, TYPE one of ssh-ed25519, ssh-rsa,
@@ -58,13 +57,15 @@ line_blob() {
     return 0
 }
 
-# line_forced LINE: true for a key line whose options hold a forced command (`command=`).
+# line_forced LINE: true for a key line locked the way cloud images lock root's key: options
+# whose forced command only says "Please login as the user ...". Any other forced command (a
+# restriction someone chose) is left alone.
 line_forced() {
     local line=${1%$'\r'} rest
     rest=${line#"${line%%[![:space:]]*}"}
     [[ $rest =~ ^(ssh-|ecdsa-|sk-) ]] && return 1
     [[ $rest =~ $OPTIONS_RE ]] || return 1
-    [[ ,${BASH_REMATCH[0]} =~ ,[[:space:]]*command= ]]
+    [[ ${BASH_REMATCH[0]} == *'command="'*'Please login as the user'* ]]
 }
 
 # is_key_line LINE: true for a line that is neither blank nor a comment.

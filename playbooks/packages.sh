@@ -15,8 +15,10 @@
 # package the package lists do not know is not looked for again while the lists exist).
 # Existing configuration files are kept (dpkg --force-confdef --force-confold). apt waits for
 # the dpkg lock and for the package lists' lock (first-boot jobs hold them) up to 5 minutes;
-# an `apt-get update` that could not fetch every list (an unreachable mirror) fails with
-# apt's own error instead of going on to "Unable to locate package".
+# a package the lists do not have, after an `apt-get update` that could not fetch every list
+# (an unreachable mirror), fails with apt's own error instead of "Unable to locate package".
+# Names are exact (never apt's patterns), a trailing `-` (remove) is refused, and installing
+# never removes a package (--no-remove).
 # apt's output goes to stderr. Bad names: exit 2, nothing changed. apt failure: exit 1,
 # no result line.
 #
@@ -24,6 +26,8 @@
 #   0km-result {"changed":bool,"installed":["<package newly installed>",...],
 #               "skipped":["<conditional package not wanted here>",...]}
 set -euo pipefail
+# apt's messages in English, whatever the login forwarded: they are matched below.
+export LC_ALL=C
 
 log() { printf 'packages: %s\n' "$*" >&2; }
 
@@ -33,9 +37,14 @@ is_installed() {
     [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
 }
 
-# known PKG: the package lists have it.
+# known PKG: the package lists have a package of exactly that name (apt-cache show and
+# apt-get install read a name with `.` or `+` as a pattern when no package has it exactly).
 known() {
-    [[ -n "$(apt-cache show --no-all-versions "$1" 2>/dev/null | head -n 1)" ]]
+    local name=${1%%:*}
+    local names
+    # (read whole, then matched: a grep -q leaving early would fail the pipe, with pipefail)
+    names=$(apt-cache pkgnames "$name" 2>/dev/null || true)
+    grep -Fqx -- "$name" <<<"$names"
 }
 
 # have_lists: apt has package lists (a fresh image has none before its first update).
@@ -51,14 +60,17 @@ export DEBIAN_FRONTEND=noninteractive
 apt_opts=(-o "DPkg::Lock::Timeout=$LOCK_WAIT" -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
 updated=false
 
-# apt_update: once; waits for the lists' lock, fails on any list it could not fetch.
+# apt_update: once; waits for the lists' lock. Lists it could not fetch (a mirror out of
+# reach) are remembered in update_errors: a package then not found fails with them.
+update_errors=""
 apt_update() {
     [[ $updated == true ]] && return 0
     local deadline=$((SECONDS + LOCK_WAIT)) out
     while true; do
         # stdin closed: this script itself may be arriving on stdin (`bash -s`).
-        if out=$(apt-get -q "${apt_opts[@]}" update --error-on=any </dev/null 2>&1); then
+        if out=$(apt-get -q "${apt_opts[@]}" update </dev/null 2>&1); then
             printf '%s\n' "$out" >&2
+            update_errors=$(grep -E '^(E|W): .*(Failed to fetch|Could not|Unable to|unreachable|No route)' <<<"$out" | head -n 3 | tr '\n' ' ' || true)
             updated=true
             return 0
         fi
@@ -78,7 +90,8 @@ for arg in "$@"; do
     p=${arg%%\?*}
     cond=
     [[ $arg == *\?* ]] && cond=${arg#*\?}
-    if [[ ! $p =~ ^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$ ]]; then
+    # A trailing `-` would mean "remove" to apt-get install: never accepted.
+    if [[ ! $p =~ ^[a-z0-9][a-z0-9+.-]*[a-z0-9+](:[a-z0-9]+)?$ ]]; then
         log "not a Debian package name: $(json_str "$arg")"
         exit 2
     fi
@@ -135,7 +148,14 @@ installed_json=""
 if [[ ${#missing[@]} -gt 0 ]]; then
     log "installing: ${missing[*]}"
     apt_update
-    if ! apt-get -q "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}" </dev/null >&2; then
+    for p in "${missing[@]}"; do
+        if ! known "$p"; then
+            log "no package $p in this host's package lists${update_errors:+: apt-get update could not fetch them all: $update_errors}"
+            exit 1
+        fi
+    done
+    # --no-remove: installing never removes a package (a conflict fails instead).
+    if ! apt-get -q "${apt_opts[@]}" install -y --no-remove --no-install-recommends "${missing[@]}" </dev/null >&2; then
         log "apt-get install ${missing[*]} failed (see above)"
         exit 1
     fi

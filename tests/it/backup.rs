@@ -2,17 +2,7 @@
 //! byte-for-byte copies, idempotent re-runs, the isolation of each VPS's key, the MariaDB dump,
 //! and the admin account's refusal of bad input.
 
-use crate::support::Lab;
-
-fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
-    let out = lab.ssh(host, cmd);
-    assert!(
-        out.status.success(),
-        "{host}: {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::support::{sh, Lab};
 
 /// Exit status and stderr of a command on a lab host.
 fn try_sh(lab: &Lab, host: &str, cmd: &str) -> (i32, String) {

@@ -4,17 +4,7 @@
 //! `backup-server setup` and backups need must be installed by them, not found on a copy of
 //! this workstation.
 
-use crate::support::Lab;
-
-fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
-    let out = lab.ssh(host, cmd);
-    assert!(
-        out.status.success(),
-        "{host}: {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::support::{sh, Lab};
 
 #[test]
 fn vps_setup_on_pristine_debian_12_and_13_installs_what_the_charms_run() {
@@ -182,6 +172,18 @@ fn a_cloud_image_host_is_set_up_through_its_sudo_user_then_reached_as_root() {
         ),
         "1"
     );
+    // A whole host is never restored through a sudo login (its /etc replaces the users and
+    // sudoers the login needs): refused before anything is done.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1",
+        "debian@vps1",
+    ])
+    .run()
+    .code(1)
+    .stdout_has("reach vps1 as root, not through debian's sudo");
 }
 
 /// The manual's whole story on pristine hosts, named as the manual names them (addresses,

@@ -2,18 +2,8 @@
 //! checked against the source; the plan and its confirmation; the temporary read key gone from
 //! the archive on success, on failure and on Ctrl-C; malformed specs refused.
 
-use crate::support::Lab;
+use crate::support::{sh, Lab};
 use std::time::Duration;
-
-fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
-    let out = lab.ssh(host, cmd);
-    assert!(
-        out.status.success(),
-        "{host}: {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// Path, type, mode, owner, link target and content hash of every entry under DIR.
 fn tree(lab: &Lab, host: &str, dir: &str) -> String {

@@ -3,17 +3,7 @@
 //! (an unmounted disk) is carried forward and flagged, a backup with a file rsync cannot send
 //! is kept as partial, and `vps-backup snapshots` says all of it. Real sshd hosts, real rsync.
 
-use crate::support::Lab;
-
-fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
-    let out = lab.ssh(host, cmd);
-    assert!(
-        out.status.success(),
-        "{host}: {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::support::{sh, Lab};
 
 fn snapshots(lab: &Lab) -> Vec<serde_json::Value> {
     lab.zerokm([

@@ -153,6 +153,18 @@ impl Drop for Lab {
     }
 }
 
+/// Runs a shell command on a lab host (plain ssh, to check state independently of 0km); its
+/// stdout, trimmed. A command that fails fails the test, with its stderr.
+pub fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
+    let out = lab.ssh(host, cmd);
+    assert!(
+        out.status.success(),
+        "{host}: {cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 pub fn processes_mentioning(needle: &str) -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();

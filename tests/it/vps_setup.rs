@@ -1,18 +1,8 @@
 //! `0km vps-setup`: keys, domain, charms and the `vps` helper, idempotence, `--exclusive`,
 //! first contact with a password-only host, and refusal of bad keys before any host is touched.
 
-use crate::support::{Done, Lab};
+use crate::support::{sh, Done, Lab};
 use std::collections::BTreeMap;
-
-fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
-    let out = lab.ssh(host, cmd);
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// step -> state for each host of a `--json` vps-setup run.
 fn states(done: &Done) -> BTreeMap<String, BTreeMap<String, String>> {

@@ -136,6 +136,16 @@ impl Recover {
         }
         let items = selected_items(&spec)?;
         let whole = matches!(spec.selection, Selection::WholeHost);
+        if whole && hosts.dest.sudo {
+            // The restore replaces /etc (users, sudoers): the login it goes through could be
+            // gone half way, and 0km locked out of a half-restored host.
+            return Err(RecoverError::Plan(format!(
+                "a whole-host recover replaces /etc, the users and sudoers with it: reach {} as root, not through {}'s sudo (`0km vps-setup {}` installs the config's keys for root first)",
+                hosts.dest.name,
+                hosts.dest.user.as_deref().unwrap_or("another user"),
+                hosts.dest.selector
+            )));
+        }
         let wanted = spec.snapshot.clone().unwrap_or_else(|| "latest".into());
         // The archive: which snapshot (`latest` resolved), and what it holds of the paths to
         // restore (a whole host: of the lists each backup carries). Meanwhile on the
@@ -362,7 +372,8 @@ impl Prepared {
             Ok(_) => Some(self.verify().await),
             Err(_) => None,
         };
-        if plan.whole.is_some() && pulled.is_ok() {
+        // Whatever the pull did: root's password is the destination's again.
+        if plan.whole.is_some() {
             if let Err(e) = ready::root_password(hosts, "restore", &server.key_dir).await {
                 notes.push(format!("root's password line was not put back: {e}"));
             }

@@ -33,6 +33,7 @@ pub const WHOLE_HOST_EXCLUDES: &[&str] = &[
     "/etc/cron.d/rsync-backup",
     "/var/lib/rsync-backup/",
     "/root/.ssh/authorized_keys",
+    "/root/.ssh/authorized_keys2",
 ];
 
 /// Kept from the destination when the release changes (`--allow-release-change`): its apt

@@ -59,35 +59,59 @@ impl System {
     }
 }
 
-/// Packages never installed from a backup's list: the new machine's own kernel, boot loader,
-/// firmware, cloud and network tooling are the provider's business.
+/// Packages never installed from a backup's list (prefixes): the new machine's own kernel,
+/// boot loader, init system, firmware, cloud, network, firewall and remote access are the
+/// provider's business, and a hostile backup must not choose them.
 const NOT_FROM_BACKUP: &[&str] = &[
-    "linux-image-",
-    "linux-headers-",
-    "linux-modules-",
+    "linux-",
     "grub",
-    "shim-",
-    "firmware-",
+    "shim",
+    "systemd-boot",
+    "dracut",
     "initramfs-tools",
-    "cloud-init",
-    "cloud-guest-utils",
-    "cloud-initramfs-",
+    "firmware-",
+    "sysvinit",
+    "systemd-sysv",
+    "runit",
+    "openrc",
+    "cloud-",
     "qemu-guest-agent",
     "ifupdown",
     "netplan",
+    "network-manager",
     "isc-dhcp-",
-    "openssh-server",
+    "dhcpcd",
+    "systemd-networkd",
+    "firewalld",
+    "ufw",
+    "iptables-persistent",
+    "nftables",
+    "openssh-",
+    "dropbear",
+    "sudo",
 ];
+
+/// The most packages taken from a backup's list.
+const MAX_FROM_BACKUP: usize = 2000;
 
 /// The packages of a backup's list to install on the destination: valid Debian names, not the
 /// machine's own (kernel, boot, network), each only where the distribution has it.
 pub fn from_backup(listed: &[String]) -> Vec<String> {
+    // As packages.sh takes them: a Debian name (no trailing `-`, which means "remove" to
+    // apt), an optional `:arch`.
     let valid = |p: &str| {
+        let (name, arch) = p.split_once(':').unwrap_or((p, "x"));
         p.len() <= 100
-            && p.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && p.chars().all(|c| {
-                c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c) || c == ':'
-            })
+            && name.len() >= 2
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && !name.ends_with(['-', '.'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+            && !arch.is_empty()
+            && arch
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     };
     let mut out: Vec<String> = listed
         .iter()
@@ -97,12 +121,14 @@ pub fn from_backup(listed: &[String]) -> Vec<String> {
         .collect();
     out.sort();
     out.dedup();
+    out.truncate(MAX_FROM_BACKUP);
     out
 }
 
 /// Makes the destination ready before the data comes, as `vps-setup` does: the charm store,
-/// the packages of the `base` and `rsync-backup` charms and the backup's own (where the
-/// distribution has them), the `vps` helper. Returns what it did, to be said.
+/// the packages of the `base` and `rsync-backup` charms, the `vps` helper; then the backup's
+/// own packages, where the distribution has them: those may fail (said, and the restore goes
+/// on). Returns what it did, to be said.
 pub async fn make_ready(
     hosts: &Hosts,
     backup_packages: &[String],
@@ -115,52 +141,74 @@ pub async fn make_ready(
                 .packages,
         );
     }
-    packages.extend(backup_packages.iter().map(|p| format!("{p}?if-available")));
-    let packages = &packages;
+    let wanted: Vec<String> = backup_packages
+        .iter()
+        .map(|p| format!("{p}?if-available"))
+        .collect();
+    let (packages, wanted) = (&packages, &wanted);
     hosts
-        .on(
-            &hosts.dest,
-            "making the destination ready",
-            |ctx| async move {
-                let mut said = Vec::new();
-                let sync = crate::charm::sync_store(
-                    &ctx,
-                    &crate::charm::for_vps(),
-                    crate::charm::UploadMethod::from_env(),
+        .on(&hosts.dest, "making the destination ready", |ctx| async move {
+            let mut said = Vec::new();
+            let sync = crate::charm::sync_store(
+                &ctx,
+                &crate::charm::for_vps(),
+                crate::charm::UploadMethod::from_env(),
+            )
+            .await?;
+            if sync.changed() {
+                said.push(format!("charm store: {} files uploaded", sync.uploaded.len()));
+            }
+            let ctx_long = ctx.for_transfers(); // downloads take as long as they take
+            let words: Vec<&str> = packages.iter().map(String::as_str).collect();
+            let p: PackagesInstalled =
+                run_playbook(&ctx_long, "recover: packages", &playbook::PACKAGES, &words).await?;
+            if !p.installed.is_empty() {
+                said.push(format!("packages installed: {}", p.installed.join(" ")));
+            }
+            let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
+            let base: CharmInstalled = run_playbook(
+                &ctx,
+                "recover: base",
+                &playbook::CHARM_INSTALL,
+                &["base", &version],
+            )
+            .await?;
+            said.extend(base.notes.into_iter().map(|n| format!("base: {n}")));
+            if !wanted.is_empty() {
+                let words: Vec<&str> = wanted.iter().map(String::as_str).collect();
+                let from_backup = run_playbook::<PackagesInstalled>(
+                    &ctx_long,
+                    "recover: the backup's packages",
+                    &playbook::PACKAGES,
+                    &words,
                 )
-                .await?;
-                if sync.changed() {
-                    said.push(format!(
-                        "charm store: {} files uploaded",
-                        sync.uploaded.len()
-                    ));
+                .await;
+                match from_backup {
+                    Ok(p) => {
+                        if !p.installed.is_empty() {
+                            said.push(format!(
+                                "packages of the backup installed: {}",
+                                p.installed.join(" ")
+                            ));
+                        }
+                        if !p.skipped.is_empty() {
+                            said.push(format!(
+                                "packages of the backup this distribution does not have: {}",
+                                p.skipped.join(" ")
+                            ));
+                        }
+                    }
+                    Err(f) => said.push(format!(
+                        "the backup's packages could not be installed ({}): install them by hand; the restore went on{}",
+                        f.reason,
+                        f.stderr_tail
+                            .map(|t| format!(": {}", t.replace('\n', " ")))
+                            .unwrap_or_default()
+                    )),
                 }
-                let words: Vec<&str> = packages.iter().map(String::as_str).collect();
-                let ctx_long = ctx.for_transfers(); // downloads take as long as they take
-                let p: PackagesInstalled =
-                    run_playbook(&ctx_long, "recover: packages", &playbook::PACKAGES, &words)
-                        .await?;
-                if !p.installed.is_empty() {
-                    said.push(format!("packages installed: {}", p.installed.join(" ")));
-                }
-                if !p.skipped.is_empty() {
-                    said.push(format!(
-                        "packages of the backup this distribution does not have: {}",
-                        p.skipped.join(" ")
-                    ));
-                }
-                let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
-                let base: CharmInstalled = run_playbook(
-                    &ctx,
-                    "recover: base",
-                    &playbook::CHARM_INSTALL,
-                    &["base", &version],
-                )
-                .await?;
-                said.extend(base.notes.into_iter().map(|n| format!("base: {n}")));
-                Ok(said)
-            },
-        )
+            }
+            Ok(said)
+        })
         .await
 }
 
@@ -247,9 +295,17 @@ mod tests {
             "cloud-init",
             "Bad Name",
             "-oops",
+            "sudo-",
+            "nginx.",
             "libfoo1:amd64",
+            "a",
+            "x:",
+            "a:b:c",
+            "g++",
+            "sudo",
+            "openssh-server",
             "cron",
         ]));
-        assert_eq!(got, ["cron", "libfoo1:amd64", "nginx"]);
+        assert_eq!(got, ["cron", "g++", "libfoo1:amd64", "nginx"]);
     }
 }

@@ -299,6 +299,18 @@ fn print_whole_host(ui: &Ui, plan: &Plan, w: &crate::backup::recover::plan::Whol
         w.packages.len(),
         plan.host
     ));
+    if !w.packages.is_empty() {
+        let shown: Vec<&str> = w.packages.iter().take(40).map(String::as_str).collect();
+        ui.out(&format!(
+            "    packages: {}{}",
+            shown.join(" "),
+            if w.packages.len() > shown.len() {
+                format!(" ... and {} more", w.packages.len() - shown.len())
+            } else {
+                String::new()
+            }
+        ));
+    }
     ui.out(&format!(
         "  root's password on {} (/etc/shadow) is kept as it is",
         plan.dest
