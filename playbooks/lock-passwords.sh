@@ -61,7 +61,10 @@ fi
 [[ $(effective passwordauthentication) == no ]] ||
     die "sshd still allows password logins with the drop-in (an earlier drop-in or Match block wins?): see sshd -T"
 if [[ $changed == true ]]; then
-    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]] &&
+        systemctl is-active --quiet ssh.socket; then
+        : # socket-activated: each connection's sshd reads the new configuration
+    elif command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
         systemctl reload ssh 2>/dev/null || systemctl reload sshd
     elif [[ -s /run/sshd.pid ]]; then
         kill -HUP "$(cat /run/sshd.pid)"

@@ -512,7 +512,7 @@ impl Fleet {
             if !ui::prompt::interactive() {
                 conns[i] = Err(ConnectError::FirstContact(format!(
                     "{} refuses our keys. If it is a fresh VPS that only takes its root password, run `0km vps-setup {}` on a terminal to log in once with the password and install the keys (or install one yourself: ssh-copy-id)",
-                    t.name, t.name
+                    t.name, t.selector
                 )));
                 continue;
             }
