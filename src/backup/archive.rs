@@ -156,7 +156,7 @@ pub struct Snapshots {
 }
 
 /// One snapshot of `snapshots`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct SnapshotInfo {
     /// `YYYY-MM-DDTHHMMSSZ` (a bare date for snapshots of tools before version 6).
     pub name: String,

@@ -3,14 +3,11 @@
 //! host.
 
 use super::ListArgs;
-use crate::backup::archive::{self, List};
+use crate::backup::archive::List;
 use crate::backup::ArchiveSpec;
 use crate::cmd::{App, Status, UsageError};
-use crate::fleet::RunLog;
 use crate::ui::format;
 use crate::ui::table::Table;
-use crate::ui::{print_summary, SummaryInfo};
-use std::time::Instant;
 
 pub async fn run(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
     let spec_text = a
@@ -24,45 +21,14 @@ pub async fn run(app: &App, a: &ListArgs) -> anyhow::Result<Status> {
             )
         })?;
     let spec = ArchiveSpec::parse(&spec_text).map_err(UsageError)?;
-    let target = spec.admin_target(&app.config.config);
-    let start = Instant::now();
-    let log = RunLog::create("vps-backup-list");
-    let upgrade = spec.setup_command();
-    let upgrade = &upgrade;
-    let listed = app
-        .fleet()?
-        .run_one(&target, app.ui.reporter(1), log.clone(), |ctx| async move {
-            archive::check_version(&ctx, upgrade).await?;
-            archive::call::<List>(&ctx, "archive: list", &["list"]).await
-        })
-        .await?;
-    let result = match listed {
-        Ok(list) => {
-            if app.ui.json {
-                for b in &list.backups {
-                    app.ui.json_line(b);
-                }
-                return Ok(Status::Success);
-            }
-            print_table(app, &list);
-            crate::ui::HostResult {
-                duration_ms: start.elapsed().as_millis(),
-                ..crate::ui::HostResult::of(&target.name, crate::ui::Outcome::Ok)
-            }
-        }
-        Err(failed) => failed,
-    };
-    let results = [result];
-    print_summary(
-        &app.ui,
-        &SummaryInfo {
-            results: &results,
-            elapsed: start.elapsed(),
-            rerun: &|_| format!("0km vps-backup list {spec}"),
-            log_dir: log.as_ref().map(|l| l.dir()),
-        },
-    );
-    Ok(Status::from_results(&results))
+    super::query_archive(
+        app,
+        &spec,
+        &["list"],
+        |list: &List| list.backups.clone(),
+        print_table,
+    )
+    .await
 }
 
 fn print_table(app: &App, list: &List) {

@@ -66,3 +66,65 @@ pub async fn run(app: &App, cmd: &VpsBackupCommand) -> anyhow::Result<Status> {
         VpsBackupCommand::Recover(a) => recover::run(app, a).await,
     }
 }
+
+/// One read-only query of the archive's admin account (`list`, `snapshots`), as `vps-backup`
+/// runs them: the tools' version checked, then `words`' answer. With `--json`, its `rows` as
+/// JSON lines and nothing else; otherwise `show` prints it, then the summary.
+async fn query_archive<T, R>(
+    app: &App,
+    spec: &crate::backup::ArchiveSpec,
+    words: &[&str],
+    rows: impl Fn(&T) -> Vec<R>,
+    show: impl Fn(&App, &T),
+) -> anyhow::Result<Status>
+where
+    T: serde::de::DeserializeOwned,
+    R: serde::Serialize,
+{
+    use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo};
+    let target = spec.admin_target(&app.config.config);
+    let start = std::time::Instant::now();
+    let log = crate::fleet::RunLog::create(&format!("vps-backup-{}", words[0]));
+    let upgrade = spec.setup_command();
+    let (upgrade, step) = (&upgrade, format!("archive: {}", words[0]));
+    let step = &step;
+    let answer = app
+        .fleet()?
+        .run_one(&target, app.ui.reporter(1), log.clone(), |ctx| async move {
+            crate::backup::archive::check_version(&ctx, upgrade).await?;
+            crate::backup::archive::call::<T>(&ctx, step, words).await
+        })
+        .await?;
+    let result = match answer {
+        Ok(answer) => {
+            if app.ui.json {
+                for r in rows(&answer) {
+                    app.ui.json_line(&r);
+                }
+                return Ok(Status::Success);
+            }
+            show(app, &answer);
+            HostResult {
+                duration_ms: start.elapsed().as_millis(),
+                ..HostResult::of(&target.name, Outcome::Ok)
+            }
+        }
+        Err(failed) => failed,
+    };
+    let results = [result];
+    let rerun = crate::ssh::quote_join(
+        &std::iter::once("0km".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>(),
+    );
+    print_summary(
+        &app.ui,
+        &SummaryInfo {
+            results: &results,
+            elapsed: start.elapsed(),
+            rerun: &|_| rerun.clone(),
+            log_dir: log.as_ref().map(|l| l.dir()),
+        },
+    );
+    Ok(Status::from_results(&results))
+}

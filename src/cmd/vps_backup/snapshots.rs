@@ -4,14 +4,11 @@
 //! and why it is not complete. `--json`: one object per snapshot.
 
 use super::SnapshotsArgs;
-use crate::backup::archive::{self, Snapshots};
+use crate::backup::archive::Snapshots;
 use crate::backup::ArchiveSpec;
 use crate::cmd::{App, Status, UsageError};
-use crate::fleet::RunLog;
 use crate::ui::format;
 use crate::ui::table::Table;
-use crate::ui::{print_summary, HostResult, Outcome, SummaryInfo};
-use std::time::Instant;
 
 pub async fn run(app: &App, a: &SnapshotsArgs) -> anyhow::Result<Status> {
     let (server, host) = match a.args.as_slice() {
@@ -38,45 +35,15 @@ pub async fn run(app: &App, a: &SnapshotsArgs) -> anyhow::Result<Status> {
         ))
         .into());
     }
-    let target = spec.admin_target(&app.config.config);
-    let start = Instant::now();
-    let log = RunLog::create("vps-backup-snapshots");
-    let (upgrade, host_ref) = (spec.setup_command(), host.as_str());
-    let upgrade = &upgrade;
-    let answer = app
-        .fleet()?
-        .run_one(&target, app.ui.reporter(1), log.clone(), |ctx| async move {
-            archive::check_version(&ctx, upgrade).await?;
-            archive::call::<Snapshots>(&ctx, "archive: snapshots", &["snapshots", host_ref]).await
-        })
-        .await?;
-    let result = match answer {
-        Ok(snaps) => {
-            if app.ui.json {
-                for s in &snaps.snapshots {
-                    app.ui.json_line(s);
-                }
-                return Ok(Status::Success);
-            }
-            print_table(app, &host, &spec, &snaps);
-            HostResult {
-                duration_ms: start.elapsed().as_millis(),
-                ..HostResult::of(&target.name, Outcome::Ok)
-            }
-        }
-        Err(failed) => failed,
-    };
-    let results = [result];
-    print_summary(
-        &app.ui,
-        &SummaryInfo {
-            results: &results,
-            elapsed: start.elapsed(),
-            rerun: &|_| format!("0km vps-backup snapshots {spec} {host}"),
-            log_dir: log.as_ref().map(|l| l.dir()),
-        },
-    );
-    Ok(Status::from_results(&results))
+    let show = |app: &App, snaps: &Snapshots| print_table(app, &host, &spec, snaps);
+    super::query_archive(
+        app,
+        &spec,
+        &["snapshots", &host],
+        |snaps: &Snapshots| snaps.snapshots.clone(),
+        show,
+    )
+    .await
 }
 
 fn print_table(app: &App, host: &str, spec: &ArchiveSpec, snaps: &Snapshots) {
