@@ -2,7 +2,7 @@
 //! byte-for-byte copies, idempotent re-runs, the isolation of each VPS's key, the MariaDB dump,
 //! and the admin account's refusal of bad input.
 
-use crate::support::{sh, Lab};
+use crate::support::{archive_setup, sh, Lab};
 
 /// Exit status and stderr of a command on a lab host.
 fn try_sh(lab: &Lab, host: &str, cmd: &str) -> (i32, String) {
@@ -20,19 +20,6 @@ fn tree_sums(lab: &Lab, host: &str, dir: &str) -> String {
         host,
         &format!("cd {dir} && find . -type f -print0 | sort -z | xargs -0r sha256sum"),
     )
-}
-
-fn archive_setup(lab: &Lab) {
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success()
-    .stdout_has("is an archive server");
 }
 
 /// Some files worth backing up, different on every host.

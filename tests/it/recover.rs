@@ -2,7 +2,7 @@
 //! checked against the source; the plan and its confirmation; the temporary read key gone from
 //! the archive on success, on failure and on Ctrl-C; malformed specs refused.
 
-use crate::support::{sh, Lab};
+use crate::support::{archive_setup, sh, Lab};
 use std::time::Duration;
 
 /// Path, type, mode, owner, link target and content hash of every entry under DIR.
@@ -19,15 +19,7 @@ fn tree(lab: &Lab, host: &str, dir: &str) -> String {
 
 /// A source host with data worth restoring, backed up to the lab's archive.
 fn backed_up(lab: &Lab) {
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success();
+    archive_setup(lab);
     sh(
         lab,
         "vps1",
@@ -380,15 +372,7 @@ fn the_temporary_key_is_revoked_after_a_failure_and_after_ctrl_c() {
 #[test]
 fn mysql_component_recover_loads_the_same_rows() {
     let lab = Lab::up(2);
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success();
+    archive_setup(&lab);
     let start_db = "mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld && \
          mysql_install_db --user=mysql --datadir=/var/lib/mysql >/dev/null 2>&1 && \
          (setsid mysqld_safe --datadir=/var/lib/mysql --skip-networking >/dev/null 2>&1 < /dev/null &) && \
@@ -539,15 +523,7 @@ fn mailcow_host_with_stub(lab: &Lab, host: &str) {
 #[test]
 fn mailcow_components_and_a_whole_mailcow_host_stop_start_and_load() {
     let lab = Lab::up(2);
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success();
+    archive_setup(&lab);
     mailcow_host_with_stub(&lab, "vps1");
     mailcow_host_with_stub(&lab, "vps2");
     // vps1 is backed up as a mailcow host: its project, its volumes, its database dumped

@@ -3,7 +3,7 @@
 //! (an unmounted disk) is carried forward and flagged, a backup with a file rsync cannot send
 //! is kept as partial, and `vps-backup snapshots` says all of it. Real sshd hosts, real rsync.
 
-use crate::support::{sh, Lab};
+use crate::support::{archive_setup, sh, Lab};
 
 fn snapshots(lab: &Lab) -> Vec<serde_json::Value> {
     lab.zerokm([
@@ -21,15 +21,7 @@ fn snapshots(lab: &Lab) -> Vec<serde_json::Value> {
 #[test]
 fn ordinary_events_lose_nothing_and_say_so() {
     let lab = Lab::up(2);
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success();
+    archive_setup(&lab);
     // A data disk's worth of files.
     sh(
         &lab,

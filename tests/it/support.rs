@@ -165,6 +165,20 @@ pub fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The lab's `archive` host made an archive server, admin account `myadmin`.
+pub fn archive_setup(lab: &Lab) {
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success()
+    .stdout_has("is an archive server");
+}
+
 pub fn processes_mentioning(needle: &str) -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
