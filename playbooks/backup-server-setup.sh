@@ -2,11 +2,14 @@
 # backup-server-setup: makes this host an archive server for 0km backups.
 # Run as root by 0km on the archive host (`bash -s -- ARGS...`); reads nothing on stdin.
 #
+#   [--keep-last N] [--keep-weekly N] [--keep-monthly N]
 #   ADMIN RETENTION_DAYS ADMIN_KEY_TYPE ADMIN_KEY_BLOB [TYPE BLOB ...]
 #
+#   --keep-*         the rest of the retention policy (0..9999; defaults 5, 8, 6): the newest
+#                    snapshots kept, and the weeks and months of which one snapshot is kept
 #   ADMIN            the admin account's name (^[a-z_][a-z0-9_-]{0,31}$, not root, not
 #                    rsync-backup); created if missing
-#   RETENTION_DAYS   1..3650: snapshots older than this many days are removed (never the latest)
+#   RETENTION_DAYS   1..3650: the days of which one snapshot is kept (never the newest complete)
 #   TYPE BLOB        the admin's public keys (at least one): TYPE one of ssh-ed25519, ssh-rsa,
 #                    ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com,
 #                    sk-ecdsa-sha2-nistp256@openssh.com; BLOB the base64 key material
@@ -35,7 +38,8 @@
 # stderr.
 #
 # Prints one machine-readable line last on stdout:
-#   0km-result {"changed":bool,"admin":"ADMIN","retention_days":N,"backup_user":"rsync-backup",
+#   0km-result {"changed":bool,"admin":"ADMIN","retention_days":N,"keep_last":N,"keep_weekly":N,
+#               "keep_monthly":N,"backup_user":"rsync-backup",
 #               "backup_root":"/srv/backup","admin_keys":N,"installed":[] (0km fills it from packages.sh),
 #               "changes":["<what changed>",...]}
 # The generators below are called indirectly (install_file ... GENERATOR).
@@ -72,8 +76,8 @@ gen_sudoers() {
 
 gen_conf() {
     printf '# Written by 0km (backup-server-setup.sh); read by %s/0km-archive*.\n' "$SBIN"
-    printf 'RETENTION_DAYS=%s\nBACKUP_USER=%s\nBACKUP_ROOT=%s\nADMIN=%s\n' \
-        "$RETENTION_DAYS" "$BACKUP_USER" "$BACKUP_ROOT" "$ADMIN"
+    printf 'RETENTION_DAYS=%s\nKEEP_LAST=%s\nKEEP_WEEKLY=%s\nKEEP_MONTHLY=%s\nBACKUP_USER=%s\nBACKUP_ROOT=%s\nADMIN=%s\n' \
+        "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$BACKUP_USER" "$BACKUP_ROOT" "$ADMIN"
 }
 
 gen_admin_keys() {
@@ -191,8 +195,19 @@ require_tools() {
     done
 }
 
+KEEP_LAST=5 KEEP_WEEKLY=8 KEEP_MONTHLY=6
 main() {
-    [[ $# -ge 4 ]] || die_usage "usage: backup-server-setup.sh ADMIN RETENTION_DAYS TYPE BLOB [TYPE BLOB ...]"
+    while [[ ${1-} == --keep-* ]]; do
+        [[ $# -ge 2 && $2 =~ ^[0-9]{1,4}$ ]] || die_usage "$1 takes a number from 0 to 9999"
+        case $1 in
+            --keep-last) KEEP_LAST=$((10#$2)) ;;
+            --keep-weekly) KEEP_WEEKLY=$((10#$2)) ;;
+            --keep-monthly) KEEP_MONTHLY=$((10#$2)) ;;
+            *) die_usage "unknown option $1" ;;
+        esac
+        shift 2
+    done
+    [[ $# -ge 4 ]] || die_usage "usage: backup-server-setup.sh [--keep-last N] [--keep-weekly N] [--keep-monthly N] ADMIN RETENTION_DAYS TYPE BLOB [TYPE BLOB ...]"
     [[ $EUID -eq 0 ]] || die_usage "must be run as root"
     check_store
     # The checks the archive's tools make (key_ok), from the library they share.
@@ -297,8 +312,8 @@ main() {
         changes_json+="${changes_json:+,}$(json_str "$c")"
     done
     [[ $changed == false ]] && log "nothing to do: the archive server is set up"
-    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s]}\n' \
-        "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$(json_str "$BACKUP_USER")" \
+    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s]}\n' \
+        "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$(json_str "$BACKUP_USER")" \
         "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "" "$changes_json"
 }
 

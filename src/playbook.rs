@@ -128,6 +128,12 @@ pub struct ArchiveSetUp {
     pub changed: bool,
     pub admin: String,
     pub retention_days: u32,
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
     pub backup_user: String,
     pub backup_root: String,
     pub admin_keys: u32,

@@ -120,11 +120,21 @@ impl Keys {
     }
 }
 
-/// `list`: every area.
+/// `list`: every area, and the archive's retention policy.
 #[derive(Debug, Default, Deserialize)]
 pub struct List {
+    pub retention: Option<Retention>,
     #[serde(default)]
     pub backups: Vec<BackupInfo>,
+}
+
+/// What the archive keeps of each VPS's snapshots (besides the newest complete one, always).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Retention {
+    pub last: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
 }
 
 /// One area of the archive, as `list` reports it.

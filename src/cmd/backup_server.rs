@@ -27,9 +27,19 @@ pub struct SetupArgs {
     /// Name of the admin account to create (used as ADMIN@HOST[:PORT] afterwards)
     #[arg(long, value_name = "NAME")]
     pub admin: String,
-    /// Days of daily snapshots kept per VPS
+    /// Retention: the days of which each VPS keeps one snapshot (its newest, and its newest
+    /// complete)
     #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub keep_days: u32,
+    /// Retention: the newest snapshots kept whatever their day
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=9999))]
+    pub keep_last: u32,
+    /// Retention: the weeks of which one snapshot is kept
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=9999))]
+    pub keep_weekly: u32,
+    /// Retention: the months of which one snapshot is kept
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9999))]
+    pub keep_monthly: u32,
 }
 
 pub async fn run(app: &App, cmd: &BackupServerCommand) -> anyhow::Result<Status> {
@@ -61,8 +71,16 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
     let start = Instant::now();
     let fleet = app.fleet()?;
     let log = RunLog::create("backup-server");
-    let keep = a.keep_days.to_string();
-    let mut args: Vec<String> = vec![a.admin.clone(), keep];
+    let mut args: Vec<String> = vec![
+        "--keep-last".into(),
+        a.keep_last.to_string(),
+        "--keep-weekly".into(),
+        a.keep_weekly.to_string(),
+        "--keep-monthly".into(),
+        a.keep_monthly.to_string(),
+        a.admin.clone(),
+        a.keep_days.to_string(),
+    ];
     for k in &keys {
         args.push(k.key_type.clone());
         args.push(k.blob.clone());

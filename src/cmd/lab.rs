@@ -312,6 +312,9 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
             host: "root@archive".into(),
             admin: "myadmin".into(),
             keep_days: 30,
+            keep_last: 5,
+            keep_weekly: 8,
+            keep_monthly: 6,
         }),
     )
     .await?;

@@ -305,6 +305,32 @@ fn the_admin_account_refuses_malformed_input_and_gives_no_shell_and_old_tools() 
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0km-result"), "{out}");
 
+    // The retention policy, set at setup, written where the tools read it, shown by list.
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+        "--keep-last",
+        "7",
+        "--keep-monthly",
+        "12",
+    ])
+    .run()
+    .success();
+    let conf = sh(&lab, "archive", "cat /etc/0km-archive/archive.conf");
+    assert!(
+        conf.contains("KEEP_LAST=7\n") && conf.contains("KEEP_MONTHLY=12\n"),
+        "{conf}"
+    );
+    lab.zerokm(["vps-backup", "list", "myadmin@archive"])
+        .run()
+        .success()
+        .stdout_has(
+            "the last 7, one a day for 30 days, one a week for 8 weeks, one a month for 12 months",
+        );
+
     // Tools older than this 0km: refused before any VPS is touched, with the command that
     // upgrades them; that command does, and then the install goes on.
     sh(

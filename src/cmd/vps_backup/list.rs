@@ -65,6 +65,12 @@ fn print_table(app: &App, list: &List) {
         ]);
     }
     app.ui.table(&table);
+    if let Some(r) = &list.retention {
+        app.ui.out(&format!(
+            "Kept per VPS: the newest complete snapshot, the last {}, one a day for {} days, one a week for {} weeks, one a month for {} months",
+            r.last, r.daily, r.weekly, r.monthly
+        ));
+    }
     if table.is_empty() {
         app.ui
             .out("(no backup yet: 0km vps-install backup ADMIN@SERVER VPS...)");
