@@ -56,6 +56,11 @@ impl Playbook {
     }
 }
 
+/// A result whose success is all that is read (the archive's `grant-read`, `recover.sh
+/// mysql-load` and `root-password`): the line must be there; its fields are in the log.
+#[derive(Debug, serde::Deserialize)]
+pub struct Acknowledged {}
+
 /// `charm-install.sh`'s result: what the charm's hooks changed, and what they want said.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct CharmInstalled {

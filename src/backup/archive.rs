@@ -79,10 +79,6 @@ pub struct Version {
     pub version: String,
 }
 
-/// The answer of a command whose success is all that is read (`grant-read`).
-#[derive(Debug, Deserialize)]
-pub struct Acknowledged {}
-
 /// `authorize HOST TYPE BLOB`.
 #[derive(Debug, Deserialize)]
 pub struct Authorized {

@@ -290,7 +290,7 @@ impl Install<'_> {
             })
             .collect();
         let granted: Vec<bool> = self
-            .archive_calls::<archive::Acknowledged>(&calls)
+            .archive_calls::<crate::playbook::Acknowledged>(&calls)
             .await?
             .map(|all| all.iter().map(Result::is_ok).collect())
             .unwrap_or_default();
@@ -326,31 +326,44 @@ impl Install<'_> {
         if ready.is_empty() {
             return Ok(());
         }
+        // Each host's typed result, kept as read (the fleet's results carry JSON for --json).
+        let backed_up: std::sync::Mutex<BTreeMap<String, BackedUp>> = Default::default();
         let backups = self
             .fleet
             .run(
                 &ready,
                 self.ui.reporter(ready.len()),
                 self.log.clone(),
-                |ctx| async move {
-                    // The first backup of a big host takes long: a transfer, not a step.
-                    let out = ctx
-                        .for_transfers()
-                        .step("backup", "mirror-dir backup", None)
-                        .await?;
-                    let r: BackedUp = crate::playbook::result_of("backup", "mirror-dir", "", &out)?;
-                    Ok(Done {
-                        changed: true,
-                        data: serde_json::to_value(&r).unwrap_or_default(),
-                    })
+                |ctx| {
+                    let backed_up = &backed_up;
+                    async move {
+                        // The first backup of a big host takes long: a transfer, not a step.
+                        let out = ctx
+                            .for_transfers()
+                            .step("backup", "mirror-dir backup", None)
+                            .await?;
+                        let r: BackedUp =
+                            crate::playbook::result_of("backup", "mirror-dir", "", &out)?;
+                        let data = serde_json::to_value(&r).unwrap_or_default();
+                        backed_up
+                            .lock()
+                            .expect("results lock")
+                            .insert(ctx.target.name.clone(), r);
+                        Ok(Done {
+                            changed: true,
+                            data,
+                        })
+                    }
                 },
             )
             .await?;
+        let mut backed_up = backed_up.into_inner().expect("results lock");
         for b in backups {
             let Some(r) = results.get_mut(&b.host) else {
                 continue;
             };
-            if !ok(&b) {
+            let d = backed_up.remove(&b.host);
+            let (true, Some(d)) = (ok(&b), d) else {
                 fail(
                     r,
                     "backup",
@@ -359,8 +372,7 @@ impl Install<'_> {
                 );
                 r.exit_code = b.exit_code;
                 continue;
-            }
-            let d: BackedUp = serde_json::from_value(b.data.clone()).unwrap_or_default();
+            };
             let bytes = crate::ui::format::bytes;
             push_step(
                 r,

@@ -128,16 +128,11 @@ pub async fn services(
     Ok(notes)
 }
 
-/// `recover.sh mysql-load`'s result: its success is what is read (the databases it lists are
-/// in the run's log).
-#[derive(Debug, serde::Deserialize)]
-struct DatabaseLoaded {}
-
 /// Loads the restored dump into the destination's database (a long step: a transfer).
 pub async fn load_database(hosts: &Hosts) -> Result<(), RecoverError> {
     hosts
         .on(&hosts.dest, "loading the database dump", |ctx| async move {
-            run_playbook::<DatabaseLoaded>(
+            run_playbook::<crate::playbook::Acknowledged>(
                 &ctx.for_transfers(),
                 "recover: mysql",
                 &crate::playbook::RECOVER,

@@ -72,7 +72,7 @@ impl TempKey {
                 &hosts.archive,
                 "granting the temporary read key",
                 |ctx| async move {
-                    archive::call::<archive::Acknowledged>(
+                    archive::call::<crate::playbook::Acknowledged>(
                         &ctx,
                         "archive: grant read",
                         &["grant-read", h, ty, blob, READ_KEY_MINUTES],

@@ -135,7 +135,7 @@ impl Plan {
     }
 
     /// Adds items that do not exist on the destination yet: all is created.
-    pub fn count_fresh(&mut self, fresh: &[crate::backup::recover::plan::Item]) {
+    pub fn count_fresh(&mut self, fresh: &[Item]) {
         for it in fresh {
             self.create += it.files;
             self.transfer_bytes += it.bytes;

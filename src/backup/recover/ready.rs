@@ -243,7 +243,7 @@ pub async fn backup_state(hosts: &Hosts) -> Result<BackupState, RecoverError> {
 pub async fn root_password(hosts: &Hosts, action: &str, key_dir: &str) -> Result<(), RecoverError> {
     hosts
         .on(&hosts.dest, "keeping root's password", |ctx| async move {
-            run_playbook::<serde_json::Value>(
+            run_playbook::<playbook::Acknowledged>(
                 &ctx,
                 "recover: root password",
                 &playbook::RECOVER,
