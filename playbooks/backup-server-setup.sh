@@ -2,11 +2,13 @@
 # backup-server-setup: makes this host an archive server for 0km backups.
 # Run as root by 0km on the archive host (`bash -s -- ARGS...`); reads nothing on stdin.
 #
-#   [--keep-last N] [--keep-weekly N] [--keep-monthly N]
+#   [--keep-last N] [--keep-weekly N] [--keep-monthly N] [--reserve-percent P]
 #   ADMIN RETENTION_DAYS ADMIN_KEY_TYPE ADMIN_KEY_BLOB [TYPE BLOB ...]
 #
 #   --keep-*         the rest of the retention policy (0..9999; defaults 5, 8, 6): the newest
 #                    snapshots kept, and the weeks and months of which one snapshot is kept
+#   --reserve-percent the share of the backup file system kept free (0..50, default 5): a
+#                    backup that would cross it is stopped and nothing of it kept
 #   ADMIN            the admin account's name (^[a-z_][a-z0-9_-]{0,31}$, not root, not
 #                    rsync-backup); created if missing
 #   RETENTION_DAYS   1..3650: the days of which one snapshot is kept (never the newest complete)
@@ -24,7 +26,11 @@
 #     keys, each `command="/usr/local/sbin/0km-archive-admin",restrict TYPE BLOB 0km-admin`
 #     (root:ADMIN 0640 in root:ADMIN 0750); a previous admin named in archive.conf loses its keys;
 #   - /etc/sudoers.d/0km-archive (0440, checked by visudo): ADMIN may run 0km-archive as root;
-#   - /etc/0km-archive/archive.conf (RETENTION_DAYS, BACKUP_USER, BACKUP_ROOT, ADMIN);
+#   - /etc/0km-archive/archive.conf (RETENTION_DAYS, KEEP_*, RESERVE_PERCENT, BACKUP_USER,
+#     BACKUP_ROOT, ADMIN);
+#   - /etc/ssh/sshd_config.d/50-0km-archive.conf, `MaxStartups 200:30:600` (checked with
+#     sshd -t, sshd reloaded), when sshd_config includes that directory as Debian's does; the
+#     value sshd then uses is in the result, with a warning when it is lower;
 #   - the tools and their library, copied from the archive-server charm (0km syncs it to
 #     /srv/charm-store/archive-server/ before running this): 0755 root,
 #     /usr/local/sbin/0km-archive (root's admin tool), /usr/local/sbin/0km-archive-admin
@@ -39,9 +45,9 @@
 #
 # Prints one machine-readable line last on stdout:
 #   0km-result {"changed":bool,"admin":"ADMIN","retention_days":N,"keep_last":N,"keep_weekly":N,
-#               "keep_monthly":N,"backup_user":"rsync-backup",
+#               "keep_monthly":N,"reserve_percent":N,"max_startups":"S:R:F","backup_user":"rsync-backup",
 #               "backup_root":"/srv/backup","admin_keys":N,"installed":[] (0km fills it from packages.sh),
-#               "changes":["<what changed>",...]}
+#               "changes":["<what changed>",...],"warnings":[...]}
 # The generators below are called indirectly (install_file ... GENERATOR).
 # shellcheck disable=SC2317
 set -euo pipefail
@@ -64,6 +70,7 @@ TOOLS=(0km-archive 0km-archive-admin 0km-archive-receive 0km-archive-send)
 LIB_DIR=/usr/local/lib/0km-archive
 
 changes=()
+warnings=()
 changed() {
     changes+=("$1")
     log "changed: $1"
@@ -76,8 +83,8 @@ gen_sudoers() {
 
 gen_conf() {
     printf '# Written by 0km (backup-server-setup.sh); read by %s/0km-archive*.\n' "$SBIN"
-    printf 'RETENTION_DAYS=%s\nKEEP_LAST=%s\nKEEP_WEEKLY=%s\nKEEP_MONTHLY=%s\nBACKUP_USER=%s\nBACKUP_ROOT=%s\nADMIN=%s\n' \
-        "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$BACKUP_USER" "$BACKUP_ROOT" "$ADMIN"
+    printf 'RETENTION_DAYS=%s\nKEEP_LAST=%s\nKEEP_WEEKLY=%s\nKEEP_MONTHLY=%s\nRESERVE_PERCENT=%s\nBACKUP_USER=%s\nBACKUP_ROOT=%s\nADMIN=%s\n' \
+        "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" "$BACKUP_USER" "$BACKUP_ROOT" "$ADMIN"
 }
 
 gen_admin_keys() {
@@ -88,6 +95,61 @@ gen_admin_keys() {
 }
 
 gen_empty() { :; }
+
+# What a fleet's backups need of sshd: the first backups of every VPS may reach the archive
+# at once, and Debian's stock MaxStartups (10:30:100) drops unauthenticated connections from
+# the 11th on.
+SSHD_DROPIN=/etc/ssh/sshd_config.d/50-0km-archive.conf
+MAX_STARTUPS=200:30:600
+gen_sshd_dropin() {
+    printf '# Written by 0km (backup-server-setup.sh): a fleet of VPSes backs up to this archive,\n'
+    printf '# their first backups all at once. MaxStartups is global (not allowed under Match).\n'
+    printf 'MaxStartups %s\n' "$MAX_STARTUPS"
+}
+
+# sshd_check FILE: sshd accepts its configuration with FILE as the drop-in.
+sshd_check() {
+    local dir=${SSHD_DROPIN%/*} test_conf
+    test_conf=$(mktemp /etc/ssh/.sshd_config.0km.XXXXXX)
+    # The whole configuration as sshd would read it, with FILE in the drop-in's place.
+    sed "s#^[[:space:]]*Include[[:space:]]\+$dir/\*\.conf#Include $dir/*.conf $1#I" /etc/ssh/sshd_config >"$test_conf"
+    if /usr/sbin/sshd -t -f "$test_conf" >&2; then
+        rm -f "$test_conf"
+        return 0
+    fi
+    rm -f "$test_conf"
+    return 1
+}
+
+# sshd_limits: the drop-in in place (when sshd reads /etc/ssh/sshd_config.d/, as Debian's
+# stock sshd_config does), sshd reloaded when it changed; sets sshd_max_startups to the value
+# sshd now uses, and warns when it is below MAX_STARTUPS (the admin's own setting wins).
+sshd_max_startups=""
+sshd_limits() {
+    [[ -x /usr/sbin/sshd && -f /etc/ssh/sshd_config ]] || {
+        log "no OpenSSH server configuration in /etc/ssh: MaxStartups left as it is"
+        return 0
+    }
+    if grep -qiE '^[[:space:]]*Include[[:space:]]+/etc/ssh/sshd_config\.d/\*\.conf' /etc/ssh/sshd_config; then
+        ensure_dir /etc/ssh/sshd_config.d 755 root:root
+        local before=${#changes[@]}
+        install_file "$SSHD_DROPIN" 644 root:root gen_sshd_dropin sshd_check
+        if [[ ${#changes[@]} -gt $before ]]; then
+            if [[ -d /run/systemd/system ]] && systemctl reload ssh >&2 2>/dev/null; then
+                log "reloaded ssh.service"
+            elif [[ -s /run/sshd.pid ]] && kill -HUP "$(cat /run/sshd.pid)" 2>/dev/null; then
+                log "reloaded sshd (pid $(cat /run/sshd.pid))"
+            else
+                warnings+=("sshd was not reloaded: restart it for $SSHD_DROPIN to take effect")
+            fi
+        fi
+    fi
+    sshd_max_startups=$(/usr/sbin/sshd -T -C user=$BACKUP_USER,host=localhost,addr=127.0.0.1 2>/dev/null | sed -n 's/^maxstartups //p' | head -n 1)
+    local start=${sshd_max_startups%%:*}
+    if [[ ! $start =~ ^[0-9]+$ ]] || ((start < ${MAX_STARTUPS%%:*})); then
+        warnings+=("sshd's MaxStartups is ${sshd_max_startups:-unknown}: more VPSes than ${start:-that} backing up at once will see connections dropped; set MaxStartups $MAX_STARTUPS in /etc/ssh/sshd_config (or include /etc/ssh/sshd_config.d/*.conf, where 0km writes it)")
+    fi
+}
 
 # gen_store_file: the charm store's file named by $store_file, as is.
 gen_store_file() { cat -- "$store_file"; }
@@ -195,19 +257,23 @@ require_tools() {
     done
 }
 
-KEEP_LAST=5 KEEP_WEEKLY=8 KEEP_MONTHLY=6
+KEEP_LAST=5 KEEP_WEEKLY=8 KEEP_MONTHLY=6 RESERVE_PERCENT=5
 main() {
-    while [[ ${1-} == --keep-* ]]; do
+    while [[ ${1-} == --keep-* || ${1-} == --reserve-percent ]]; do
         [[ $# -ge 2 && $2 =~ ^[0-9]{1,4}$ ]] || die_usage "$1 takes a number from 0 to 9999"
         case $1 in
             --keep-last) KEEP_LAST=$((10#$2)) ;;
             --keep-weekly) KEEP_WEEKLY=$((10#$2)) ;;
             --keep-monthly) KEEP_MONTHLY=$((10#$2)) ;;
+            --reserve-percent)
+                ((10#$2 <= 50)) || die_usage "--reserve-percent takes a percentage from 0 to 50"
+                RESERVE_PERCENT=$((10#$2))
+                ;;
             *) die_usage "unknown option $1" ;;
         esac
         shift 2
     done
-    [[ $# -ge 4 ]] || die_usage "usage: backup-server-setup.sh [--keep-last N] [--keep-weekly N] [--keep-monthly N] ADMIN RETENTION_DAYS TYPE BLOB [TYPE BLOB ...]"
+    [[ $# -ge 4 ]] || die_usage "usage: backup-server-setup.sh [--keep-last N] [--keep-weekly N] [--keep-monthly N] [--reserve-percent P] ADMIN RETENTION_DAYS TYPE BLOB [TYPE BLOB ...]"
     [[ $EUID -eq 0 ]] || die_usage "must be run as root"
     check_store
     # The checks the archive's tools make (key_ok), from the library they share.
@@ -294,6 +360,9 @@ main() {
         install_file "$SBIN/$tool" 755 root:root gen_store_file
     done
 
+    # 7. sshd takes a fleet's backups at once
+    sshd_limits
+
     # A previous admin account (named in the old archive.conf) loses its keys: it has lost
     # its sudo rule already. The account itself stays (remove it with userdel).
     if [[ -n $old_admin && $old_admin != "$ADMIN" && $old_admin =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
@@ -312,9 +381,15 @@ main() {
         changes_json+="${changes_json:+,}$(json_str "$c")"
     done
     [[ $changed == false ]] && log "nothing to do: the archive server is set up"
-    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s]}\n' \
-        "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$(json_str "$BACKUP_USER")" \
-        "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "" "$changes_json"
+    local warnings_json="" w
+    for w in "${warnings[@]+"${warnings[@]}"}"; do
+        log "warning: $w"
+        warnings_json+="${warnings_json:+,}$(json_str "$w")"
+    done
+    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"reserve_percent":%s,"max_startups":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s],"warnings":[%s]}\n' \
+        "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" \
+        "$(json_str "$sshd_max_startups")" "$(json_str "$BACKUP_USER")" \
+        "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "" "$changes_json" "$warnings_json"
 }
 
 # Everything above is definitions: bash has read the whole script before anything runs, and

@@ -139,6 +139,12 @@ pub struct ArchiveSetUp {
     pub keep_weekly: u32,
     #[serde(default)]
     pub keep_monthly: u32,
+    /// The share of the backup file system kept free.
+    #[serde(default)]
+    pub reserve_percent: u32,
+    /// The MaxStartups sshd uses now (`start:rate:full`).
+    #[serde(default)]
+    pub max_startups: String,
     pub backup_user: String,
     pub backup_root: String,
     pub admin_keys: u32,
@@ -146,6 +152,9 @@ pub struct ArchiveSetUp {
     pub installed: Vec<String>,
     #[serde(default)]
     pub changes: Vec<String>,
+    /// What the admin must know (sshd's MaxStartups lower than a fleet needs, ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Finds the `0km-result` line of a playbook's (or an archive tool's) output and reads it into

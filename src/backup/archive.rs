@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The archive tools this 0km speaks to (`0km-archive version`); an older archive is refused
 /// with the command that upgrades it.
-pub const TOOLS_VERSION: u32 = 6;
+pub const TOOLS_VERSION: u32 = 7;
 
 /// Characters the server accepts in a word of an admin command.
 pub fn is_safe_word(w: &str) -> bool {
@@ -79,11 +79,17 @@ pub struct Version {
     pub version: String,
 }
 
-/// `authorize HOST TYPE BLOB`.
+/// `authorize HOST TYPE BLOB [--new-generation]`.
 #[derive(Debug, Deserialize)]
 pub struct Authorized {
     #[serde(default)]
     pub replaced: bool,
+    /// The generation the area's backups are in now.
+    #[serde(default)]
+    pub generation: u32,
+    /// This key started it.
+    #[serde(default)]
+    pub new_generation: bool,
 }
 
 /// `keys`: the backup keys and read keys the archive holds.
@@ -93,6 +99,20 @@ pub struct Keys {
     pub keys: Vec<KeyEntry>,
     #[serde(default)]
     pub read_keys: Vec<KeyEntry>,
+    /// Every area: its snapshots and the key of its generation.
+    #[serde(default)]
+    pub areas: Vec<AreaEntry>,
+}
+
+/// One area of `keys`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AreaEntry {
+    pub host: String,
+    pub snapshots: u64,
+    pub newest: Option<String>,
+    pub generation: u32,
+    /// The backup key of its current generation.
+    pub key: Option<String>,
 }
 
 /// One key of `keys`, for the area `host`.
@@ -108,6 +128,14 @@ impl Keys {
         self.keys.iter().any(|k| k.host == area && k.blob == blob)
     }
 
+    /// The area, when `blob` would start a new generation of it: it holds snapshots made
+    /// with another key (a rebuilt VPS, a new key, a VPS moved here).
+    pub fn new_generation(&self, area: &str, blob: &str) -> Option<&AreaEntry> {
+        self.areas
+            .iter()
+            .find(|a| a.host == area && a.snapshots > 0 && a.key.as_deref() != Some(blob))
+    }
+
     /// Whether the area holds that read key.
     pub fn has_read_key(&self, area: &str, blob: &str) -> bool {
         self.read_keys
@@ -120,8 +148,32 @@ impl Keys {
 #[derive(Debug, Default, Deserialize)]
 pub struct List {
     pub retention: Option<Retention>,
+    /// The backup file system's size, free space and reserve.
+    pub space: Option<Space>,
     #[serde(default)]
     pub backups: Vec<BackupInfo>,
+}
+
+/// The archive's backup file system, as `list` reports it (bytes).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Space {
+    pub size: u64,
+    pub free: u64,
+    pub reserve_percent: u32,
+    pub reserve: u64,
+}
+
+/// `policy HOST [SETTING=VALUE...]`: a host's quota and retention, and which settings are its
+/// own (the archive's apply to the others).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Policy {
+    #[serde(default)]
+    pub changed: bool,
+    pub host: String,
+    pub quota: Option<u64>,
+    pub retention: Retention,
+    #[serde(default)]
+    pub own: Vec<String>,
 }
 
 /// What the archive keeps of each VPS's snapshots (besides the newest complete one, always).
@@ -150,6 +202,19 @@ pub struct BackupInfo {
     pub last_state: Option<String>,
     #[serde(default)]
     pub snapshots: Vec<String>,
+    /// The generation its backups are in (a new key for an area with snapshots starts one).
+    #[serde(default = "one")]
+    pub generation: u32,
+    /// Its quota in bytes, when it has one.
+    #[serde(default)]
+    pub quota: Option<u64>,
+    /// Its retention (its own, or the archive's).
+    #[serde(default)]
+    pub retention: Option<Retention>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `snapshots HOST`.
@@ -157,6 +222,9 @@ pub struct BackupInfo {
 pub struct Snapshots {
     /// The newest complete snapshot.
     pub latest: Option<String>,
+    /// The generation the host's backups are in now.
+    #[serde(default = "one")]
+    pub generation: u32,
     #[serde(default)]
     pub snapshots: Vec<SnapshotInfo>,
 }
@@ -176,6 +244,9 @@ pub struct SnapshotInfo {
     pub files: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// The generation it belongs to.
+    #[serde(default = "one")]
+    pub generation: u32,
 }
 
 /// `inspect HOST SNAPSHOT PATH...`: the snapshot `latest` resolved to, and each path in it.

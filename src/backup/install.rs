@@ -31,6 +31,8 @@ pub struct InstallOptions {
     pub archive: ArchiveSpec,
     /// `MIN HOUR` of the daily backup; default derived from the host name.
     pub schedule: Option<String>,
+    /// A VPS that backs up to another archive is moved without asking (`--yes`).
+    pub allow_moves: bool,
 }
 
 /// Why the run stopped before doing anything on the VPSes.
@@ -65,6 +67,27 @@ pub struct Install<'a> {
     pub log: Option<RunLog>,
 }
 
+/// A key that would start a new generation of its area: the archive holds snapshots of that
+/// area made with another key.
+#[derive(Debug, Clone)]
+pub struct NewGeneration {
+    pub host: String,
+    pub area: String,
+    /// The snapshots of the current generation, the newest of them, and its number.
+    pub snapshots: u64,
+    pub newest: Option<String>,
+    pub generation: u32,
+}
+
+/// A VPS that backs up to another archive now: moving it is asked first.
+#[derive(Debug, Clone)]
+pub struct Move {
+    pub host: String,
+    pub area: String,
+    /// `HOST:PORT` of the archive it backs up to now.
+    pub from: String,
+}
+
 /// The state after passes 1 and 2: each VPS's result so far, and the keys to authorise.
 pub struct Prepared {
     results: BTreeMap<String, HostResult>,
@@ -72,6 +95,17 @@ pub struct Prepared {
     keys: Vec<VpsKey>,
     /// The backup keys the archive does not hold yet: the question is about these.
     pub new: Vec<VpsKey>,
+    /// Those of `new` that would start a new generation of their area.
+    pub generations: Vec<NewGeneration>,
+    /// The VPSes that back up to another archive now, left as they are until confirmed.
+    pub moves: Vec<Move>,
+}
+
+impl Prepared {
+    /// Whether anything needs the admin's word: a key to authorise, a VPS to move.
+    pub fn needs_confirmation(&self) -> bool {
+        !self.new.is_empty() || !self.moves.is_empty()
+    }
 }
 
 /// `mirror-dir backup`'s result.
@@ -91,6 +125,9 @@ struct BackedUp {
     duration_s: Option<serde_json::Number>,
     #[serde(default)]
     warnings: Vec<String>,
+    /// Roots the charms found on the VPS that no backup held before (mailcow installed since).
+    #[serde(default)]
+    new_roots: Vec<String>,
 }
 
 impl Install<'_> {
@@ -101,33 +138,57 @@ impl Install<'_> {
         }
     }
 
-    /// Passes 1 and 2; then the keys that are new to the archive are in `new`.
+    /// Passes 1 and 2; then the keys that are new to the archive are in `new`, those that
+    /// would start a new generation in `generations`, and the VPSes that back up to another
+    /// archive (left as they are, unless `allow_moves`) in `moves`.
     pub async fn prepare(&self) -> Result<Prepared, InstallError> {
         let known = self.archive_state().await?;
+        let (server, known_hosts_b64) = self.server().await?;
+        let (results, keys, moves) = self
+            .install_on_vpses(self.vps, &server, &known_hosts_b64, self.opts.allow_moves)
+            .await?;
+        let mut p = Prepared {
+            results,
+            known,
+            keys,
+            new: Vec::new(),
+            generations: Vec::new(),
+            moves,
+        };
+        p.sort_keys();
+        Ok(p)
+    }
+
+    /// The archive as a VPS reaches it (`HOST:PORT`), and its host keys (base64).
+    async fn server(&self) -> Result<(String, String), InstallError> {
         let endpoint = self
             .fleet
             .engine
             .known_endpoint(self.archive)
             .await
             .map_err(|e| self.archive_error(e))?;
-        let server = format!("{}:{}", endpoint.hostname, endpoint.port);
-        let known_hosts_b64 = crate::encoding::base64(endpoint.lines.join("\n").as_bytes());
-        let (results, keys) = self.install_on_vpses(&server, &known_hosts_b64).await?;
-        let new = keys
-            .iter()
-            .filter(|k| !known.has_backup_key(&k.area, &k.key.blob))
-            .cloned()
-            .collect();
-        Ok(Prepared {
-            results,
-            known,
-            keys,
-            new,
-        })
+        Ok((
+            format!("{}:{}", endpoint.hostname, endpoint.port),
+            crate::encoding::base64(endpoint.lines.join("\n").as_bytes()),
+        ))
     }
 
-    /// The question was declined: the new keys' VPSes fail, nothing is authorised.
+    /// The question was declined: the new keys' VPSes fail, nothing is authorised, and the
+    /// VPSes to move back up where they did.
     pub fn decline(&self, mut p: Prepared) -> Vec<HostResult> {
+        for m in &p.moves {
+            if let Some(r) = p.results.get_mut(&m.host) {
+                fail(
+                    r,
+                    "move",
+                    format!(
+                        "not moved: declined at the prompt (it still backs up to {})",
+                        m.from
+                    ),
+                    None,
+                );
+            }
+        }
         for k in &p.new {
             if let Some(r) = p.results.get_mut(&k.host) {
                 fail(
@@ -141,8 +202,38 @@ impl Install<'_> {
         self.ordered(p.results)
     }
 
-    /// Passes 3 to 5, after the question.
+    /// Passes 3 to 5, after the question; the VPSes to move are installed first.
     pub async fn finish(&self, mut p: Prepared) -> Result<Vec<HostResult>, InstallError> {
+        if !p.moves.is_empty() {
+            let moving: Vec<Target> = self
+                .vps
+                .iter()
+                .filter(|t| p.moves.iter().any(|m| m.host == t.name))
+                .cloned()
+                .collect();
+            let (server, known_hosts_b64) = self.server().await?;
+            let (results, keys, _) = self
+                .install_on_vpses(&moving, &server, &known_hosts_b64, true)
+                .await?;
+            for m in &p.moves {
+                if let Some(r) = p.results.get_mut(&m.host) {
+                    *r = results.get(&m.host).cloned().unwrap_or_else(|| r.clone());
+                }
+            }
+            p.keys.retain(|k| !p.moves.iter().any(|m| m.host == k.host));
+            p.keys.extend(keys);
+            for m in &p.moves {
+                if let Some(r) = p.results.get_mut(&m.host) {
+                    if ok(r) {
+                        push_note(r, format!(
+                            "moved from the archive {}: it keeps this VPS's snapshots and its key; revoke the key there with `ssh ADMIN@{} revoke {}` when you no longer need it to back up there",
+                            m.from, m.from, m.area
+                        ));
+                    }
+                }
+            }
+            p.sort_keys();
+        }
         self.authorize(&mut p).await?;
         self.grant_recover_keys(&mut p).await?;
         self.backup_now(&mut p.results).await?;
@@ -173,32 +264,45 @@ impl Install<'_> {
             })
     }
 
-    /// 2. Every VPS: the charm, its install hook, its keys.
+    /// Pass 2, every VPS: the charm, its install hook, its keys. A VPS that backs up to another
+    /// archive is left as it is unless `allow_moves`: it is returned among the moves.
     async fn install_on_vpses(
         &self,
+        vps: &[Target],
         server: &str,
         known_hosts_b64: &str,
-    ) -> Result<(BTreeMap<String, HostResult>, Vec<VpsKey>), InstallError> {
+        allow_moves: bool,
+    ) -> Result<(BTreeMap<String, HostResult>, Vec<VpsKey>, Vec<Move>), InstallError> {
         let schedule = self.opts.schedule.as_deref();
         let read: std::sync::Mutex<Vec<VpsKey>> = Default::default();
+        let moves: std::sync::Mutex<Vec<Move>> = Default::default();
         let installed = self
             .fleet
-            .run(
-                self.vps,
-                self.ui.reporter(self.vps.len()),
-                self.log.clone(),
-                |ctx| {
-                    let read = &read;
-                    async move {
-                        let (done, key) =
-                            install_on_vps(&ctx, server, known_hosts_b64, schedule).await?;
-                        read.lock().expect("keys lock").push(key);
-                        Ok(done)
+            .run(vps, self.ui.reporter(vps.len()), self.log.clone(), |ctx| {
+                let (read, moves) = (&read, &moves);
+                async move {
+                    if !allow_moves {
+                        if let Some(from) = moving_from(&ctx, server).await? {
+                            moves.lock().expect("moves lock").push(Move {
+                                host: ctx.target.name.clone(),
+                                area: super::area_name(&ctx.target),
+                                from,
+                            });
+                            return Ok(Done {
+                                changed: false,
+                                data: serde_json::json!({}),
+                            });
+                        }
                     }
-                },
-            )
+                    let (done, key) =
+                        install_on_vps(&ctx, server, known_hosts_b64, schedule).await?;
+                    read.lock().expect("keys lock").push(key);
+                    Ok(done)
+                }
+            })
             .await?;
         let read = read.into_inner().expect("keys lock");
+        let moves = moves.into_inner().expect("moves lock");
         let mut results = BTreeMap::new();
         let mut keys = Vec::new();
         for r in installed {
@@ -207,20 +311,22 @@ impl Install<'_> {
             }
             results.insert(r.host.clone(), r);
         }
-        Ok((results, keys))
+        Ok((results, keys, moves))
     }
 
     /// 3. The archive authorises the new keys, each for its own area.
     async fn authorize(&self, p: &mut Prepared) -> Result<(), InstallError> {
         if !p.new.is_empty() {
+            // A key that starts a new generation says so: the archive refuses it otherwise.
             let calls: Vec<(String, Vec<&str>)> = p
                 .new
                 .iter()
                 .map(|k| {
-                    (
-                        format!("authorize {}", k.host),
-                        vec!["authorize", &k.area, &k.key.key_type, &k.key.blob],
-                    )
+                    let mut words = vec!["authorize", &k.area, &k.key.key_type, &k.key.blob];
+                    if p.generations.iter().any(|g| g.host == k.host) {
+                        words.push("--new-generation");
+                    }
+                    (format!("authorize {}", k.host), words)
                 })
                 .collect();
             let auth = self.archive_calls::<archive::Authorized>(&calls).await?;
@@ -240,12 +346,17 @@ impl Install<'_> {
                     ),
                     Ok(Err(f)) => fail(r, "authorize", f.reason.clone(), f.stderr_tail.clone()),
                     Ok(Ok(a)) => {
-                        let detail = if a.replaced {
-                            "authorised for its area, replacing its previous key"
-                        } else {
-                            "authorised for its area"
+                        let detail = match (a.new_generation, a.replaced) {
+                            (true, _) => format!(
+                                "authorised for its area, starting generation {} (the snapshots of the previous ones stay)",
+                                a.generation
+                            ),
+                            (false, true) => {
+                                "authorised for its area, replacing its previous key".into()
+                            }
+                            (false, false) => "authorised for its area".into(),
                         };
-                        push_step(r, "authorize", "changed", detail.into());
+                        push_step(r, "authorize", "changed", detail);
                         r.status = Outcome::Changed;
                     }
                 }
@@ -397,6 +508,12 @@ impl Install<'_> {
             for w in d.warnings {
                 push_note(r, w);
             }
+            for root in d.new_roots {
+                push_note(
+                    r,
+                    format!("newly backed up: {root} (found by the charms on this VPS)"),
+                );
+            }
             r.status = Outcome::Changed;
         }
         Ok(())
@@ -431,6 +548,57 @@ impl Install<'_> {
             .filter_map(|t| results.remove(&t.name))
             .collect()
     }
+}
+
+impl Prepared {
+    /// `new` and `generations` from `keys`: the keys the archive does not hold, and which of
+    /// them would start a new generation.
+    fn sort_keys(&mut self) {
+        self.new = self
+            .keys
+            .iter()
+            .filter(|k| !self.known.has_backup_key(&k.area, &k.key.blob))
+            .cloned()
+            .collect();
+        self.generations = self
+            .new
+            .iter()
+            .filter_map(|k| {
+                let a = self.known.new_generation(&k.area, &k.key.blob)?;
+                Some(NewGeneration {
+                    host: k.host.clone(),
+                    area: k.area.clone(),
+                    snapshots: a.snapshots,
+                    newest: a.newest.clone(),
+                    generation: a.generation,
+                })
+            })
+            .collect();
+    }
+}
+
+/// The archive this VPS backs up to now (`HOST:PORT` of /etc/rsync-backup/target.conf), when
+/// it is another than `server`.
+async fn moving_from(ctx: &HostCtx, server: &str) -> Result<Option<String>, StepFailure> {
+    let conf = ctx
+        .run(
+            "backup: current archive",
+            "cat /etc/rsync-backup/target.conf 2>/dev/null",
+            None,
+        )
+        .await?;
+    let text = String::from_utf8_lossy(&conf.stdout);
+    let value = |key: &str| {
+        text.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix(key).map(str::to_string))
+    };
+    let Some(host) = value("BACKUP_SERVER_HOST=").filter(|h| !h.is_empty()) else {
+        return Ok(None);
+    };
+    let port = value("BACKUP_SERVER_PORT=").unwrap_or_else(|| "22".into());
+    let current = format!("{host}:{port}");
+    Ok((current != server).then_some(current))
 }
 
 /// A VPS that backs up already keeps its area: named otherwise here (its address instead of

@@ -40,6 +40,10 @@ pub struct SetupArgs {
     /// Retention: the months of which one snapshot is kept
     #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9999))]
     pub keep_monthly: u32,
+    /// The share of the backup file system kept free: a backup that would cross it is stopped
+    /// and nothing of it kept, so one VPS never fills the archive for the others
+    #[arg(long, value_name = "PERCENT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=50))]
+    pub reserve_percent: u32,
 }
 
 pub async fn run(app: &App, cmd: &BackupServerCommand) -> anyhow::Result<Status> {
@@ -78,6 +82,8 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
         a.keep_weekly.to_string(),
         "--keep-monthly".into(),
         a.keep_monthly.to_string(),
+        "--reserve-percent".into(),
+        a.reserve_percent.to_string(),
         a.admin.clone(),
         a.keep_days.to_string(),
     ];
@@ -157,6 +163,11 @@ fn next_steps(app: &App, a: &SetupArgs, target: &crate::target::Target, r: &crat
         target.port,
     ));
     let admin = crate::target::format_destination(Some(&a.admin), host, port);
+    for w in r.data["warnings"].as_array().into_iter().flatten() {
+        if let Some(w) = w.as_str() {
+            app.ui.out(&format!("{}: warning: {w}", r.host));
+        }
+    }
     app.ui.out(&format!(
         "{} is an archive server ({}). Admin account: {admin}\n  0km vps-install backup {admin} VPS...\n  0km vps-backup list {admin}",
         r.host,

@@ -315,6 +315,7 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
             keep_last: 5,
             keep_weekly: 8,
             keep_monthly: 6,
+            reserve_percent: 5,
         }),
     )
     .await?;

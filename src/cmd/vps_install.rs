@@ -2,7 +2,7 @@
 //! the manual's `0km vps-install backup myadmin@core-06.0k.io:10023 myvps.fr`. The server may
 //! come from `backup.server` in the config. See `backup/install.rs`.
 
-use crate::backup::install::{Install, InstallOptions, VpsKey};
+use crate::backup::install::{Install, InstallOptions, Prepared};
 use crate::backup::ArchiveSpec;
 use crate::cmd::App;
 use crate::cmd::{Status, UsageError};
@@ -61,10 +61,11 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
     let opts = InstallOptions {
         archive: spec,
         schedule: a.schedule.clone(),
+        allow_moves: app.global.yes,
     };
     if !app.global.yes && !crate::ui::prompt::interactive() {
         return Err(UsageError(
-            "authorising keys on the archive needs a confirmation: run on a terminal, or pass --yes"
+            "authorising keys on the archive (and moving a VPS from another archive, or starting a new generation of its backups) needs a confirmation: run on a terminal, or pass --yes"
                 .into(),
         )
         .into());
@@ -78,7 +79,8 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
         log: log.clone(),
     };
     let prepared = install.prepare().await?;
-    let results = if prepared.new.is_empty() || app.global.yes || authorise(&opts, &prepared.new) {
+    let results = if !prepared.needs_confirmation() || app.global.yes || authorise(&opts, &prepared)
+    {
         install.finish(prepared).await?
     } else {
         install.decline(prepared)
@@ -98,24 +100,55 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
     Ok(Status::from_results(&results))
 }
 
-/// The one question: the keys about to be authorised.
-fn authorise(opts: &InstallOptions, new: &[VpsKey]) -> bool {
-    let mut q = format!(
-        "Authorise these backup keys on {}, each for its own area only?\n",
-        opts.archive
-    );
-    for k in new {
+/// The one question: the keys about to be authorised, the generations they start, the VPSes
+/// about to move from another archive.
+fn authorise(opts: &InstallOptions, p: &Prepared) -> bool {
+    let mut q = String::new();
+    if !p.new.is_empty() {
         q.push_str(&format!(
-            "  {:<24} {:<24} {}\n",
-            k.host,
-            k.area,
-            k.key.fingerprint()
+            "Authorise these backup keys on {}, each for its own area only?\n",
+            opts.archive
+        ));
+        for k in &p.new {
+            q.push_str(&format!(
+                "  {:<24} {:<24} {}\n",
+                k.host,
+                k.area,
+                k.key.fingerprint()
+            ));
+        }
+        q.push_str(
+            "(each VPS's backup key can only write its own backup; its recover key, for \
+             `vps recover-target`, can only read it)\n",
+        );
+    }
+    for g in &p.generations {
+        q.push_str(&format!(
+            "NEW GENERATION: {}'s area `{}` holds {} snapshot(s) made with another key (the newest {}); \
+             this key starts generation {} of it. The old snapshots stay, listed by \
+             `0km vps-backup snapshots {} {}` and recoverable by name, e.g. \
+             `0km vps-backup recover {}#{}@{} {}` (a rebuilt VPS: recover that one, not latest).\n",
+            g.host,
+            g.area,
+            g.snapshots,
+            g.newest.as_deref().unwrap_or("?"),
+            g.generation + 1,
+            opts.archive,
+            g.area,
+            opts.archive,
+            g.area,
+            g.newest.as_deref().unwrap_or("SNAPSHOT"),
+            g.host,
         ));
     }
-    q.push_str(
-        "(each VPS's backup key can only write its own backup; its recover key, for \
-         `vps recover-target`, can only read it)\nAuthorise them?",
-    );
+    for m in &p.moves {
+        q.push_str(&format!(
+            "MOVE: {} backs up to the archive {} now; it will back up to {} instead. {} keeps \
+             its snapshots of `{}` and this VPS's key (revoke it there when done).\n",
+            m.host, m.from, opts.archive, m.from, m.area
+        ));
+    }
+    q.push_str("Go on?");
     crate::ui::prompt::confirm(&q) == Some(true)
 }
 

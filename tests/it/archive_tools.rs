@@ -310,7 +310,7 @@ fn authorize_writes_one_key_line_and_the_area_and_a_second_run_changes_nothing()
     let r = a.archive(&["authorize", "vps1", &t, &b]).success().result();
     assert_eq!(
         r,
-        json!({"changed": true, "replaced": false, "host": "vps1"})
+        json!({"changed": true, "replaced": false, "host": "vps1", "generation": 1, "new_generation": false})
     );
     assert_eq!(
         a.keys_file(),
@@ -328,11 +328,11 @@ fn authorize_writes_one_key_line_and_the_area_and_a_second_run_changes_nothing()
     let r = a.archive(&["authorize", "vps1", &t, &b]).success().result();
     assert_eq!(
         r,
-        json!({"changed": false, "replaced": false, "host": "vps1"})
+        json!({"changed": false, "replaced": false, "host": "vps1", "generation": 1, "new_generation": false})
     );
     assert_eq!(a.state(""), before, "a second run changes nothing");
 
-    // Another key for the host replaces its key: still one line.
+    // Another key for the host (no snapshot yet) replaces its key: still one line.
     let (t2, b2) = a.new_key("k2");
     let r = a
         .archive(&["authorize", "vps1", &t2, &b2])
@@ -340,7 +340,7 @@ fn authorize_writes_one_key_line_and_the_area_and_a_second_run_changes_nothing()
         .result();
     assert_eq!(
         r,
-        json!({"changed": true, "replaced": true, "host": "vps1"})
+        json!({"changed": true, "replaced": true, "host": "vps1", "generation": 1, "new_generation": false})
     );
     assert_eq!(a.keys_file().lines().count(), 1);
     assert!(a.keys_file().contains(&b2) && !a.keys_file().contains(&b));
@@ -348,7 +348,8 @@ fn authorize_writes_one_key_line_and_the_area_and_a_second_run_changes_nothing()
     let r = a.archive(&["keys"]).success().result();
     assert_eq!(
         r,
-        json!({"changed": false, "keys": [{"host": "vps1", "type": t2, "blob": b2}], "read_keys": []})
+        json!({"changed": false, "keys": [{"host": "vps1", "type": t2, "blob": b2}], "read_keys": [],
+               "areas": [{"host": "vps1", "snapshots": 0, "newest": null, "generation": 1, "key": b2}]})
     );
 }
 
@@ -602,7 +603,7 @@ fn version_and_help_answer() {
     let a = Archive::new();
     assert_eq!(
         a.archive(&["version"]).success().result(),
-        json!({"changed": false, "version": "6"})
+        json!({"changed": false, "version": "7"})
     );
     let help = a.archive(&["help"]).success();
     assert!(
@@ -621,6 +622,7 @@ fn version_and_help_answer() {
         "snapshots",
         "inspect",
         "lists",
+        "policy",
         "version",
         "help",
     ];
@@ -697,7 +699,9 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
     assert_eq!(
         backups[1],
         json!({"host": "vps2", "authorized": true, "bytes": backups[1]["bytes"], "files": 0,
-               "last_success": null, "last_snapshot": null, "last_state": null, "snapshots": []})
+               "last_success": null, "last_snapshot": null, "last_state": null, "snapshots": [],
+               "generation": 1, "quota": null,
+               "retention": {"last": 5, "daily": 30, "weekly": 8, "monthly": 6}})
     );
 
     // Regular files only, their real type read from fake-super's xattr: hostname (6 bytes),
@@ -705,14 +709,15 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
     let snaps = a.archive(&["snapshots", "vps1"]).success().result();
     assert_eq!(
         snaps,
-        json!({"changed": false, "host": "vps1", "latest": today,
+        json!({"changed": false, "host": "vps1", "latest": today, "generation": 1,
                "snapshots": [{"name": today, "date": &today[..10], "time": snaps["snapshots"][0]["time"],
-                              "state": "complete", "reasons": [], "files": 5, "bytes": 10015}]})
+                              "state": "complete", "reasons": [], "files": 5, "bytes": 10015,
+                              "generation": 1}]})
     );
     let snaps = a.archive(&["snapshots", "vps2"]).success().result();
     assert_eq!(
         snaps,
-        json!({"changed": false, "host": "vps2", "latest": null, "snapshots": []})
+        json!({"changed": false, "host": "vps2", "latest": null, "generation": 1, "snapshots": []})
     );
 
     let r = a
@@ -760,7 +765,7 @@ fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
     // An empty command is `help`.
     let help = a.admin("").success().result();
     assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
-    assert_eq!(a.admin("  version ").success().result()["version"], "6");
+    assert_eq!(a.admin("  version ").success().result()["version"], "7");
     let r = a
         .admin(&format!("authorize vps1 {t} {b}"))
         .success()
@@ -845,7 +850,7 @@ fn a_backup_through_the_receive_filter_becomes_todays_snapshot_and_the_next_one_
     );
     assert_eq!(
         bash(&area, "ls -A"),
-        "current\nlast-success\nlock\nmeta\nreceive.log\nsnapshots",
+        "current\ngenerations\nlast-success\nlock\nmeta\nreceive.log\nsnapshots",
         "no incoming directory left"
     );
     // A second backup the same day is a snapshot of its own: the first stays as it was.
@@ -1228,4 +1233,131 @@ fn an_installed_filter_ignores_the_test_override() {
     });
     out.refused("no backup area for vps1 on this archive");
     assert_eq!(a.state(""), before, "the fixture was not touched");
+}
+
+#[test]
+fn a_new_key_for_an_area_with_snapshots_starts_a_generation_only_when_confirmed() {
+    let a = Archive::new();
+    a.seed();
+    let (_, b1) = a.authorize("vps1");
+    a.backup("vps1").success();
+    let first = newest(&a.area("vps1"));
+
+    // A rebuilt VPS's new key: refused without the word, nothing changed.
+    let (t2, b2) = a.new_key("rebuilt");
+    let before = a.state("");
+    a.archive(&["authorize", "vps1", &t2, &b2])
+        .refused("holds 1 snapshot(s)");
+    assert_eq!(a.state(""), before, "a refusal changes nothing");
+    assert!(a.keys_file().contains(&b1));
+
+    // Confirmed: generation 2, the old snapshot stays.
+    let r = a
+        .archive(&["authorize", "vps1", &t2, &b2, "--new-generation"])
+        .success()
+        .result();
+    assert_eq!(r["generation"], 2, "{r}");
+    assert_eq!(r["new_generation"], true, "{r}");
+    // Again with the same key: nothing to do, still generation 2.
+    let r = a
+        .archive(&["authorize", "vps1", &t2, &b2])
+        .success()
+        .result();
+    assert_eq!(
+        (r["changed"].clone(), r["generation"].clone()),
+        (json!(false), json!(2))
+    );
+
+    // The new machine's backups (nothing of the old data) are generation 2; with KEEP_LAST=1
+    // and one day, retention would have kept only the newest: generation 1 is not thinned.
+    a.set_conf("KEEP_LAST=1\nRETENTION_DAYS=1\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n");
+    bash(
+        a.dir(),
+        "rm -rf src && mkdir -p src/etc src/data && echo new >src/etc/hostname",
+    );
+    a.backup("vps1").success();
+    a.backup("vps1").success();
+    let snaps = a.archive(&["snapshots", "vps1"]).success().result();
+    let list: Vec<(String, u64)> = snaps["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["generation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        list.len(),
+        2,
+        "generation 1's one and generation 2's newest: {snaps}"
+    );
+    assert_eq!(list[0], (first.clone(), 1));
+    assert_eq!(list[1].1, 2);
+    assert_eq!(snaps["generation"], 2);
+    // The old data is still there, byte for byte.
+    assert_eq!(
+        bash(
+            &a.area("vps1"),
+            &format!("cat snapshots/{first}/etc/hostname")
+        ),
+        "hello"
+    );
+    let keys = a.archive(&["keys"]).success().result();
+    assert_eq!(keys["areas"][0]["generation"], 2, "{keys}");
+    assert_eq!(keys["areas"][0]["key"], b2.as_str(), "{keys}");
+}
+
+#[test]
+fn policy_sets_a_hosts_quota_and_retention_and_the_receiver_keeps_to_them() {
+    let a = Archive::new();
+    a.seed();
+    a.authorize("vps1");
+    a.authorize("vps2");
+    let r = a
+        .archive(&["policy", "vps1", "quota=20K", "keep-last=2"])
+        .success()
+        .result();
+    assert_eq!(r["quota"], 20480, "{r}");
+    assert_eq!(r["retention"]["last"], 2, "{r}");
+    assert_eq!(r["own"], json!(["KEEP_LAST", "QUOTA_BYTES"]), "{r}");
+    // Again: nothing changes.
+    let r = a
+        .archive(&["policy", "vps1", "quota=20K", "keep-last=2"])
+        .success()
+        .result();
+    assert_eq!(r["changed"], false, "{r}");
+    for bad in [
+        vec!["policy", "vps1", "quota=lots"],
+        vec!["policy", "vps1", "keep-last=-1"],
+        vec!["policy", "vps1", "colour=blue"],
+        vec!["policy", "nohost", "quota=1G"],
+    ] {
+        a.archive(&bad).refused("");
+    }
+
+    // The seed is over 20 KiB: vps1's backup is refused with the figures, nothing kept;
+    // vps2 (no quota) backs up.
+    let out = a.backup("vps1");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr.contains("over its quota of 20.0 KiB") && out.stderr.contains("nothing kept"),
+        "{out:?}"
+    );
+    assert_eq!(bash(&a.area("vps1"), "ls snapshots | wc -l"), "0");
+    assert_eq!(
+        bash(&a.area("vps1"), "ls -A | grep -c incoming || true"),
+        "0"
+    );
+    a.backup("vps2").success();
+    let list = a.archive(&["list"]).success().result();
+    assert_eq!(list["backups"][0]["quota"], 20480, "{list}");
+    assert_eq!(list["backups"][1]["quota"], Value::Null, "{list}");
+
+    // Back to the archive's: the backup goes through.
+    a.archive(&["policy", "vps1", "quota=default"]).success();
+    a.backup("vps1").success();
+    assert_eq!(bash(&a.area("vps1"), "ls snapshots | wc -l"), "1");
 }

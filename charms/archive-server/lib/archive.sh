@@ -107,6 +107,93 @@ conf_get() {
     printf '%s' "$value"
 }
 
+# policy_get HOST KEY DEFAULT REGEX: a setting of HOST's backups: its line in
+# ARCHIVE_ETC/hosts/HOST.conf (written by `0km-archive policy`), else archive.conf's, else
+# DEFAULT. A bad value: a message, status 1.
+policy_get() {
+    local host=$1 key=$2 value line file=$ARCHIVE_ETC/hosts/$1.conf
+    value=$(conf_get "$key" "$3" "$4") || return 1
+    if [[ -f $file && ! -L $file ]]; then
+        while IFS= read -r line; do
+            [[ $line == "$key="* ]] && value=${line#"$key="}
+        done <"$file"
+    fi
+    if [[ ! $value =~ $4 ]]; then
+        say "$file: bad $key value $(json_str "$value")"
+        return 1
+    fi
+    printf '%s' "$value"
+}
+
+# The settings a host may override and their patterns.
+declare -A POLICY_RE=([KEEP_LAST]='^[0-9]{1,4}$' [RETENTION_DAYS]='^[1-9][0-9]{0,3}$'
+    [KEEP_WEEKLY]='^[0-9]{1,4}$' [KEEP_MONTHLY]='^[0-9]{1,4}$' [QUOTA_BYTES]='^[0-9]{1,18}$')
+
+# load_policy HOST: sets KEEP_LAST, KEEP_DAILY (RETENTION_DAYS), KEEP_WEEKLY, KEEP_MONTHLY and
+# QUOTA (bytes, 0: none) for HOST; status 1 on a bad value (said).
+# shellcheck disable=SC2034 # read by the tools that source this file
+load_policy() {
+    KEEP_LAST=$(policy_get "$1" KEEP_LAST 5 "${POLICY_RE[KEEP_LAST]}") || return 1
+    KEEP_DAILY=$(policy_get "$1" RETENTION_DAYS 30 "${POLICY_RE[RETENTION_DAYS]}") || return 1
+    KEEP_WEEKLY=$(policy_get "$1" KEEP_WEEKLY 8 "${POLICY_RE[KEEP_WEEKLY]}") || return 1
+    KEEP_MONTHLY=$(policy_get "$1" KEEP_MONTHLY 6 "${POLICY_RE[KEEP_MONTHLY]}") || return 1
+    QUOTA=$(policy_get "$1" QUOTA_BYTES 0 "${POLICY_RE[QUOTA_BYTES]}") || return 1
+    QUOTA=$((10#$QUOTA))
+}
+
+# space_of DIR: sets fs_avail and fs_size, in bytes, of DIR's file system (df, for the
+# unprivileged user: root's reserved blocks are not available), and fs_reserve, the bytes
+# RESERVE_PERCENT of archive.conf keeps free (default 5 %), and fs_pct that percentage.
+# shellcheck disable=SC2034 # read by the tools that source this file
+space_of() {
+    local pct
+    read -r fs_avail fs_size < <(df -B1 --output=avail,size -- "$1" | tail -n 1)
+    if [[ ! $fs_avail =~ ^[0-9]+$ || ! $fs_size =~ ^[0-9]+$ ]]; then
+        say "cannot read the free space of $1 (df)"
+        return 1
+    fi
+    pct=$(conf_get RESERVE_PERCENT 5 '^([0-9]|[1-4][0-9]|50)$') || return 1
+    fs_reserve=$((fs_size * pct / 100))
+    fs_pct=$pct
+}
+
+# human BYTES: BYTES for a message (KiB, MiB, GiB, TiB with one decimal).
+human() {
+    local b=$1 u=(B KiB MiB GiB TiB PiB) i=0 d=1
+    while ((b >= d * 1024 && i < 5)); do
+        d=$((d * 1024))
+        i=$((i + 1))
+    done
+    if ((i == 0)); then
+        printf '%d B' "$b"
+    else
+        printf '%d.%d %s' "$((b / d))" "$((b * 10 / d % 10))" "${u[i]}"
+    fi
+}
+
+# area_generation AREA: the generation the area's backups are in now (the last line of
+# AREA/generations, `N EPOCH TYPE BLOB`, written by `0km-archive authorize`); 1 without it.
+area_generation() {
+    local line n=1
+    if [[ -f $1/generations && ! -L $1/generations ]]; then
+        while IFS= read -r line; do
+            [[ $line =~ ^([1-9][0-9]{0,5})\  ]] && n=${BASH_REMATCH[1]}
+        done <"$1/generations"
+    fi
+    printf '%s' "$n"
+}
+
+# snapshot_generation AREA NAME: the generation recorded in AREA/meta/NAME; 1 without one.
+snapshot_generation() {
+    local line g=1
+    if [[ -f $1/meta/$2 && ! -L $1/meta/$2 ]]; then
+        while IFS= read -r line; do
+            [[ $line =~ ^generation=([1-9][0-9]{0,5})$ ]] && g=${BASH_REMATCH[1]}
+        done <"$1/meta/$2"
+    fi
+    printf '%s' "$g"
+}
+
 # valid_host NAME: lower case letters, digits, dots and dashes, a letter or digit at each end,
 # no `..`.
 valid_host() { [[ $1 =~ $HOST_RE && $1 != *..* ]]; }

@@ -37,7 +37,16 @@ fn print_table(app: &App, list: &List) {
     for b in &list.backups {
         table.row(vec![
             b.host.clone(),
-            format::bytes(b.bytes),
+            // Use against its quota, when it has one.
+            match b.quota {
+                Some(q) => format!(
+                    "{} of {} ({}%)",
+                    format::bytes(b.bytes),
+                    format::bytes(q),
+                    b.bytes.saturating_mul(100) / q.max(1)
+                ),
+                None => format::bytes(b.bytes),
+            },
             b.files.to_string(),
             b.last_success
                 .map(|t| format!("{} ago", format::age(now - t)))
@@ -57,10 +66,10 @@ fn print_table(app: &App, list: &List) {
                 }
                 cell
             },
-            if b.authorized {
-                "authorised".into()
-            } else {
-                "revoked".into()
+            match (b.authorized, b.generation) {
+                (true, 1) => "authorised".into(),
+                (true, g) => format!("authorised (generation {g})"),
+                (false, _) => "revoked".into(),
             },
         ]);
     }
@@ -69,6 +78,28 @@ fn print_table(app: &App, list: &List) {
         app.ui.out(&format!(
             "Kept per VPS: the newest complete snapshot, the last {}, one a day for {} days, one a week for {} weeks, one a month for {} months",
             r.last, r.daily, r.weekly, r.monthly
+        ));
+    }
+    // The hosts whose retention is their own.
+    for b in &list.backups {
+        if let (Some(own), Some(all)) = (&b.retention, &list.retention) {
+            if (own.last, own.daily, own.weekly, own.monthly)
+                != (all.last, all.daily, all.weekly, all.monthly)
+            {
+                app.ui.out(&format!(
+                    "  {}: its own: the last {}, {} days, {} weeks, {} months",
+                    b.host, own.last, own.daily, own.weekly, own.monthly
+                ));
+            }
+        }
+    }
+    if let Some(s) = &list.space {
+        app.ui.out(&format!(
+            "Backup file system: {} free of {}; {}% ({}) is kept free (a backup crossing it is stopped)",
+            format::bytes(s.free),
+            format::bytes(s.size),
+            s.reserve_percent,
+            format::bytes(s.reserve)
         ));
     }
     if table.is_empty() {

@@ -1,8 +1,10 @@
 //! `0km vps-backup`: its subcommands, one file each: `list` (what the archive holds, per
-//! backed-up host) and `recover` (a whole host, a path or components from a snapshot onto a
+//! backed-up host), `snapshots` (one host's), `policy` (one host's quota and retention) and
+//! `recover` (a whole host, a path or components from a snapshot onto a
 //! VPS, with a plan, a confirmation and a check; the stages are in `backup/recover/`).
 
 mod list;
+mod policy;
 mod recover;
 mod snapshots;
 
@@ -18,6 +20,34 @@ pub enum VpsBackupCommand {
     Snapshots(SnapshotsArgs),
     /// Restore a host, a path or components onto a VPS: plan, confirm, restore, verify
     Recover(RecoverArgs),
+    /// One host's own quota and retention on the archive (without options: what applies)
+    Policy(PolicyArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    0km vps-backup policy myadmin@core:10023 mail.example.com --quota 200G --keep-last 10\n  \
+    0km vps-backup policy mail.example.com --quota none --keep-days default")]
+pub struct PolicyArgs {
+    /// [ADMIN@SERVER[:PORT]] HOST (the server defaults to backup.server of the config)
+    #[arg(required = true, num_args = 1..=2, value_name = "ARGS")]
+    pub args: Vec<String>,
+    /// The most its area may take, snapshots together (hard links counted once): 50G, 800M;
+    /// `none`; `default` (the archive's: none). A backup that would cross it is refused
+    #[arg(long, value_name = "SIZE")]
+    pub quota: Option<String>,
+    /// Retention: the newest snapshots kept (`default`: the archive's)
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<String>,
+    /// Retention: the days of which one snapshot is kept
+    #[arg(long, value_name = "N")]
+    pub keep_days: Option<String>,
+    /// Retention: the weeks of which one snapshot is kept
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<String>,
+    /// Retention: the months of which one snapshot is kept
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +94,7 @@ pub async fn run(app: &App, cmd: &VpsBackupCommand) -> anyhow::Result<Status> {
         VpsBackupCommand::List(a) => list::run(app, a).await,
         VpsBackupCommand::Snapshots(a) => snapshots::run(app, a).await,
         VpsBackupCommand::Recover(a) => recover::run(app, a).await,
+        VpsBackupCommand::Policy(a) => policy::run(app, a).await,
     }
 }
 

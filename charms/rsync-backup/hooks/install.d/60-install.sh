@@ -230,6 +230,8 @@ else
     cat >"$tmp" <<'EOF'
 # Directories backed up by `mirror-dir backup` (charm rsync-backup, see docs/backups.md).
 # Written once by the install hook; your edits are kept (it is never rewritten).
+# mirror-dir adds what the charms found on the host (mailcow's configuration and volumes) at
+# every backup; list such a directory here to set its excludes yourself.
 #
 # Format (a subset of YAML): one absolute directory per top-level key, optionally with an
 # `exclude:` list of rsync patterns relative to that directory: "/x" is anchored at the
@@ -252,27 +254,14 @@ else
   exclude:
   - /.*.tmp.*
 EOF
-    if [[ -f $MAILCOW_CONF ]]; then
-        project=$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$MAILCOW_CONF" | tail -n 1 | tr -d '"'"'"'')
-        [[ $project =~ ^[a-z0-9][a-z0-9_-]*$ ]] || project=mailcowdockerized
-        vols=/var/lib/docker/volumes
-        {
-            echo "# mailcow (components of the mailcow charm; mysql is the dump above)"
-            echo "/opt/mailcow-dockerized:"
-            echo "  exclude:"
-            echo "  - /data/web/.well-known/acme-challenge/"
-            for v in postfix rspamd redis crypt vmail vmail-index vmail-attachments; do
-                # vmail-attachments is not part of stock mailcow: only when present.
-                if [[ $v == vmail-attachments && ! -d $vols/${project}_$v-vol-1 ]]; then
-                    continue
-                fi
-                echo "$vols/${project}_$v-vol-1:"
-            done
-        } >>"$tmp"
-        echo "0km-note: mailcow found: its configuration and volumes ($project) are in $MIRROR_CONF; its database is dumped before each backup"
-    fi
     put_file "$tmp" "$MIRROR_CONF" 0644
     echo "0km-changed: wrote $MIRROR_CONF (what to back up: edit it to add directories or excludes)"
+fi
+
+# The roots of the applications the charms know (mailcow) are not written here: mirror-dir
+# adds them at every backup, so one installed later is backed up too.
+if [[ -f $MAILCOW_CONF ]]; then
+    echo "0km-note: mailcow found: mirror-dir backs up its configuration and volumes at every backup (besides $MIRROR_CONF), and dumps its database first"
 fi
 
 # ---- the tool and the schedule ----------------------------------------------------------
