@@ -86,6 +86,8 @@ pub struct Move {
     pub area: String,
     /// `HOST:PORT` of the archive it backs up to now.
     pub from: String,
+    /// Left as it was until confirmed (else moved already, with `--yes`).
+    pub pending: bool,
 }
 
 /// The state after passes 1 and 2: each VPS's result so far, and the keys to authorise.
@@ -104,7 +106,7 @@ pub struct Prepared {
 impl Prepared {
     /// Whether anything needs the admin's word: a key to authorise, a VPS to move.
     pub fn needs_confirmation(&self) -> bool {
-        !self.new.is_empty() || !self.moves.is_empty()
+        !self.new.is_empty() || self.moves.iter().any(|m| m.pending)
     }
 }
 
@@ -176,7 +178,7 @@ impl Install<'_> {
     /// The question was declined: the new keys' VPSes fail, nothing is authorised, and the
     /// VPSes to move back up where they did.
     pub fn decline(&self, mut p: Prepared) -> Vec<HostResult> {
-        for m in &p.moves {
+        for m in p.moves.iter().filter(|m| m.pending) {
             if let Some(r) = p.results.get_mut(&m.host) {
                 fail(
                     r,
@@ -204,35 +206,34 @@ impl Install<'_> {
 
     /// Passes 3 to 5, after the question; the VPSes to move are installed first.
     pub async fn finish(&self, mut p: Prepared) -> Result<Vec<HostResult>, InstallError> {
-        if !p.moves.is_empty() {
-            let moving: Vec<Target> = self
-                .vps
-                .iter()
-                .filter(|t| p.moves.iter().any(|m| m.host == t.name))
-                .cloned()
-                .collect();
+        let moving: Vec<Target> = self
+            .vps
+            .iter()
+            .filter(|t| p.moves.iter().any(|m| m.pending && m.host == t.name))
+            .cloned()
+            .collect();
+        if !moving.is_empty() {
             let (server, known_hosts_b64) = self.server().await?;
             let (results, keys, _) = self
                 .install_on_vpses(&moving, &server, &known_hosts_b64, true)
                 .await?;
-            for m in &p.moves {
-                if let Some(r) = p.results.get_mut(&m.host) {
-                    *r = results.get(&m.host).cloned().unwrap_or_else(|| r.clone());
+            for t in &moving {
+                if let (Some(r), Some(new)) = (p.results.get_mut(&t.name), results.get(&t.name)) {
+                    *r = new.clone();
                 }
             }
-            p.keys.retain(|k| !p.moves.iter().any(|m| m.host == k.host));
+            p.keys.retain(|k| !moving.iter().any(|t| t.name == k.host));
             p.keys.extend(keys);
-            for m in &p.moves {
-                if let Some(r) = p.results.get_mut(&m.host) {
-                    if ok(r) {
-                        push_note(r, format!(
-                            "moved from the archive {}: it keeps this VPS's snapshots and its key; revoke the key there with `ssh ADMIN@{} revoke {}` when you no longer need it to back up there",
-                            m.from, m.from, m.area
-                        ));
-                    }
-                }
-            }
             p.sort_keys();
+        }
+        for m in &p.moves {
+            if let Some(r) = p.results.get_mut(&m.host).filter(|r| ok(r)) {
+                let (host, port) = m.from.rsplit_once(':').unwrap_or((&m.from, "22"));
+                push_note(r, format!(
+                    "moved from the archive {}: it keeps this VPS's snapshots and its key; revoke the key there when it no longer backs up there: ssh -p {port} ADMIN@{host} revoke {}",
+                    m.from, m.area
+                ));
+            }
         }
         self.authorize(&mut p).await?;
         self.grant_recover_keys(&mut p).await?;
@@ -281,13 +282,14 @@ impl Install<'_> {
             .run(vps, self.ui.reporter(vps.len()), self.log.clone(), |ctx| {
                 let (read, moves) = (&read, &moves);
                 async move {
-                    if !allow_moves {
-                        if let Some(from) = moving_from(&ctx, server).await? {
-                            moves.lock().expect("moves lock").push(Move {
-                                host: ctx.target.name.clone(),
-                                area: super::area_name(&ctx.target),
-                                from,
-                            });
+                    if let Some(from) = moving_from(&ctx, server).await? {
+                        moves.lock().expect("moves lock").push(Move {
+                            host: ctx.target.name.clone(),
+                            area: super::area_name(&ctx.target),
+                            from,
+                            pending: !allow_moves,
+                        });
+                        if !allow_moves {
                             return Ok(Done {
                                 changed: false,
                                 data: serde_json::json!({}),

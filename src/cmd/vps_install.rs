@@ -141,7 +141,7 @@ fn authorise(opts: &InstallOptions, p: &Prepared) -> bool {
             g.host,
         ));
     }
-    for m in &p.moves {
+    for m in p.moves.iter().filter(|m| m.pending) {
         q.push_str(&format!(
             "MOVE: {} backs up to the archive {} now; it will back up to {} instead. {} keeps \
              its snapshots of `{}` and this VPS's key (revoke it there when done).\n",

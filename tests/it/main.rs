@@ -5,6 +5,7 @@
 
 mod support;
 
+mod archive_events;
 mod archive_tools;
 mod backup;
 mod check;

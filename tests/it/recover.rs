@@ -497,7 +497,7 @@ exit 0
 
 /// A mailcow host: its compose project (the file's first line says whose), its
 /// configuration, a postfix queue volume, and the recording docker.
-fn mailcow_host_with_stub(lab: &Lab, host: &str) {
+pub(crate) fn mailcow_host_with_stub(lab: &Lab, host: &str) {
     let mut child = std::process::Command::new("ssh")
         .args(["-F", &lab.dir().join("ssh_config").display().to_string(), "-o", "BatchMode=yes", host])
         .arg(format!(

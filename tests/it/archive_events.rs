@@ -1,0 +1,392 @@
+//! The archive in the events that used to lose data (issue 11, second half): a rebuilt VPS's
+//! new key starts a new generation only after a plan and a confirmation, and the old data
+//! stays recoverable; a VPS moved to another archive is asked about the same way; a host over
+//! its quota, or a backup crossing the archive's free-space reserve, is refused with the
+//! figures while the other VPSes back up; an application installed after the backup was set
+//! up is backed up from then on. Real sshd hosts, real rsync, restores compared byte for byte.
+
+use crate::support::{archive_setup, on_terminal, sh, Lab};
+
+/// Every snapshot of `host` on `archive` (`vps-backup snapshots --json`).
+fn snapshots(lab: &Lab, archive: &str, host: &str) -> Vec<serde_json::Value> {
+    lab.zerokm(["--json", "vps-backup", "snapshots", archive, host])
+        .run()
+        .success()
+        .json()
+}
+
+/// 150 files of mail on vps1's data disk; their checksums.
+fn mail_on(lab: &Lab, host: &str) -> String {
+    sh(
+        lab,
+        host,
+        "mkdir -p /srv/datastore/data/mail && \
+         for i in $(seq 1 150); do head -c 2000 /dev/urandom >/srv/datastore/data/mail/m$i; done && \
+         cd /srv/datastore/data && find . -type f | sort | xargs sha256sum",
+    )
+}
+
+#[test]
+fn a_rebuilt_vps_starts_a_new_generation_after_a_confirmation_and_its_old_data_stays() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    let sums = mail_on(&lab, "vps1");
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let first = snapshots(&lab, "myadmin@archive", "vps1");
+    assert_eq!(first.len(), 1);
+    let old = first[0]["name"].as_str().unwrap().to_string();
+    let old_key = sh(
+        &lab,
+        "vps1",
+        "cut -d' ' -f2 /var/lib/rsync-backup/id_ed25519.pub",
+    );
+
+    // The provider reinstalls vps1: its data, its backup key and state are gone.
+    sh(
+        &lab,
+        "vps1",
+        "rm -rf /srv/datastore/data /var/lib/rsync-backup /etc/rsync-backup /etc/mirror-dir /usr/local/sbin/mirror-dir /etc/cron.d/rsync-backup",
+    );
+
+    // The natural order before a recover: vps-install backup again. The plan says what the new
+    // key does; declined, nothing changes on the archive.
+    let run = lab.zerokm(["vps-install", "backup", "myadmin@archive", "vps1"]);
+    let out = on_terminal(run, &[("Go on\\?", "n\r")]);
+    assert!(!out.status.success(), "{}", out.text);
+    assert!(out.text.contains("NEW GENERATION"), "{}", out.text);
+    assert!(
+        out.text.contains("holds 1 snapshot(s)") && out.text.contains(&old),
+        "{}",
+        out.text
+    );
+    let keys = sh(&lab, "archive", "cat /srv/backup/.ssh/authorized_keys");
+    assert!(keys.contains(&old_key), "the old key stays: {keys}");
+    assert_eq!(snapshots(&lab, "myadmin@archive", "vps1").len(), 1);
+
+    // Confirmed (--yes in a script): generation 2 starts; the empty machine's backup is one
+    // snapshot of it, the old one stays in generation 1.
+    let r = lab
+        .zerokm([
+            "--json",
+            "--yes",
+            "vps-install",
+            "backup",
+            "myadmin@archive",
+            "vps1",
+        ])
+        .run()
+        .success()
+        .json();
+    assert!(
+        r[0]["data"]["steps"]
+            .to_string()
+            .contains("starting generation 2"),
+        "{}",
+        r[0]
+    );
+    let s = snapshots(&lab, "myadmin@archive", "vps1");
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert_eq!(
+        (s[0]["name"].as_str().unwrap(), s[0]["generation"].as_u64()),
+        (old.as_str(), Some(1))
+    );
+    assert_eq!(s[1]["generation"], 2);
+    lab.zerokm(["vps-backup", "snapshots", "myadmin@archive", "vps1"])
+        .run()
+        .success()
+        .stdout_has("generation 2 now");
+    lab.zerokm(["vps-backup", "list", "myadmin@archive"])
+        .run()
+        .success()
+        .stdout_has("authorised (generation 2)");
+
+    // The old data, recovered by the name the plan printed, byte for byte.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &format!("myadmin@archive#vps1@{old}:/srv/datastore/data"),
+        "vps1",
+    ])
+    .run()
+    .success();
+    assert_eq!(
+        sh(
+            &lab,
+            "vps1",
+            "cd /srv/datastore/data && find . -type f | sort | xargs sha256sum"
+        ),
+        sums
+    );
+}
+
+#[test]
+fn moving_a_vps_to_another_archive_is_asked_and_the_old_one_keeps_its_snapshots() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    // vps2 is a second archive server.
+    lab.zerokm(["backup-server", "setup", "root@vps2", "--admin", "myadmin"])
+        .run()
+        .success();
+    mail_on(&lab, "vps1");
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let conf = sh(&lab, "vps1", "cat /etc/rsync-backup/target.conf");
+
+    // Declined: vps1 still backs up where it did; the second archive holds nothing of it.
+    let run = lab.zerokm(["vps-install", "backup", "myadmin@vps2", "vps1"]);
+    let out = on_terminal(run, &[("Go on\\?", "n\r")]);
+    assert!(!out.status.success(), "{}", out.text);
+    assert!(
+        out.text.contains("MOVE: vps1 backs up to the archive"),
+        "{}",
+        out.text
+    );
+    assert!(out.text.contains("not moved"), "{}", out.text);
+    assert_eq!(sh(&lab, "vps1", "cat /etc/rsync-backup/target.conf"), conf);
+    assert_eq!(
+        sh(&lab, "vps2", "ls /srv/backup | grep -c vps1 || true"),
+        "0"
+    );
+
+    // Confirmed: it backs up to vps2, with a note on the old archive's key; the old archive
+    // keeps its snapshot.
+    let r = lab
+        .zerokm([
+            "--json",
+            "--yes",
+            "vps-install",
+            "backup",
+            "myadmin@vps2",
+            "vps1",
+        ])
+        .run()
+        .success()
+        .json();
+    assert!(
+        r[0]["data"]["notes"]
+            .to_string()
+            .contains("moved from the archive"),
+        "{}",
+        r[0]
+    );
+    assert_eq!(snapshots(&lab, "myadmin@vps2", "vps1").len(), 1);
+    assert_eq!(snapshots(&lab, "myadmin@archive", "vps1").len(), 1);
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "ls /srv/backup/vps1/current/srv/datastore/data/mail | wc -l"
+        ),
+        "150"
+    );
+}
+
+#[test]
+fn quota_and_reserve_refuse_one_host_with_the_figures_and_the_others_back_up() {
+    let lab = Lab::up(2);
+    // The archive's backup file system: 64 MiB of its own.
+    sh(
+        &lab,
+        "archive",
+        "mkdir -p /srv/backup && mount -t tmpfs -o size=64m,mode=0750 tmpfs /srv/backup",
+    );
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/big && head -c 6000000 /dev/urandom >/srv/datastore/big/blob",
+    );
+    sh(
+        &lab,
+        "vps2",
+        "mkdir -p /srv/datastore/small && echo small >/srv/datastore/small/f",
+    );
+    lab.zerokm([
+        "--yes",
+        "vps-install",
+        "backup",
+        "myadmin@archive",
+        "vps1",
+        "vps2",
+    ])
+    .run()
+    .success();
+
+    // A quota below what vps1 now needs: its next backup is refused with the figures, vps2's
+    // goes on in the same run.
+    lab.zerokm([
+        "vps-backup",
+        "policy",
+        "myadmin@archive",
+        "vps1",
+        "--quota",
+        "8M",
+    ])
+    .run()
+    .success()
+    .stdout_has("quota: 8.0 MiB (its own)");
+    sh(
+        &lab,
+        "vps1",
+        "head -c 4000000 /dev/urandom >/srv/datastore/big/blob2",
+    );
+    let done = lab
+        .zerokm([
+            "--yes",
+            "vps-install",
+            "backup",
+            "myadmin@archive",
+            "vps1",
+            "vps2",
+        ])
+        .run()
+        .code(1);
+    let text = done.all();
+    assert!(text.contains("over its quota of 8.0 MiB"), "{text}");
+    assert_eq!(
+        snapshots(&lab, "myadmin@archive", "vps1").len(),
+        1,
+        "nothing kept"
+    );
+    assert_eq!(snapshots(&lab, "myadmin@archive", "vps2").len(), 2);
+    lab.zerokm(["vps-backup", "list", "myadmin@archive"])
+        .run()
+        .success()
+        .stdout_has("of 8.0 MiB (");
+
+    // No quota, but a backup that would cross the reserve (50 % of 64 MiB): refused, nothing
+    // kept, the space back; vps2 backs up after it.
+    lab.zerokm([
+        "vps-backup",
+        "policy",
+        "myadmin@archive",
+        "vps1",
+        "--quota",
+        "default",
+    ])
+    .run()
+    .success();
+    sh(
+        &lab,
+        "archive",
+        "sed -i 's/^RESERVE_PERCENT=.*/RESERVE_PERCENT=50/' /etc/0km-archive/archive.conf",
+    );
+    sh(
+        &lab,
+        "vps1",
+        "head -c 30000000 /dev/urandom >/srv/datastore/big/blob3",
+    );
+    let out = lab.ssh("vps1", "mirror-dir backup");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("below its reserve"), "{text}");
+    assert_eq!(
+        snapshots(&lab, "myadmin@archive", "vps1").len(),
+        1,
+        "nothing kept"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "ls -A /srv/backup/vps1 | grep -c incoming || true"
+        ),
+        "0"
+    );
+    sh(&lab, "vps2", "mirror-dir backup");
+    assert_eq!(snapshots(&lab, "myadmin@archive", "vps2").len(), 3);
+}
+
+#[test]
+fn a_root_that_goes_missing_is_carried_forward_and_an_application_installed_later_is_backed_up() {
+    let lab = Lab::up(1);
+    archive_setup(&lab);
+    let sums = mail_on(&lab, "vps1");
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+
+    // The root itself is gone (a mount point removed with its disk): carried forward, flagged.
+    sh(&lab, "vps1", "mv /srv/datastore /srv/away && vps backup");
+    let s = snapshots(&lab, "myadmin@archive", "vps1");
+    let newest = s.last().unwrap();
+    assert_eq!(newest["state"], "incomplete", "{s:?}");
+    assert!(
+        newest["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("/srv/datastore missing on the VPS (the copy of"),
+        "{newest}"
+    );
+    let name = newest["name"].as_str().unwrap();
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            &format!("ls /srv/backup/vps1/snapshots/{name}/srv/datastore/data/mail | wc -l")
+        ),
+        "150"
+    );
+    sh(&lab, "vps1", "mv /srv/away /srv/datastore");
+
+    // mailcow installed after the backup was set up: the next backup holds it and says so,
+    // once.
+    crate::recover::mailcow_host_with_stub(&lab, "vps1");
+    let r = lab
+        .zerokm([
+            "--json",
+            "--yes",
+            "vps-install",
+            "backup",
+            "myadmin@archive",
+            "vps1",
+        ])
+        .run()
+        .success()
+        .json();
+    let notes = r[0]["data"]["notes"].to_string();
+    assert!(
+        notes.contains("newly backed up: /opt/mailcow-dockerized")
+            && notes.contains(
+                "newly backed up: /var/lib/docker/volumes/mailcowdockerized_postfix-vol-1"
+            ),
+        "{notes}"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "cat /srv/backup/vps1/current/var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/_data/queued"
+        ),
+        "queued-on-vps1"
+    );
+    // The admin's config is as it was; the next backup announces nothing new.
+    assert!(
+        !sh(&lab, "vps1", "cat /etc/mirror-dir/config.yml").contains("/opt/mailcow-dockerized:")
+    );
+    let out = sh(&lab, "vps1", "mirror-dir backup 2>/dev/null | tail -n 1");
+    assert!(out.contains("\"new_roots\":[]"), "{out}");
+    // And the data that was carried forward is whole again in the newest snapshot.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data",
+        "vps1:/restored",
+    ])
+    .run()
+    .success();
+    assert_eq!(
+        sh(
+            &lab,
+            "vps1",
+            "cd /restored && find . -type f | sort | xargs sha256sum"
+        ),
+        sums
+    );
+}
