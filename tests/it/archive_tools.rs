@@ -1361,3 +1361,68 @@ fn policy_sets_a_hosts_quota_and_retention_and_the_receiver_keeps_to_them() {
     a.backup("vps1").success();
     assert_eq!(bash(&a.area("vps1"), "ls snapshots | wc -l"), "1");
 }
+
+#[test]
+fn a_backup_killed_at_any_step_of_publishing_leaves_a_recoverable_latest() {
+    for point in ["transferred", "meta", "published", "current", "retention"] {
+        let a = Archive::new();
+        a.seed();
+        a.authorize("vps1");
+        // One snapshot kept: the second backup's publishing expires the first.
+        a.set_conf("KEEP_LAST=1\nRETENTION_DAYS=1\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n");
+        a.backup("vps1").success();
+        bash(a.dir(), "echo second >src/etc/hostname");
+
+        // Killed (SIGKILL: no trap runs) at POINT.
+        let w = a.wrapper("0km-archive-receive", "vps1");
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(format!(
+                "rsync -e {} -aHAX --numeric-ids --relative src/./etc src/./data x:.",
+                w.display()
+            ))
+            .current_dir(a.dir())
+            .env("ZEROKM_ARCHIVE_STOP_AT", point);
+        let out = a.run(cmd);
+        assert_ne!(out.code, 0, "{point}: {out:?}");
+
+        // Every snapshot listed is whole (5 regular files), and latest is one of them.
+        let snaps = a.archive(&["snapshots", "vps1"]).success().result();
+        let listed = snaps["snapshots"].as_array().unwrap();
+        assert!(!listed.is_empty(), "{point}: {snaps}");
+        for s in listed {
+            assert_eq!(
+                s["files"], 5,
+                "{point}: a listed snapshot is whole: {snaps}"
+            );
+        }
+        let latest = a
+            .archive(&["inspect", "vps1", "latest", "etc/hostname"])
+            .success()
+            .result();
+        assert_eq!(latest["paths"][0]["exists"], true, "{point}: {latest}");
+        let name = latest["snapshot"].as_str().unwrap();
+        let text = bash(
+            &a.area("vps1"),
+            &format!("cat snapshots/{name}/etc/hostname"),
+        );
+        assert!(text == "hello" || text == "second", "{point}: {text}");
+
+        // The next backup cleans up and publishes.
+        a.backup("vps1").success();
+        assert_eq!(
+            bash(&a.area("vps1"), "ls -A . snapshots meta | grep -cE '^(incoming|\\.old|\\.tmp|\\.current|\\.last)' || true"),
+            "0",
+            "{point}: leftovers"
+        );
+        let newest = newest(&a.area("vps1"));
+        assert_eq!(
+            bash(
+                &a.area("vps1"),
+                &format!("cat snapshots/{newest}/etc/hostname")
+            ),
+            "second",
+            "{point}"
+        );
+    }
+}
