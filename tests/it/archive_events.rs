@@ -390,3 +390,60 @@ fn a_root_that_goes_missing_is_carried_forward_and_an_application_installed_late
         sums
     );
 }
+
+/// What a fleet's first night looks like to the archive: 50 VPSes backing up at once to an
+/// archive on a pristine Debian 12 with its stock sshd_config (MaxStartups 10:30:100, which
+/// dropped 2 of 20 such backups before `backup-server setup` sized it).
+#[test]
+fn fifty_first_backups_at_once_reach_an_archive_with_a_stock_sshd() {
+    let lab = Lab::up_with(50, &["--host-image", "archive=bookworm"]);
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "/usr/sbin/sshd -T | grep -i '^maxstartups'"
+        ),
+        "maxstartups 10:30:100",
+        "the archive starts with Debian's stock limit"
+    );
+    archive_setup(&lab);
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "/usr/sbin/sshd -T | grep -i '^maxstartups'"
+        ),
+        "maxstartups 200:30:600"
+    );
+    let r = lab
+        .zerokm([
+            "--json",
+            "--yes",
+            "--jobs",
+            "50",
+            "vps-install",
+            "backup",
+            "myadmin@archive",
+            "@vps",
+        ])
+        .run()
+        .success()
+        .json();
+    assert_eq!(r.len(), 50);
+    assert!(
+        r.iter().all(|h| h["status"] == "changed"),
+        "{:?}",
+        r.iter()
+            .filter(|h| h["status"] != "changed")
+            .collect::<Vec<_>>()
+    );
+    // Fifty areas, each with its one complete snapshot.
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "ls -d /srv/backup/vps*/snapshots/2* | wc -l"
+        ),
+        "50"
+    );
+}
