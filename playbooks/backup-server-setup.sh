@@ -3,12 +3,17 @@
 # Run as root by 0km on the archive host (`bash -s -- ARGS...`); reads nothing on stdin.
 #
 #   [--keep-last N] [--keep-weekly N] [--keep-monthly N] [--reserve-percent P]
+#   [--btrfs-create PATH [--btrfs-size SIZE]]
 #   ADMIN RETENTION_DAYS ADMIN_KEY_TYPE ADMIN_KEY_BLOB [TYPE BLOB ...]
 #
 #   --keep-*         the rest of the retention policy (0..9999; defaults 5, 8, 6): the newest
 #                    snapshots kept, and the weeks and months of which one snapshot is kept
 #   --reserve-percent the share of the backup file system kept free (0..50, default 5): a
 #                    backup that would cross it is stopped and nothing of it kept
+#   --btrfs-create PATH [--btrfs-size SIZE]
+#                    a btrfs file system for /srv/backup on PATH: a block device without a
+#                    file system, or an image file (created sparse at SIZE, e.g. 200G),
+#                    mounted through /etc/fstab with user_subvol_rm_allowed
 #   ADMIN            the admin account's name (^[a-z_][a-z0-9_-]{0,31}$, not root, not
 #                    rsync-backup); created if missing
 #   RETENTION_DAYS   1..3650: the days of which one snapshot is kept (never the newest complete)
@@ -26,8 +31,9 @@
 #     keys, each `command="/usr/local/sbin/0km-archive-admin",restrict TYPE BLOB 0km-admin`
 #     (root:ADMIN 0640 in root:ADMIN 0750); a previous admin named in archive.conf loses its keys;
 #   - /etc/sudoers.d/0km-archive (0440, checked by visudo): ADMIN may run 0km-archive as root;
-#   - /etc/0km-archive/archive.conf (RETENTION_DAYS, KEEP_*, RESERVE_PERCENT, BACKUP_USER,
-#     BACKUP_ROOT, ADMIN);
+#   - /etc/0km-archive/archive.conf (RETENTION_DAYS, KEEP_*, RESERVE_PERCENT, STORAGE,
+#     BACKUP_USER, BACKUP_ROOT, ADMIN); STORAGE is btrfs when /srv/backup is on btrfs
+#     (snapshots are subvolumes), else hardlink;
 #   - /etc/ssh/sshd_config.d/50-0km-archive.conf, `MaxStartups 200:30:600` (checked with
 #     sshd -t, sshd reloaded), when sshd_config includes that directory as Debian's does; the
 #     value sshd then uses is in the result, with a warning when it is lower;
@@ -45,7 +51,8 @@
 #
 # Prints one machine-readable line last on stdout:
 #   0km-result {"changed":bool,"admin":"ADMIN","retention_days":N,"keep_last":N,"keep_weekly":N,
-#               "keep_monthly":N,"reserve_percent":N,"max_startups":"S:R:F","backup_user":"rsync-backup",
+#               "keep_monthly":N,"reserve_percent":N,"storage":"hardlink"|"btrfs",
+#               "max_startups":"S:R:F","backup_user":"rsync-backup",
 #               "backup_root":"/srv/backup","admin_keys":N,"installed":[] (0km fills it from packages.sh),
 #               "changes":["<what changed>",...],"warnings":[...]}
 # The generators below are called indirectly (install_file ... GENERATOR).
@@ -83,8 +90,8 @@ gen_sudoers() {
 
 gen_conf() {
     printf '# Written by 0km (backup-server-setup.sh); read by %s/0km-archive*.\n' "$SBIN"
-    printf 'RETENTION_DAYS=%s\nKEEP_LAST=%s\nKEEP_WEEKLY=%s\nKEEP_MONTHLY=%s\nRESERVE_PERCENT=%s\nBACKUP_USER=%s\nBACKUP_ROOT=%s\nADMIN=%s\n' \
-        "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" "$BACKUP_USER" "$BACKUP_ROOT" "$ADMIN"
+    printf 'RETENTION_DAYS=%s\nKEEP_LAST=%s\nKEEP_WEEKLY=%s\nKEEP_MONTHLY=%s\nRESERVE_PERCENT=%s\nSTORAGE=%s\nBACKUP_USER=%s\nBACKUP_ROOT=%s\nADMIN=%s\n' \
+        "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" "$STORAGE" "$BACKUP_USER" "$BACKUP_ROOT" "$ADMIN"
 }
 
 gen_admin_keys() {
@@ -245,6 +252,76 @@ ensure_account() {
     account_home=$cur_home
 }
 
+# make_btrfs PATH SIZE: a btrfs file system on PATH (a block device without a file system, or an
+# image file, created at SIZE when missing) mounted on BACKUP_ROOT with user_subvol_rm_allowed
+# (the backup account deletes its expired snapshots), through /etc/fstab. Idempotent: a
+# BACKUP_ROOT that is already a btrfs mount is left as it is. Refused (exit 2, nothing
+# changed): a device or file holding another file system, a BACKUP_ROOT that holds backups or
+# is another mount.
+make_btrfs() {
+    local path=$1 size=$2 mount_opts=user_subvol_rm_allowed,nofail src sig
+    if mountpoint -q "$BACKUP_ROOT"; then
+        [[ $(stat -f -c %T "$BACKUP_ROOT") == btrfs ]] ||
+            die_usage "$BACKUP_ROOT is the mount point of another file system: unmount it first, or set up without --btrfs-create"
+        return 0
+    fi
+    if [[ -d $BACKUP_ROOT ]] && [[ -n $(find "$BACKUP_ROOT" -mindepth 1 -maxdepth 1 ! -name .ssh -print -quit) ]]; then
+        die_usage "$BACKUP_ROOT holds backups: a file system mounted over it would hide them; move them away first"
+    fi
+    [[ $path == /* && $path != *[[:space:]]* ]] || die_usage "--btrfs-create takes an absolute path without spaces: $(json_str "$path")"
+    if [[ -b $path ]]; then
+        sig=$(blkid -p -o value -s TYPE "$path" 2>/dev/null || true)
+        if [[ -z $sig ]]; then
+            mkfs.btrfs -q "$path" >&2
+            changed "created a btrfs file system on $path"
+        elif [[ $sig != btrfs ]]; then
+            die_usage "$path holds a $sig file system: refusing to overwrite it (wipe it yourself if it is the right device)"
+        fi
+        src=UUID=$(blkid -p -o value -s UUID "$path")
+    elif [[ -e $path && ! -f $path ]]; then
+        die_usage "$path is neither a block device nor an image file"
+    else
+        if [[ ! -e $path ]]; then
+            [[ $size =~ ^[1-9][0-9]{0,12}[KMGT]?$ ]] || die_usage "--btrfs-size SIZE (e.g. 200G) is needed to create the image file $path"
+            [[ -d ${path%/*} ]] || die_usage "${path%/*} does not exist"
+            truncate -s "$size" "$path"
+            chmod 600 "$path"
+            mkfs.btrfs -q "$path" >&2
+            changed "created the btrfs image file $path ($size, sparse)"
+        else
+            sig=$(blkid -p -o value -s TYPE "$path" 2>/dev/null || true)
+            [[ $sig == btrfs ]] || die_usage "$path exists and is not a btrfs image: refusing to overwrite it"
+        fi
+        src=$path
+        mount_opts=loop,$mount_opts
+    fi
+    if ! awk -v m="$BACKUP_ROOT" '$1 !~ /^#/ && $2 == m {found=1} END {exit !found}' /etc/fstab 2>/dev/null; then
+        printf '%s %s btrfs %s 0 0\n' "$src" "$BACKUP_ROOT" "$mount_opts" >>/etc/fstab
+        changed "added $BACKUP_ROOT ($src, btrfs) to /etc/fstab"
+    fi
+    mkdir -p "$BACKUP_ROOT"
+    mount "$BACKUP_ROOT" >&2
+    changed "mounted $BACKUP_ROOT (btrfs)"
+}
+
+# storage_mode: STORAGE for archive.conf, btrfs when BACKUP_ROOT is on btrfs (snapshots and
+# expiry in constant time), else hardlink; a warning when btrfs expiry cannot be a subvolume
+# deletion (no user_subvol_rm_allowed).
+storage_mode() {
+    STORAGE=hardlink
+    if [[ $(stat -f -c %T "$BACKUP_ROOT") == btrfs ]]; then
+        if ! command -v btrfs >/dev/null; then
+            warnings+=("$BACKUP_ROOT is on btrfs but btrfs-progs is missing: hard-link snapshots")
+            return 0
+        fi
+        STORAGE=btrfs
+        if [[ ,$(findmnt -n -o OPTIONS --target "$BACKUP_ROOT" 2>/dev/null), != *,user_subvol_rm_allowed,* ]]; then
+            warnings+=("$BACKUP_ROOT is btrfs without the mount option user_subvol_rm_allowed: expired snapshots are removed file by file instead of at once (add it to its line in /etc/fstab and remount)")
+        fi
+    fi
+    log "storage: $STORAGE ($BACKUP_ROOT is $(stat -f -c %T "$BACKUP_ROOT"))"
+}
+
 # require_tools: what the archive needs is installed (0km runs packages.sh with the
 # archive-server charm's packages, rsync sudo attr, before this playbook).
 require_tools() {
@@ -257,9 +334,23 @@ require_tools() {
     done
 }
 
-KEEP_LAST=5 KEEP_WEEKLY=8 KEEP_MONTHLY=6 RESERVE_PERCENT=5
+KEEP_LAST=5 KEEP_WEEKLY=8 KEEP_MONTHLY=6 RESERVE_PERCENT=5 BTRFS_CREATE="" BTRFS_SIZE=""
 main() {
-    while [[ ${1-} == --keep-* || ${1-} == --reserve-percent ]]; do
+    while [[ ${1-} == --keep-* || ${1-} == --reserve-percent || ${1-} == --btrfs-* ]]; do
+        case $1 in
+            --btrfs-create)
+                [[ $# -ge 2 ]] || die_usage "--btrfs-create takes a device or an image file"
+                BTRFS_CREATE=$2
+                shift 2
+                continue
+                ;;
+            --btrfs-size)
+                [[ $# -ge 2 ]] || die_usage "--btrfs-size takes a size (e.g. 200G)"
+                BTRFS_SIZE=$2
+                shift 2
+                continue
+                ;;
+        esac
         [[ $# -ge 2 && $2 =~ ^[0-9]{1,4}$ ]] || die_usage "$1 takes a number from 0 to 9999"
         case $1 in
             --keep-last) KEEP_LAST=$((10#$2)) ;;
@@ -306,12 +397,16 @@ main() {
     # 1. the tools it needs (installed by 0km before)
     require_tools
 
-    # 2. the backup account and its area
+    # 2. the backup account and its area (on a btrfs file system of its own when asked)
     ensure_account "$BACKUP_USER" "$BACKUP_ROOT" yes
     # /srv/backup and ~/.ssh belong to root: the backup account (rsync receivers) cannot
     # change its own keys or rename .ssh away; it owns only the per-host areas.
     ensure_dir "$(dirname "$BACKUP_ROOT")" 755 root:root
+    if [[ -n $BTRFS_CREATE ]]; then
+        make_btrfs "$BTRFS_CREATE" "$BTRFS_SIZE"
+    fi
     ensure_dir "$BACKUP_ROOT" 750 "root:$BACKUP_USER"
+    storage_mode
     ensure_dir "$BACKUP_ROOT/.ssh" 750 "root:$BACKUP_USER"
     local bkeys=$BACKUP_ROOT/.ssh/authorized_keys
     if [[ -L $bkeys ]]; then
@@ -386,8 +481,8 @@ main() {
         log "warning: $w"
         warnings_json+="${warnings_json:+,}$(json_str "$w")"
     done
-    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"reserve_percent":%s,"max_startups":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s],"warnings":[%s]}\n' \
-        "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" \
+    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"reserve_percent":%s,"storage":%s,"max_startups":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s],"warnings":[%s]}\n' \
+        "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" "$(json_str "$STORAGE")" \
         "$(json_str "$sshd_max_startups")" "$(json_str "$BACKUP_USER")" \
         "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "" "$changes_json" "$warnings_json"
 }

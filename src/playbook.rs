@@ -142,6 +142,9 @@ pub struct ArchiveSetUp {
     /// The share of the backup file system kept free.
     #[serde(default)]
     pub reserve_percent: u32,
+    /// How snapshots are stored: `hardlink` or `btrfs`.
+    #[serde(default)]
+    pub storage: String,
     /// The MaxStartups sshd uses now (`start:rate:full`).
     #[serde(default)]
     pub max_startups: String,

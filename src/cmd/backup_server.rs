@@ -44,6 +44,14 @@ pub struct SetupArgs {
     /// and nothing of it kept, so one VPS never fills the archive for the others
     #[arg(long, value_name = "PERCENT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=50))]
     pub reserve_percent: u32,
+    /// Put the backups on a new btrfs file system (snapshots and expiry in constant time): a
+    /// block device without a file system, or an image file, mounted on /srv/backup through
+    /// /etc/fstab. Refused if the device or file holds another file system
+    #[arg(long, value_name = "DEVICE|IMAGE")]
+    pub btrfs_create: Option<String>,
+    /// The size of a new image file for --btrfs-create (sparse): 200G, 500M
+    #[arg(long, value_name = "SIZE", requires = "btrfs_create")]
+    pub btrfs_size: Option<String>,
 }
 
 pub async fn run(app: &App, cmd: &BackupServerCommand) -> anyhow::Result<Status> {
@@ -84,9 +92,31 @@ async fn setup(app: &App, a: &SetupArgs) -> anyhow::Result<Status> {
         a.keep_monthly.to_string(),
         "--reserve-percent".into(),
         a.reserve_percent.to_string(),
-        a.admin.clone(),
-        a.keep_days.to_string(),
     ];
+    if let Some(p) = &a.btrfs_create {
+        if !p.starts_with('/') || p.chars().any(char::is_whitespace) {
+            return Err(UsageError(format!(
+                "--btrfs-create {p:?}: an absolute path without spaces (/dev/vdb, /var/lib/0km-backup.img)"
+            ))
+            .into());
+        }
+        args.extend(["--btrfs-create".into(), p.clone()]);
+    }
+    if let Some(size) = &a.btrfs_size {
+        let digits = size.trim_end_matches(['K', 'M', 'G', 'T']);
+        if digits.is_empty()
+            || size.len() - digits.len() > 1
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return Err(UsageError(format!(
+                "--btrfs-size {size:?}: a size such as 200G or 500M"
+            ))
+            .into());
+        }
+        args.extend(["--btrfs-size".into(), size.clone()]);
+    }
+    args.extend([a.admin.clone(), a.keep_days.to_string()]);
     for k in &keys {
         args.push(k.key_type.clone());
         args.push(k.blob.clone());
@@ -168,8 +198,12 @@ fn next_steps(app: &App, a: &SetupArgs, target: &crate::target::Target, r: &crat
             app.ui.out(&format!("{}: warning: {w}", r.host));
         }
     }
+    let storage = match r.data["storage"].as_str() {
+        Some("btrfs") => "btrfs snapshots",
+        _ => "hard-link snapshots",
+    };
     app.ui.out(&format!(
-        "{} is an archive server ({}). Admin account: {admin}\n  0km vps-install backup {admin} VPS...\n  0km vps-backup list {admin}",
+        "{} is an archive server ({}; {storage}). Admin account: {admin}\n  0km vps-install backup {admin} VPS...\n  0km vps-backup list {admin}",
         r.host,
         if r.status == crate::ui::Outcome::Changed { "changed" } else { "unchanged" },
     ));

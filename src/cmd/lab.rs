@@ -316,6 +316,8 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
             keep_weekly: 8,
             keep_monthly: 6,
             reserve_percent: 5,
+            btrfs_create: None,
+            btrfs_size: None,
         }),
     )
     .await?;

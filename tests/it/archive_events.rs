@@ -447,3 +447,167 @@ fn fifty_first_backups_at_once_reach_an_archive_with_a_stock_sshd() {
         "50"
     );
 }
+
+/// btrfs mode on a pristine Debian 12 archive: setup makes the file system (an image file on a
+/// loop device), each backup is a read-only subvolume, roots dropped from the config are not
+/// in the next snapshot, a missing root is carried forward, expiry deletes subvolumes, and a
+/// recover gives the bytes back.
+#[test]
+fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
+    let lab = Lab::up_with(1, &["--host-image", "archive=bookworm"]);
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+        "--btrfs-create",
+        "/srv/backup.img",
+        "--btrfs-size",
+        "2G",
+    ])
+    .run()
+    .success()
+    .stdout_has("btrfs snapshots");
+    assert_eq!(
+        sh(&lab, "archive", "findmnt -n -o FSTYPE /srv/backup; grep -c '^STORAGE=btrfs$' /etc/0km-archive/archive.conf"),
+        "btrfs\n1"
+    );
+    // Again: nothing to do.
+    let again = lab
+        .zerokm([
+            "--json",
+            "backup-server",
+            "setup",
+            "root@archive",
+            "--admin",
+            "myadmin",
+            "--btrfs-create",
+            "/srv/backup.img",
+        ])
+        .run()
+        .success()
+        .json();
+    assert_eq!(again[0]["status"], "ok", "{}", again[0]);
+
+    let sums = mail_on(&lab, "vps1");
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/extra && echo extra >/srv/extra/f",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    // The config was written by the install: add /srv/extra now, back up, then drop it.
+    sh(
+        &lab,
+        "vps1",
+        "printf '/srv/extra:\\n' >>/etc/mirror-dir/config.yml && vps backup",
+    );
+    sh(
+        &lab,
+        "vps1",
+        "echo changed >/srv/datastore/data/mail/m1 && sed -i '/^\\/srv\\/extra:/d' /etc/mirror-dir/config.yml && vps backup",
+    );
+    let s = snapshots(&lab, "myadmin@archive", "vps1");
+    assert_eq!(s.len(), 3, "{s:?}");
+    let (first, second, third) = (
+        s[0]["name"].as_str().unwrap(),
+        s[1]["name"].as_str().unwrap(),
+        s[2]["name"].as_str().unwrap(),
+    );
+    for name in [first, second, third] {
+        assert_eq!(
+            sh(
+                &lab,
+                "archive",
+                &format!("stat -c %i /srv/backup/vps1/snapshots/{name}; btrfs property get -ts /srv/backup/vps1/snapshots/{name} ro")
+            ),
+            "256\nro=true",
+            "{name} is a read-only subvolume"
+        );
+    }
+    let at = |name: &str, path: &str| {
+        sh(
+            &lab,
+            "archive",
+            &format!("cat /srv/backup/vps1/snapshots/{name}{path} 2>/dev/null || echo absent"),
+        )
+    };
+    assert_eq!(at(second, "/srv/extra/f"), "extra");
+    assert_eq!(
+        at(third, "/srv/extra/f"),
+        "absent",
+        "a dropped root is not carried on"
+    );
+    assert_ne!(at(first, "/srv/datastore/data/mail/m1"), "changed");
+    assert_eq!(at(third, "/srv/datastore/data/mail/m1"), "changed");
+
+    // A missing root: carried forward from the newest snapshot, marked.
+    sh(
+        &lab,
+        "vps1",
+        "mv /srv/datastore /srv/away && vps backup; mv /srv/away /srv/datastore",
+    );
+    let s = snapshots(&lab, "myadmin@archive", "vps1");
+    let newest = s.last().unwrap();
+    assert_eq!(newest["state"], "incomplete", "{newest}");
+    assert_eq!(
+        at(
+            newest["name"].as_str().unwrap(),
+            "/srv/datastore/data/mail/m1"
+        ),
+        "changed"
+    );
+
+    // Expiry: one snapshot kept per generation's policy; the others are deleted subvolumes.
+    lab.zerokm([
+        "vps-backup",
+        "policy",
+        "myadmin@archive",
+        "vps1",
+        "--keep-last",
+        "1",
+        "--keep-days",
+        "1",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+    ])
+    .run()
+    .success();
+    sh(&lab, "vps1", "vps backup");
+    assert_eq!(snapshots(&lab, "myadmin@archive", "vps1").len(), 1);
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "btrfs subvolume list -o /srv/backup/vps1/snapshots | wc -l"
+        ),
+        "1"
+    );
+    // The latest, recovered byte for byte (m1 as changed).
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data",
+        "vps1:/restored",
+    ])
+    .run()
+    .success();
+    let restored = sh(
+        &lab,
+        "vps1",
+        "cd /restored && find . -type f | sort | xargs sha256sum",
+    );
+    let now = sh(
+        &lab,
+        "vps1",
+        "cd /srv/datastore/data && find . -type f | sort | xargs sha256sum",
+    );
+    assert_eq!(restored, now);
+    assert_ne!(restored, sums, "m1 changed since the first backup");
+}

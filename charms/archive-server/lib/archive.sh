@@ -171,6 +171,46 @@ human() {
     fi
 }
 
+# on_btrfs PATH: PATH is on a btrfs file system and btrfs-progs is installed.
+on_btrfs() { [[ $(stat -f -c %T -- "$1" 2>/dev/null) == btrfs ]] && command -v btrfs >/dev/null; }
+
+# is_subvolume PATH: PATH is a btrfs subvolume (its root directory has inode 256).
+is_subvolume() { [[ -d $1 && ! -L $1 && $(stat -c %i -- "$1" 2>/dev/null) == 256 ]] && on_btrfs "$1"; }
+
+# remove_tree PATH: removes PATH; a btrfs subvolume (a snapshot in btrfs mode) is made
+# writable and deleted as a subvolume (constant time; the file system needs
+# user_subvol_rm_allowed for the backup account), else removed file by file.
+remove_tree() {
+    local p=$1
+    [[ -e $p || -L $p ]] || return 0
+    if is_subvolume "$p"; then
+        btrfs property set -ts "$p" ro false >/dev/null 2>&1 || true
+        btrfs subvolume delete "$p" >/dev/null 2>&1 && return 0
+    fi
+    rm -rf -- "$p"
+}
+
+# area_bytes AREA [MORE]: the bytes AREA holds (and MORE, a tree being received in it), for
+# quotas: `du -sb`, files shared between snapshots counted once. In btrfs mode, where
+# snapshots share extents that du cannot see, the newest tree's size: MORE, or the newest
+# snapshot.
+area_bytes() {
+    local b newest
+    if [[ $(conf_get STORAGE hardlink '^(hardlink|btrfs)$' 2>/dev/null) == btrfs ]]; then
+        if [[ -n ${2-} ]]; then
+            b=$(du -sb -- "$2" 2>/dev/null | cut -f1)
+        else
+            newest=$(snapshot_names "$1" | tail -n 1)
+            b=0
+            [[ -n $newest ]] && b=$(du -sb -- "$1/snapshots/$newest" 2>/dev/null | cut -f1)
+        fi
+    else
+        b=$(du -sb -- "$1" 2>/dev/null | cut -f1)
+    fi
+    [[ $b =~ ^[0-9]+$ ]] || b=0
+    printf '%s' "$b"
+}
+
 # area_generation AREA: the generation the area's backups are in now (the last line of
 # AREA/generations, `N EPOCH TYPE BLOB`, written by `0km-archive authorize`); 1 without it.
 area_generation() {
