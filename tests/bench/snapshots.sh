@@ -45,6 +45,7 @@ cleanup_loops() {
     rm -rf /var/tmp/0km-bench-snapshots
 }
 trap cleanup_loops EXIT
+trap 'exit 130' INT TERM
 mkdir -p /var/tmp/0km-bench-snapshots
 truncate -s 24G /var/tmp/0km-bench-snapshots/ext4.img /var/tmp/0km-bench-snapshots/btrfs.img
 ext4_dev=$(losetup -f --show /var/tmp/0km-bench-snapshots/ext4.img)
@@ -100,15 +101,14 @@ for i in rnd.sample(range(n), max(1, n // 100)):
 PY
 }
 
-# The daily backup of each tool, as one command run on vps1 (0km's: what cron runs).
-seq_rsync=0
+# The daily backup of each tool, as one command run on vps1 (0km's: what cron runs). The bare
+# rsync's run number is kept on vps1 (each run is timed in a subshell).
 use_archive() { on vps1 "cp /root/zk-$1/target.conf /root/zk-$1/known_hosts /etc/rsync-backup/"; }
 zk_hardlink() { on vps1 'mirror-dir backup >/dev/null 2>&1'; }
 zk_btrfs() { on vps1 'mirror-dir backup >/dev/null 2>&1'; }
 bare_rsync() {
-    local prev=$seq_rsync
-    seq_rsync=$((seq_rsync + 1))
-    on vps1 "rsync -a --delete -e '$bare_ssh $aes' --link-dest=../s$prev /srv/datastore/data/ root@archive:/srv/ext4/rsync/s$seq_rsync/"
+    # shellcheck disable=SC2016 # expanded on vps1
+    on vps1 'p=$(cat /root/bench-seq 2>/dev/null || echo 0); n=$((p + 1)); echo "$n" >/root/bench-seq; '"rsync -a --delete -e '$bare_ssh $aes' --link-dest=../s\$p /srv/datastore/data/ root@archive:/srv/ext4/rsync/s\$n/"
 }
 borg_create() { on vps1 "$borg_env borg create $borg_repo::\$(date +%s%N) /srv/datastore/data"; }
 restic_backup() { on vps1 "$restic_env restic $restic_repo backup -q /srv/datastore/data >/dev/null"; }
