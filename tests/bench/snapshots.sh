@@ -27,6 +27,8 @@ FILES=${FILES:-100000}
 FILE_SIZE=${FILE_SIZE:-2048}
 SCALE=${SCALE:-"10000 100000 300000"}
 SCALE_RUNS=${SCALE_RUNS:-3}
+# What to measure: daily (and the expiry and recover that follow it), scale, or both.
+PARTS=${PARTS:-"daily scale"}
 # shellcheck source=tests/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 bench_init snapshots
@@ -75,9 +77,11 @@ restic_repo="-r sftp:archive:/srv/ext4/restic -o sftp.command='ssh $ssh_opts -p 
 borg_env="BORG_PASSPHRASE=bench BORG_RSH='ssh $ssh_opts $aes' BORG_RELOCATED_REPO_ACCESS_IS_OK=yes"
 borg_repo="ssh://root@archive:10023/srv/ext4/borg"
 
-# make_tree N: the maildir, N files of FILE_SIZE random bytes, 1,000 a directory.
+# make_tree N: the maildir, N files of FILE_SIZE random bytes, 1,000 a directory. A tree
+# smaller than the last one would be a shrunk root to mirror-dir (carried forward, flagged):
+# the benchmark says the files went on purpose (`mirror-dir accept-roots`).
 make_tree() {
-    on vps1 "rm -rf /srv/datastore/data/maildir && python3 - $1 $FILE_SIZE" <<'PY'
+    on vps1 "mirror-dir accept-roots 2>/dev/null || true; rm -rf /srv/datastore/data/maildir && python3 - $1 $FILE_SIZE" <<'PY'
 import os, sys
 n, size = int(sys.argv[1]), int(sys.argv[2])
 for i in range(n):
@@ -156,7 +160,7 @@ first_backups
 
 # daily SCENARIO N RUNS: RUNS rounds of every tool's daily backup; SCENARIO unchanged or
 # changed (1 % rewritten before each round, the same files for every tool). Fills times[].
-declare -A times=()
+declare -A times=() rec=()
 daily() {
     local scenario=$1 n=$2 runs=$3 r i k tool t
     for ((r = 1; r <= runs; r++)); do
@@ -171,11 +175,14 @@ daily() {
     done
 }
 
+# last LIST: the last of a space-separated list.
+last() { awk '{ print $NF }' <<<"$1"; }
 # med KEY: the median of times[KEY]; recmed KEY: of rec[KEY]; calc EXPR: awk arithmetic.
 med() { tr ' ' '\n' <<<"${times[$1]}" | grep . | median; }
 recmed() { tr ' ' '\n' <<<"${rec[$1]}" | grep . | median; }
 calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 
+if [[ $PARTS == *daily* ]]; then
 echo "== daily backups of $FILES files, $RUNS runs each" >&2
 daily unchanged "$FILES" "$RUNS"
 daily changed "$FILES" "$RUNS"
@@ -199,14 +206,13 @@ expire_restic=$(timed on vps1 "$restic_env restic $restic_repo forget -q --keep-
 # archive, a bare rsync pull of the same snapshot, restic restore; the bytes compared.
 echo "== recover, $RUNS runs each" >&2
 snap_hl=$(on archive 'readlink /srv/backup/vps1/current')
-declare -A rec=()
 for ((r = 1; r <= RUNS; r++)); do
     on vps1 'rm -rf /srv/r-hl /srv/r-bt /srv/r-rsync /srv/r-restic'
     rec[hl]+="$(timed km --yes vps-backup recover myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hl) "
     rec[bt]+="$(timed km --yes vps-backup recover myadmin@vps2#vps1:/srv/datastore/data/maildir vps1:/srv/r-bt) "
     rec[rsync]+="$(timed on vps1 "rsync -a -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-rsync/") "
     rec[restic]+="$(timed on vps1 "$restic_env restic $restic_repo restore -q latest --target /srv/r-restic >/dev/null") "
-    echo "   recover run $r: ${rec[hl]##* } ${rec[bt]##* } ${rec[rsync]##* } ${rec[restic]##* }" >&2
+    echo "   recover run $r: $(last "${rec[hl]}") $(last "${rec[bt]}") $(last "${rec[rsync]}") $(last "${rec[restic]}")" >&2
 done
 sum() { on vps1 "cd $1 && find . -type f -print0 | sort -z | xargs -0 cat | sha256sum"; }
 want=$(sum /srv/datastore/data/maildir)
@@ -217,10 +223,13 @@ for d in /srv/r-hl /srv/r-bt /srv/r-rsync /srv/r-restic/srv/datastore/data/maild
     }
 done
 
+fi
+
 # Growth: the no-change daily backup at each size of SCALE (a fresh tree, first backups
 # untimed).
 for n in $SCALE; do
-    [[ $n == "$FILES" ]] && continue
+    [[ $PARTS == *scale* ]] || break
+    [[ $n == "$FILES" && $PARTS == *daily* ]] && continue
     echo "== $n files: first backups, then $SCALE_RUNS no-change runs" >&2
     make_tree "$n"
     first_backups
@@ -229,42 +238,45 @@ done
 
 # ---- the report ---------------------------------------------------------------------------
 {
-    echo
-    echo "daily backup of $FILES files of $FILE_SIZE bytes (median of $RUNS runs, seconds)"
-    printf '  %-34s %10s %12s\n' tool unchanged "1% changed"
-    for tool in "${TOOLS[@]}"; do
-        printf '  %-34s %10.2f %12.2f\n' "${LABEL[$tool]}" "$(med "unchanged:$FILES:$tool")" "$(med "changed:$FILES:$tool")"
-    done
-    r=$(med "unchanged:$FILES:bare_rsync") c=$(med "changed:$FILES:bare_rsync")
-    printf '  hard-link mode / bare rsync: %.2fx unchanged, %.2fx changed (goal <= 1.1x)\n' \
-        "$(calc "$(med "unchanged:$FILES:zk_hardlink") / $r")" "$(calc "$(med "changed:$FILES:zk_hardlink") / $c")"
-    echo
-    echo "no-change daily backup by tree size (median of $SCALE_RUNS runs; $FILES: of $RUNS)"
-    printf '  %-34s' tool
-    for n in $SCALE; do printf ' %10s' "$n"; done
-    printf ' %14s\n' "us/file"
-    first=${SCALE%% *} lastn=${SCALE##* }
-    for tool in "${TOOLS[@]}"; do
-        printf '  %-34s' "${LABEL[$tool]}"
-        for n in $SCALE; do printf ' %10.2f' "$(med "unchanged:$n:$tool")"; done
-        printf ' %14.1f\n' "$(calc "($(med "unchanged:$lastn:$tool") - $(med "unchanged:$first:$tool")) * 1000000 / ($lastn - $first)")"
-    done
-    echo
-    echo "expiring the oldest snapshot ($FILES files)"
-    printf '  %-34s %8.3f s   (of %s)\n' "0km, hard-link mode (rm -rf)" "$expire_hl" "$n_hl"
-    printf '  %-34s %8.3f s\n' "0km, btrfs mode (subvolume delete)" "$expire_bt"
-    printf '  %-34s %8.3f s   (of %s)\n' "borg prune + compact" "$expire_borg" "$n_borg"
-    printf '  %-34s %8.3f s   (of %s)\n' "restic forget --prune" "$expire_restic" "$n_restic"
-    echo
-    echo "recover of $FILES files onto an empty path (median of $RUNS runs; bytes checked)"
-    printf '  %-34s %8.2f s\n' "0km recover, hard-link archive" "$(recmed hl)"
-    printf '  %-34s %8.2f s\n' "0km recover, btrfs archive" "$(recmed bt)"
-    printf '  %-34s %8.2f s\n' "rsync -a pull of the snapshot" "$(recmed rsync)"
-    printf '  %-34s %8.2f s\n' "restic restore" "$(recmed restic)"
-    printf '  0km (hard-link) / rsync pull: %.2fx (goal <= 1.3x)\n' \
-        "$(calc "$(recmed hl) / $(recmed rsync)")"
+    if [[ $PARTS == *daily* ]]; then
+        echo
+        echo "daily backup of $FILES files of $FILE_SIZE bytes (median of $RUNS runs, seconds)"
+        printf '  %-34s %10s %12s\n' tool unchanged "1% changed"
+        for tool in "${TOOLS[@]}"; do
+            printf '  %-34s %10.2f %12.2f\n' "${LABEL[$tool]}" "$(med "unchanged:$FILES:$tool")" "$(med "changed:$FILES:$tool")"
+        done
+        r=$(med "unchanged:$FILES:bare_rsync") c=$(med "changed:$FILES:bare_rsync")
+        printf '  hard-link mode / bare rsync: %.2fx unchanged, %.2fx changed (goal <= 1.1x)\n' \
+            "$(calc "$(med "unchanged:$FILES:zk_hardlink") / $r")" "$(calc "$(med "changed:$FILES:zk_hardlink") / $c")"
+        echo
+        echo "expiring the oldest snapshot ($FILES files)"
+        printf '  %-34s %8.3f s   (of %s)\n' "0km, hard-link mode (rm -rf)" "$expire_hl" "$n_hl"
+        printf '  %-34s %8.3f s\n' "0km, btrfs mode (subvolume delete)" "$expire_bt"
+        printf '  %-34s %8.3f s   (of %s)\n' "borg prune + compact" "$expire_borg" "$n_borg"
+        printf '  %-34s %8.3f s   (of %s)\n' "restic forget --prune" "$expire_restic" "$n_restic"
+        echo
+        echo "recover of $FILES files onto an empty path (median of $RUNS runs; bytes checked)"
+        printf '  %-34s %8.2f s\n' "0km recover, hard-link archive" "$(recmed hl)"
+        printf '  %-34s %8.2f s\n' "0km recover, btrfs archive" "$(recmed bt)"
+        printf '  %-34s %8.2f s\n' "rsync -a pull of the snapshot" "$(recmed rsync)"
+        printf '  %-34s %8.2f s\n' "restic restore" "$(recmed restic)"
+        printf '  0km (hard-link) / rsync pull: %.2fx (goal <= 1.3x)\n' "$(calc "$(recmed hl) / $(recmed rsync)")"
+    fi
+    if [[ $PARTS == *scale* ]]; then
+        echo
+        echo "no-change daily backup by tree size (median of $SCALE_RUNS runs)"
+        printf '  %-34s' tool
+        for n in $SCALE; do printf ' %10s' "$n"; done
+        printf ' %14s\n' "us/file"
+        first=${SCALE%% *} lastn=${SCALE##* }
+        for tool in "${TOOLS[@]}"; do
+            printf '  %-34s' "${LABEL[$tool]}"
+            for n in $SCALE; do printf ' %10.2f' "$(med "unchanged:$n:$tool")"; done
+            printf ' %14.1f\n' "$(calc "($(med "unchanged:$lastn:$tool") - $(med "unchanged:$first:$tool")) * 1000000 / ($lastn - $first)")"
+        done
+    fi
     echo
     echo "every run (seconds):"
     for k in "${!times[@]}"; do echo "  $k: ${times[$k]}"; done | sort
-    for k in hl bt rsync restic; do echo "  recover $k: ${rec[$k]}"; done
+    for k in hl bt rsync restic; do echo "  recover $k: ${rec[$k]-}"; done
 }
