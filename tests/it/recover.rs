@@ -453,6 +453,21 @@ fn on_the_vps_itself_recover_target_restores_from_its_own_backup() {
         "vps recover-target -n app/ /tmp/app 2>&1; test -e /tmp/app && echo exists || echo absent",
     );
     assert!(dry.ends_with("absent"), "--dry-run changes nothing: {dry}");
+    // Without a terminal and without -y (as through `0km exec`): refused, nothing changed.
+    let out = lab.ssh("vps1", "vps recover-target app/ /tmp/app");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no terminal to confirm on"),
+        "{out:?}"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "vps1",
+            "test -e /tmp/app && echo exists || echo absent"
+        ),
+        "absent"
+    );
     sh(&lab, "vps1", "vps recover-target -y app/ /tmp/app");
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/app"),
