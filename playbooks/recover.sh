@@ -68,7 +68,10 @@
 #       database container (root, DBROOT of mailcow.conf, passed in the environment; waits up
 #       to 120 s for it to run and answer, as after services-start), or
 #       else into the local MySQL/MariaDB (root through the unix socket, or
-#       /etc/mysql/debian.cnf). Fails when no server answers.
+#       /etc/mysql/debian.cnf). Fails when no server answers. The dump is the backed-up host's:
+#       the client runs it in its sandbox mode (--sandbox, or MySQL's --commands=OFF), where
+#       client commands such as \! (a shell command) are refused; a client without one loads
+#       nothing (exit 1, with the reason).
 #       0km-result {"changed":true,"databases":[NAME...]}
 #
 # Bad arguments: exit 2, a message on stderr, nothing changed. Failure: exit 1. Messages go
@@ -373,11 +376,20 @@ cmd_mysql_load() {
             sleep 2
             waited=$((waited + 2))
         done
-        log "loading $dump into mailcow's database (container $container)"
+        log "loading $dump into mailcow's database (container $container), client in sandbox mode"
+        # The client of the container, in its sandbox mode, or nothing is loaded (exit 97).
         # shellcheck disable=SC2016 # expanded by the container's sh
-        docker exec -i -e MYSQL_PWD "$container" \
-            sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -uroot' <"$dump" ||
-            die "loading $dump into $container failed"
+        local rc=0
+        docker exec -i -e MYSQL_PWD "$container" sh -c '
+            c=$(command -v mariadb || command -v mysql) || exit 98
+            if "$c" --help 2>/dev/null | grep -q -- "--sandbox"; then exec "$c" --sandbox -uroot
+            elif "$c" --help 2>/dev/null | grep -q -- "--commands"; then exec "$c" --commands=OFF -uroot
+            else exit 97; fi' <"$dump" || rc=$?
+        case $rc in
+            0) ;;
+            97) die "$container's mysql client has no sandbox mode (--sandbox, MariaDB 10.5.25/10.6.18/10.11.8 and later; --commands=OFF, MySQL 8.0.40 and later): a dump from the backup could run shell commands through it, so it is not loaded; update mailcow's images and retry" ;;
+            *) die "loading $dump into $container failed (a line the sandbox refuses, such as a client command in the dump, stops the load)" ;;
+        esac
         # shellcheck disable=SC2016
         docker exec -i -e MYSQL_PWD "$container" \
             sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -uroot -e "FLUSH PRIVILEGES"' </dev/null ||
@@ -394,8 +406,20 @@ cmd_mysql_load() {
         else
             die "no MySQL/MariaDB server answers as root on this host (unix socket, /etc/mysql/debian.cnf): start it and retry"
         fi
-        log "loading $dump into the local database"
-        "$client" "${auth[@]+"${auth[@]}"}" <"$dump" || die "loading $dump failed (see above)"
+        # The dump comes from the backed-up host: the client runs it in its sandbox mode, where
+        # client commands (\! runs a shell command, \. reads a file, tee, pager, ...) are
+        # refused, so it runs SQL and nothing else. A client without one loads nothing.
+        local sandbox
+        if "$client" --help 2>/dev/null | grep -q -- '--sandbox'; then
+            sandbox=--sandbox
+        elif "$client" --help 2>/dev/null | grep -q -- '--commands'; then
+            sandbox=--commands=OFF
+        else
+            die "$client has no sandbox mode (--sandbox, MariaDB 10.5.25/10.6.18/10.11.8 and later; --commands=OFF, MySQL 8.0.40 and later): a dump from the backup could run shell commands through it, so it is not loaded; update the client and retry"
+        fi
+        log "loading $dump into the local database ($client $sandbox)"
+        "$client" "${auth[@]+"${auth[@]}"}" "$sandbox" <"$dump" ||
+            die "loading $dump failed (see above; a line the sandbox refuses, such as a client command in the dump, stops the load)"
         "$client" "${auth[@]+"${auth[@]}"}" -e 'FLUSH PRIVILEGES' </dev/null || log "warning: FLUSH PRIVILEGES failed"
     fi
     log "loaded ${#dbs[@]} databases: ${dbs[*]}"

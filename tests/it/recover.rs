@@ -401,6 +401,38 @@ fn mysql_component_recover_loads_the_same_rows() {
     let rows = "mysql -NBe 'SELECT id, item FROM shop.orders ORDER BY id'";
     assert_eq!(sh(&lab, "vps2", rows), sh(&lab, "vps1", rows));
     assert_eq!(sh(&lab, "vps2", rows), "1\tapple\n2\tit's a pear\n3\tplum");
+
+    // The attacker is root on vps1: its next backup carries a dump whose client commands
+    // (`\!`, `system`) would run as root on whatever loads it. The load runs the client in its
+    // sandbox mode: refused, said, and nothing ran on vps2.
+    sh(
+        &lab,
+        "vps1",
+        "touch /etc/mirror-dir/skip-mysql && \
+         printf -- '-- MariaDB dump 10.19  Distrib 10.11.6-MariaDB\\nCREATE DATABASE `evil`;\\n\\\\! id > /tmp/pwned\\nsystem id > /tmp/pwned2\\n-- Dump completed on 2026-11-26\\n' \
+           > /var/backups/mysql/all-databases.sql && vps backup",
+    );
+    assert!(sh(&lab, "vps1", "cat /var/backups/mysql/all-databases.sql").contains("\\! id"));
+    let out = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:mysql",
+            "vps2",
+        ])
+        .run();
+    assert!(!out.ok(), "{}", out.all());
+    assert!(out.all().contains("sandbox"), "{}", out.all());
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "ls /tmp/pwned /tmp/pwned2 2>/dev/null | wc -l"
+        ),
+        "0",
+        "no shell command of the dump ran"
+    );
     for h in ["vps1", "vps2"] {
         let _ = lab.ssh(h, "mysqladmin shutdown");
     }
