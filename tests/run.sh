@@ -8,13 +8,14 @@ cd "$(dirname "$0")/.."
 
 missing=()
 # The lab's hosts are overlays of this machine: packages the charms install (docker-host:
-# docker.io, docker-compose; base: cron; the archive server: sudo) are installed here once so
+# docker.io, docker-compose; base: cron; the archive server: sudo, attr, btrfs-progs) are
+# installed here once so
 # that every lab host already has them instead of downloading them again. mariadb-server is
 # for the test of the database dump (started by hand inside a lab host, never here).
 # debootstrap builds the pristine Debian images of `lab up --image` (cached in
 # /var/cache/0km/lab-images after the first build, about 30 s each).
 for pkg in openssh-server openssh-client rsync shellcheck docker.io docker-compose cron sudo \
-    mariadb-server python3 attr debootstrap; do
+    mariadb-server python3 attr btrfs-progs debootstrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
