@@ -1,8 +1,11 @@
 //! The per-run log directory: one file per host with the full output of every step, under
 //! `$XDG_STATE_HOME/0km/runs/<UTC time>-<command>-<pid>/`. Old runs beyond the last 100 are
-//! pruned. What goes to a remote command's stdin is never logged: it may carry secrets.
+//! pruned. What goes to a remote command's stdin is never logged: it may carry secrets. The
+//! logs hold what hosts printed (and what their backups carry): the directories are the
+//! user's only (0700), the files too (0600).
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,14 +21,20 @@ impl RunLog {
     /// `None` and goes on.
     pub fn create(command: &str) -> Option<Self> {
         let root = crate::paths::state_home().join("0km").join("runs");
-        std::fs::create_dir_all(&root).ok()?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .ok()?;
+        // An older 0km made it with the umask's mode.
+        let _ = std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700));
         prune(&root);
         let dir = root.join(format!(
             "{}-{command}-{}",
             utc_stamp(SystemTime::now()),
             std::process::id()
         ));
-        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).ok()?;
         Some(Self { dir })
     }
 
@@ -48,6 +57,7 @@ impl RunLog {
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.dir.join(format!("{name}.log")))
         {
             let _ = f.write_all(text.as_bytes());

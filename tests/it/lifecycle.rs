@@ -14,6 +14,30 @@ fn without_reuse_nothing_remains_after_a_run() {
     assert!(lab.control_files().is_empty(), "{:?}", lab.control_files());
 }
 
+/// The run logs hold what hosts printed: the user's only.
+#[test]
+fn run_logs_are_private_to_the_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::up(1);
+    lab.zerokm(["--no-reuse", "exec", "vps1", "--", "echo", "private"])
+        .run()
+        .success();
+    let runs = lab.root.path().join("state").join("0km").join("runs");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&runs), 0o700, "{}", runs.display());
+    let mut files = 0;
+    for run in std::fs::read_dir(&runs).unwrap() {
+        let run = run.unwrap().path();
+        assert_eq!(mode(&run), 0o700, "{}", run.display());
+        for f in std::fs::read_dir(&run).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+            files += 1;
+        }
+    }
+    assert!(files > 0, "a run wrote its log");
+}
+
 #[test]
 fn reused_masters_serve_the_next_run_then_exit_after_the_idle_time() {
     let lab = Lab::up(2);
