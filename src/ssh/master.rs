@@ -217,11 +217,31 @@ async fn check(_opts: &SshOptions, socket: &Path) -> bool {
     alive
 }
 
-/// Asks the master on `socket` to exit now. Purely local: works for a dead remote too.
+/// The pid of the master on `socket`, as `ssh -O check` says it (`Master running (pid=N)`).
+async fn master_pid(opts: &SshOptions, socket: &Path) -> Option<u32> {
+    let mut cmd = ssh_command(opts);
+    cmd.arg("-S")
+        .arg(socket)
+        .args(["-O", "check", "0km"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let out = tokio::time::timeout(Duration::from_secs(5), cmd.output())
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let rest = text.split("(pid=").nth(1)?;
+    rest.split(')').next()?.trim().parse().ok()
+}
+
+/// Asks the master on `socket` to exit now, and waits (up to a second) until its process is
+/// gone: when 0km returns, nothing of it is left running. Purely local: works for a dead
+/// remote too.
 pub async fn exit(opts: &SshOptions, socket: &Path) {
     if !socket.exists() {
         return;
     }
+    let pid = master_pid(opts, socket).await;
     let mut cmd = ssh_command(opts);
     cmd.arg("-S")
         .arg(socket)
@@ -229,9 +249,10 @@ pub async fn exit(opts: &SshOptions, socket: &Path) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let _ = tokio::time::timeout(Duration::from_secs(5), cmd.status()).await;
-    // The master removes its socket as it exits; give it a moment, then make sure.
+    // The master removes its socket as it exits, then exits; give it a moment, then make sure.
     for _ in 0..50 {
-        if !socket.exists() {
+        let running = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !socket.exists() && !running {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
