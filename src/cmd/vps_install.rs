@@ -1,6 +1,6 @@
 //! `0km vps-install backup [ADMIN@SERVER[:PORT]] VPS...`: backups for every VPS at once, as
 //! the manual's `0km vps-install backup myadmin@core-06.0k.io:10023 myvps.fr`. The server may
-//! come from `backup.server` in the config. See `backup/install.rs`.
+//! come from `backup.server` in the config. See `backup/install/`.
 
 use crate::backup::install::{Install, InstallOptions, Prepared};
 use crate::backup::ArchiveSpec;

@@ -13,17 +13,23 @@
 //! 3. [`Install::authorize`]: the archive authorises the new keys, each locked to its area;
 //! 4. [`Install::grant_recover_keys`]: each VPS's read-only recover key, for its own area;
 //! 5. [`Install::backup_now`]: every VPS whose key the archive holds backs up now.
+//!
+//! Pass 2 on one VPS is in `vps.rs`; the edits of a VPS's result (steps, notes, failures)
+//! in `results.rs`.
+
+mod results;
+mod vps;
 
 use super::archive::{self, Keys};
 use super::ArchiveSpec;
-use crate::charm::{self, UploadMethod};
-use crate::fleet::{Done, Fleet, HostCtx, RunLog, StepFailure};
+use crate::fleet::{Done, Fleet, RunLog, StepFailure};
 use crate::keys::KeyLine;
-use crate::setup::run_playbook;
 use crate::target::Target;
 use crate::ui::{HostResult, Outcome, Ui};
+use results::{fail, ok, push_note, push_step};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use vps::{install_on_vps, Current};
 
 /// What `vps-install backup` was asked to do.
 #[derive(Debug, Clone)]
@@ -282,7 +288,8 @@ impl Install<'_> {
             .run(vps, self.ui.reporter(vps.len()), self.log.clone(), |ctx| {
                 let (read, moves) = (&read, &moves);
                 async move {
-                    if let Some(from) = moving_from(&ctx, server).await? {
+                    let current = Current::read(&ctx).await?;
+                    if let Some(from) = current.moving_from(server) {
                         moves.lock().expect("moves lock").push(Move {
                             host: ctx.target.name.clone(),
                             area: super::area_name(&ctx.target),
@@ -297,7 +304,7 @@ impl Install<'_> {
                         }
                     }
                     let (done, key) =
-                        install_on_vps(&ctx, server, known_hosts_b64, schedule).await?;
+                        install_on_vps(&ctx, &current, server, known_hosts_b64, schedule).await?;
                     read.lock().expect("keys lock").push(key);
                     Ok(done)
                 }
@@ -577,183 +584,4 @@ impl Prepared {
             })
             .collect();
     }
-}
-
-/// The archive this VPS backs up to now (`HOST:PORT` of /etc/rsync-backup/target.conf), when
-/// it is another than `server`.
-async fn moving_from(ctx: &HostCtx, server: &str) -> Result<Option<String>, StepFailure> {
-    let conf = ctx
-        .run(
-            "backup: current archive",
-            "cat /etc/rsync-backup/target.conf 2>/dev/null",
-            None,
-        )
-        .await?;
-    let text = String::from_utf8_lossy(&conf.stdout);
-    let value = |key: &str| {
-        text.lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(key).map(str::to_string))
-    };
-    let Some(host) = value("BACKUP_SERVER_HOST=").filter(|h| !h.is_empty()) else {
-        return Ok(None);
-    };
-    let port = value("BACKUP_SERVER_PORT=").unwrap_or_else(|| "22".into());
-    let current = format!("{host}:{port}");
-    Ok((current != server).then_some(current))
-}
-
-/// A VPS that backs up already keeps its area: named otherwise here (its address instead of
-/// its name), it would start backing up into another one. Refused before any change.
-async fn check_area(ctx: &HostCtx, area: &str) -> Result<(), StepFailure> {
-    let conf = ctx
-        .run(
-            "backup: current area",
-            "cat /etc/rsync-backup/target.conf 2>/dev/null",
-            None,
-        )
-        .await?;
-    let current = String::from_utf8_lossy(&conf.stdout)
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("DOMAIN=").map(str::to_string));
-    match current.filter(|c| !c.is_empty() && c != area) {
-        Some(current) => Err(StepFailure::new(
-            "backup: area",
-            format!(
-                "this VPS backs up as `{current}` (/etc/rsync-backup/target.conf), and named `{}` here it would back up as `{area}`: name it as before, or give it `domain: {current}` in the inventory",
-                ctx.target.selector
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-async fn install_on_vps(
-    ctx: &HostCtx,
-    server: &str,
-    known_hosts_b64: &str,
-    schedule: Option<&str>,
-) -> Result<(Done, VpsKey), StepFailure> {
-    let area = super::area_name(&ctx.target);
-    check_area(ctx, &area).await?;
-    let mut steps: Vec<serde_json::Value> = Vec::new();
-    let charms = ["base", "rsync-backup"];
-    let sync = charm::sync_store(ctx, &charms, UploadMethod::from_env()).await?;
-    steps.push(serde_json::json!({"step": "charms", "state": if sync.changed() { "changed" } else { "unchanged" }}));
-    let mut packages: Vec<String> = Vec::new();
-    for c in charms {
-        packages.extend(
-            charm::metadata(c)
-                .map_err(|e| StepFailure::new("packages", e))?
-                .packages,
-        );
-    }
-    packages.sort();
-    packages.dedup();
-    let args: Vec<&str> = packages.iter().map(String::as_str).collect();
-    run_playbook::<crate::playbook::PackagesInstalled>(
-        ctx,
-        "packages",
-        &crate::playbook::PACKAGES,
-        &args,
-    )
-    .await?;
-    let version = format!("ZEROKM_VERSION={}", env!("CARGO_PKG_VERSION"));
-    run_playbook::<crate::playbook::CharmInstalled>(
-        ctx,
-        "base",
-        &crate::playbook::CHARM_INSTALL,
-        &["base", &version],
-    )
-    .await?;
-    let domain = format!("DOMAIN={area}");
-    let server_arg = format!("BACKUP_SERVER={server}");
-    let kh = format!("BACKUP_SERVER_KNOWN_HOSTS_B64={known_hosts_b64}");
-    let mut args = vec![
-        "rsync-backup",
-        domain.as_str(),
-        server_arg.as_str(),
-        kh.as_str(),
-    ];
-    let sched;
-    if let Some(s) = schedule {
-        sched = format!("BACKUP_SCHEDULE={s}");
-        args.push(&sched);
-    }
-    let r: crate::playbook::CharmInstalled =
-        run_playbook(ctx, "rsync-backup", &crate::playbook::CHARM_INSTALL, &args).await?;
-    let changes = r.changes.len();
-    steps.push(serde_json::json!({"step": "rsync-backup", "state": if changes > 0 { "changed" } else { "unchanged" }}));
-    let key = ctx
-        .step(
-            "backup key",
-            "cat /var/lib/rsync-backup/id_ed25519.pub",
-            None,
-        )
-        .await?;
-    let key = String::from_utf8_lossy(&key.stdout).trim().to_string();
-    // The VPS's own read-only key, for `vps recover-target` (its own area only); absent on
-    // hosts whose charm predates it.
-    let recover = ctx
-        .run(
-            "backup key",
-            "cat /var/lib/rsync-backup/recover_ed25519.pub 2>/dev/null",
-            None,
-        )
-        .await?;
-    let recover_key = String::from_utf8_lossy(&recover.stdout).trim().to_string();
-    let parsed = KeyLine::parse(&key).map_err(|e| {
-        StepFailure::new(
-            "backup key",
-            format!("the VPS's backup key is not valid: {e}"),
-        )
-    })?;
-    let read = VpsKey {
-        host: ctx.target.name.clone(),
-        area: area.clone(),
-        key: parsed,
-        recover_key: KeyLine::parse(&recover_key).ok(),
-    };
-    let done = Done {
-        changed: sync.changed() || changes > 0,
-        data: serde_json::json!({"area": area, "key": key, "recover_key": recover_key, "steps": steps, "notes": r.notes}),
-    };
-    Ok((done, read))
-}
-
-fn ok(r: &HostResult) -> bool {
-    matches!(r.status, Outcome::Ok | Outcome::Changed)
-}
-
-fn data_object(r: &mut HostResult) -> &mut serde_json::Map<String, serde_json::Value> {
-    if !r.data.is_object() {
-        r.data = serde_json::json!({});
-    }
-    r.data.as_object_mut().expect("object")
-}
-
-fn push_step(r: &mut HostResult, step: &str, state: &str, detail: String) {
-    let steps = data_object(r)
-        .entry("steps")
-        .or_insert_with(|| serde_json::json!([]));
-    if let Some(a) = steps.as_array_mut() {
-        a.push(serde_json::json!({"step": step, "state": state, "detail": detail}));
-    }
-}
-
-fn push_note(r: &mut HostResult, note: String) {
-    let notes = data_object(r)
-        .entry("notes")
-        .or_insert_with(|| serde_json::json!([]));
-    if let Some(a) = notes.as_array_mut() {
-        a.push(serde_json::json!(note));
-    }
-}
-
-fn fail(r: &mut HostResult, step: &str, reason: String, stderr_tail: Option<String>) {
-    r.status = Outcome::Failed;
-    r.step = Some(step.into());
-    r.reason = Some(reason);
-    r.stderr_tail = stderr_tail;
 }
