@@ -98,6 +98,38 @@ pub async fn run(app: &App, cmd: &VpsBackupCommand) -> anyhow::Result<Status> {
     }
 }
 
+/// `[ADMIN@SERVER[:PORT]] HOST` of `snapshots` and `policy`: the archive (the config's
+/// `backup.server` when not given) and a backed-up host's name, checked.
+fn server_and_host(
+    app: &App,
+    args: &[String],
+) -> Result<(crate::backup::ArchiveSpec, String), crate::cmd::UsageError> {
+    use crate::cmd::UsageError;
+    let (server, host) = match args {
+        [host] => (app.config.config.backup.server.clone(), host.clone()),
+        [server, host] => (Some(server.clone()), host.clone()),
+        _ => {
+            return Err(UsageError(
+                "expected [ADMIN@SERVER[:PORT]] HOST, e.g. myadmin@core:10023 vps1.example.com"
+                    .into(),
+            ))
+        }
+    };
+    let server = server.ok_or_else(|| {
+        UsageError(
+            "no archive server: give ADMIN@SERVER[:PORT] before HOST or set backup.server in the config"
+                .into(),
+        )
+    })?;
+    let spec = crate::backup::ArchiveSpec::parse(&server).map_err(UsageError)?;
+    if !crate::names::is_area(&host) {
+        return Err(UsageError(format!(
+            "`{host}` is not a backed-up host's name (lowercase letters, digits, `.`, `-`; see `0km vps-backup list`)"
+        )));
+    }
+    Ok((spec, host))
+}
+
 /// One read-only query of the archive's admin account (`list`, `snapshots`), as `vps-backup`
 /// runs them: the tools' version checked, then `words`' answer. With `--json`, its `rows` as
 /// JSON lines and nothing else; otherwise `show` prints it, then the summary.

@@ -6,35 +6,12 @@
 use super::SnapshotsArgs;
 use crate::backup::archive::Snapshots;
 use crate::backup::ArchiveSpec;
-use crate::cmd::{App, Status, UsageError};
+use crate::cmd::{App, Status};
 use crate::ui::format;
 use crate::ui::table::Table;
 
 pub async fn run(app: &App, a: &SnapshotsArgs) -> anyhow::Result<Status> {
-    let (server, host) = match a.args.as_slice() {
-        [host] => (app.config.config.backup.server.clone(), host.clone()),
-        [server, host] => (Some(server.clone()), host.clone()),
-        _ => {
-            return Err(UsageError(
-                "expected [ADMIN@SERVER[:PORT]] HOST, e.g. myadmin@core:10023 vps1.example.com"
-                    .into(),
-            )
-            .into())
-        }
-    };
-    let server = server.ok_or_else(|| {
-        UsageError(
-            "no archive server: give ADMIN@SERVER[:PORT] before HOST or set backup.server in the config"
-                .into(),
-        )
-    })?;
-    let spec = ArchiveSpec::parse(&server).map_err(UsageError)?;
-    if !crate::names::is_area(&host) {
-        return Err(UsageError(format!(
-            "`{host}` is not a backed-up host's name (lowercase letters, digits, `.`, `-`; see `0km vps-backup list`)"
-        ))
-        .into());
-    }
+    let (spec, host) = super::server_and_host(app, &a.args)?;
     let show = |app: &App, snaps: &Snapshots| print_table(app, &host, &spec, snaps);
     super::query_archive(
         app,
