@@ -5,15 +5,7 @@
 //! figures while the other VPSes back up; an application installed after the backup was set
 //! up is backed up from then on. Real sshd hosts, real rsync, restores compared byte for byte.
 
-use crate::support::{archive_setup, on_terminal, sh, Lab};
-
-/// Every snapshot of `host` on `archive` (`vps-backup snapshots --json`).
-fn snapshots(lab: &Lab, archive: &str, host: &str) -> Vec<serde_json::Value> {
-    lab.zerokm(["--json", "vps-backup", "snapshots", archive, host])
-        .run()
-        .success()
-        .json()
-}
+use crate::support::{archive_setup, on_terminal, sh, snapshots, Lab};
 
 /// 150 files of mail on vps1's data disk; their checksums.
 fn mail_on(lab: &Lab, host: &str) -> String {

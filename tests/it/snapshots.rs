@@ -5,17 +5,8 @@
 
 use crate::support::{archive_setup, sh, Lab};
 
-fn snapshots(lab: &Lab) -> Vec<serde_json::Value> {
-    lab.zerokm([
-        "--json",
-        "vps-backup",
-        "snapshots",
-        "myadmin@archive",
-        "vps1",
-    ])
-    .run()
-    .success()
-    .json()
+fn vps1_snapshots(lab: &Lab) -> Vec<serde_json::Value> {
+    crate::support::snapshots(lab, "myadmin@archive", "vps1")
 }
 
 #[test]
@@ -39,7 +30,7 @@ fn ordinary_events_lose_nothing_and_say_so() {
         "vps1",
         "echo changed >/srv/datastore/data/mail/m1 && vps backup",
     );
-    let s = snapshots(&lab);
+    let s = vps1_snapshots(&lab);
     assert_eq!(s.len(), 2, "{s:?}");
     assert!(s.iter().all(|x| x["state"] == "complete"), "{s:?}");
     let first = s[0]["name"].as_str().unwrap().to_string();
@@ -61,7 +52,7 @@ fn ordinary_events_lose_nothing_and_say_so() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("/srv/datastore is empty"), "{text}");
-    let s = snapshots(&lab);
+    let s = vps1_snapshots(&lab);
     let newest = s.last().unwrap();
     assert_eq!(newest["state"], "incomplete", "{s:?}");
     assert!(
@@ -114,7 +105,7 @@ fn ordinary_events_lose_nothing_and_say_so() {
         "150",
         "the latest complete snapshot still holds the data"
     );
-    let s = snapshots(&lab);
+    let s = vps1_snapshots(&lab);
     let newest = s.last().unwrap();
     assert_eq!(newest["state"], "incomplete", "{s:?}");
     assert!(
@@ -130,7 +121,7 @@ fn ordinary_events_lose_nothing_and_say_so() {
         "vps1",
         "rmdir /srv/datastore/data && mv /srv/unmounted /srv/datastore/data && vps backup",
     );
-    assert_eq!(snapshots(&lab).last().unwrap()["state"], "complete");
+    assert_eq!(vps1_snapshots(&lab).last().unwrap()["state"], "complete");
 
     // Every snapshot, named as `snapshots` prints it, is recoverable (five
     // snapshots now, all within KEEP_LAST).
@@ -167,7 +158,7 @@ fn ordinary_events_lose_nothing_and_say_so() {
     let r = &out.json()[0];
     let notes = r["data"]["notes"].to_string();
     assert!(notes.contains("partial backup"), "{r}");
-    let s = snapshots(&lab);
+    let s = vps1_snapshots(&lab);
     let newest = s.last().unwrap();
     assert_eq!(newest["state"], "partial", "{s:?}");
     let partial = newest["name"].as_str().unwrap();

@@ -179,6 +179,14 @@ pub fn archive_setup(lab: &Lab) {
     .stdout_has("is an archive server");
 }
 
+/// Every snapshot of `host` on `archive` (`vps-backup snapshots --json`), oldest first.
+pub fn snapshots(lab: &Lab, archive: &str, host: &str) -> Vec<serde_json::Value> {
+    lab.zerokm(["--json", "vps-backup", "snapshots", archive, host])
+        .run()
+        .success()
+        .json()
+}
+
 pub fn processes_mentioning(needle: &str) -> Vec<String> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
