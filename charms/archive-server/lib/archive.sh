@@ -109,11 +109,11 @@ conf_get() {
 
 # policy_get HOST KEY DEFAULT REGEX: a setting of HOST's backups: its line in
 # ARCHIVE_ETC/hosts/HOST.conf (written by `0km-archive policy`), else archive.conf's, else
-# DEFAULT. A bad value: a message, status 1.
+# DEFAULT; HOST empty: the archive's own. A bad value: a message, status 1.
 policy_get() {
     local host=$1 key=$2 value line file=$ARCHIVE_ETC/hosts/$1.conf
     value=$(conf_get "$key" "$3" "$4") || return 1
-    if [[ -f $file && ! -L $file ]]; then
+    if [[ -n $host && -f $file && ! -L $file ]]; then
         while IFS= read -r line; do
             [[ $line == "$key="* ]] && value=${line#"$key="}
         done <"$file"
@@ -130,7 +130,7 @@ declare -A POLICY_RE=([KEEP_LAST]='^[0-9]{1,4}$' [RETENTION_DAYS]='^[1-9][0-9]{0
     [KEEP_WEEKLY]='^[0-9]{1,4}$' [KEEP_MONTHLY]='^[0-9]{1,4}$' [QUOTA_BYTES]='^[0-9]{1,18}$')
 
 # load_policy HOST: sets KEEP_LAST, KEEP_DAILY (RETENTION_DAYS), KEEP_WEEKLY, KEEP_MONTHLY and
-# QUOTA (bytes, 0: none) for HOST; status 1 on a bad value (said).
+# QUOTA (bytes, 0: none) for HOST (empty: the archive's own); status 1 on a bad value (said).
 # shellcheck disable=SC2034 # read by the tools that source this file
 load_policy() {
     KEEP_LAST=$(policy_get "$1" KEEP_LAST 5 "${POLICY_RE[KEEP_LAST]}") || return 1
