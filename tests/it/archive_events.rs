@@ -209,11 +209,12 @@ fn quota_and_reserve_refuse_one_host_with_the_figures_and_the_others_back_up() {
     .success();
 
     // A quota below what vps1 now needs: its next backup is refused with the figures, vps2's
-    // goes on in the same run.
+    // goes on in the same run. (The archive named as the manual does, ADMIN@HOST:PORT.)
+    let archive = format!("myadmin@{}.1:10023", lab.net());
     lab.zerokm([
         "vps-backup",
         "policy",
-        "myadmin@archive",
+        archive.as_str(),
         "vps1",
         "--quota",
         "8M",
