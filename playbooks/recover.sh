@@ -347,9 +347,14 @@ cmd_mysql_load() {
     local -a dbs=() auth=()
     check_dest "$dump" DUMPFILE
     [[ -f $dump && -r $dump ]] || die "$dump is not a readable file"
-    head -n 5 "$dump" | grep -qiE '^-- (MySQL|MariaDB) dump' ||
+    # Read whole before testing: with pipefail, `cmd | grep -q` fails when grep's early exit
+    # kills cmd with SIGPIPE.
+    local head tail help
+    head=$(head -n 5 "$dump")
+    tail=$(tail -n 1 "$dump")
+    grep -qiE '^-- (MySQL|MariaDB) dump' <<<"$head" ||
         die "$dump does not look like a mysqldump/mariadb-dump file"
-    tail -n 1 "$dump" | grep -q '^-- Dump completed' ||
+    [[ $tail == "-- Dump completed"* ]] ||
         die "$dump is incomplete (no \"-- Dump completed\" line at the end): not loaded"
     # shellcheck disable=SC2016 # backquotes of SQL, not a command
     mapfile -t dbs < <(sed -n 's/^CREATE DATABASE .*`\([^`]*\)`.*/\1/p' "$dump")
@@ -382,9 +387,12 @@ cmd_mysql_load() {
         local rc=0
         docker exec -i -e MYSQL_PWD "$container" sh -c '
             c=$(command -v mariadb || command -v mysql) || exit 98
-            if "$c" --help 2>/dev/null | grep -q -- "--sandbox"; then exec "$c" --sandbox -uroot
-            elif "$c" --help 2>/dev/null | grep -q -- "--commands"; then exec "$c" --commands=OFF -uroot
-            else exit 97; fi' <"$dump" || rc=$?
+            h=$("$c" --help 2>/dev/null)
+            case $h in
+                *--sandbox*) exec "$c" --sandbox -uroot ;;
+                *--commands*) exec "$c" --commands=OFF -uroot ;;
+            esac
+            exit 97' <"$dump" || rc=$?
         case $rc in
             0) ;;
             97) die "$container's mysql client has no sandbox mode (--sandbox, MariaDB 10.5.25/10.6.18/10.11.8 and later; --commands=OFF, MySQL 8.0.40 and later): a dump from the backup could run shell commands through it, so it is not loaded; update mailcow's images and retry" ;;
@@ -410,9 +418,10 @@ cmd_mysql_load() {
         # client commands (\! runs a shell command, \. reads a file, tee, pager, ...) are
         # refused, so it runs SQL and nothing else. A client without one loads nothing.
         local sandbox
-        if "$client" --help 2>/dev/null | grep -q -- '--sandbox'; then
+        help=$("$client" --help 2>/dev/null) || true
+        if [[ $help == *--sandbox* ]]; then
             sandbox=--sandbox
-        elif "$client" --help 2>/dev/null | grep -q -- '--commands'; then
+        elif [[ $help == *--commands* ]]; then
             sandbox=--commands=OFF
         else
             die "$client has no sandbox mode (--sandbox, MariaDB 10.5.25/10.6.18/10.11.8 and later; --commands=OFF, MySQL 8.0.40 and later): a dump from the backup could run shell commands through it, so it is not loaded; update the client and retry"

@@ -204,7 +204,9 @@ pull_tally() {
     # Progress lines end in \r: made lines, and read as they come (mawk, Debian's default
     # awk, reads a pipe in large blocks unless -W interactive).
     local -a awk=(awk)
-    if awk -W version 2>/dev/null | head -n 1 | grep -q mawk; then
+    local version
+    version=$(awk -W version 2>&1) || true
+    if [[ $version == mawk* ]]; then
         awk+=(-W interactive)
     fi
     # shellcheck disable=SC2016 # an awk program
