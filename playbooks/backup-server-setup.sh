@@ -323,15 +323,72 @@ storage_mode() {
 }
 
 # require_tools: what the archive needs is installed (0km runs packages.sh with the
-# archive-server charm's packages, rsync sudo attr, before this playbook).
+# archive-server charm's packages, rsync sudo attr bubblewrap, before this playbook).
 require_tools() {
     local t
-    for t in rsync sudo getfattr visudo; do
+    for t in rsync sudo getfattr visudo bwrap; do
         command -v "$t" >/dev/null 2>&1 || {
-            log "$t is missing: install the archive-server charm's packages first (rsync sudo attr), as 0km does"
+            log "$t is missing: install the archive-server charm's packages first (rsync sudo attr bubblewrap), as 0km does"
             exit 1
         }
     done
+}
+
+# The oldest rsync each Debian release may run here: the first security release after the
+# January 2025 advisory (DSA-5843: CVE-2024-12084..12088, a client reading and writing the
+# server's files). A newer security release in apt's lists raises the bar (rsync_current).
+declare -A RSYNC_FLOOR=([bookworm]=3.2.7-1+deb12u1 [trixie]=3.4.1+ds1-1)
+
+# rsync_current: refuses (exit 1, the versions and the fix) an installed rsync older than its
+# distribution's current security release: the one in apt's lists from a *-security source,
+# else the floor above. The archive's rsync reads what every VPS sends.
+rsync_current() {
+    local installed codename="" best="" source="" line version origin
+    installed=$(dpkg-query -W -f='${Version}' rsync 2>/dev/null || true)
+    if [[ -z $installed ]]; then
+        log "rsync is not installed from a Debian package: install Debian's (apt-get install rsync) and run setup again"
+        exit 1
+    fi
+    # shellcheck disable=SC1091 # the host's own file
+    codename=$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}")
+    # apt-cache policy: version lines ("     3.5.0+ds1-0+deb12u1 500"), each followed by its
+    # sources ("        500 http://... bookworm-security/main amd64 Packages").
+    local policy
+    policy=$(LC_ALL=C apt-cache policy rsync 2>/dev/null || true)
+    version=""
+    while IFS= read -r line; do
+        if [[ $line =~ ^\ {5}(\*\*\*\ )?([^ ]+)\ [0-9]+$ || $line =~ ^\ \*\*\*\ ([^ ]+)\ [0-9]+$ ]]; then
+            version=${BASH_REMATCH[2]:-${BASH_REMATCH[1]}}
+        elif [[ -n $version && $line =~ ^\ {8}[0-9]+\ (.*)$ ]]; then
+            origin=${BASH_REMATCH[1]}
+            if [[ $origin == *-security/* ]] && { [[ -z $best ]] || dpkg --compare-versions "$version" gt "$best"; }; then
+                best=$version source=$origin
+            fi
+        fi
+    done <<<"$policy"
+    if [[ -z $best && -n ${RSYNC_FLOOR[$codename]+x} ]]; then
+        best=${RSYNC_FLOOR[$codename]} source="Debian's advisory DSA-5843 (no *-security source in apt's lists)"
+        warnings+=("apt has no security source for $codename: add one (deb http://deb.debian.org/debian-security $codename-security main) so rsync and the rest get security updates")
+    fi
+    if [[ -n $best ]] && dpkg --compare-versions "$installed" lt "$best"; then
+        log "rsync $installed is older than its current security release $best ($source): update it (apt-get update && apt-get install rsync) and run setup again"
+        exit 1
+    fi
+    [[ -n $best ]] || warnings+=("no security release of rsync known for this system (${codename:-unknown release}): keep rsync updated by hand")
+    rsync_version=$installed
+}
+
+# confinement_works: the forced commands run rsync in bubblewrap (lib/archive.sh's confine),
+# which needs unprivileged user namespaces; refused (exit 1, the fix) where the kernel has
+# them off, before any key could use the archive.
+confinement_works() {
+    local err
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    if ! err=$(runuser -u "$BACKUP_USER" -- bash -c 'PROG=setup; source "$1"; confine ro "$2" /usr/bin/true' \
+        confine "$STORE/lib/archive.sh" "$BACKUP_ROOT" 2>&1 </dev/null); then
+        log "the backup account cannot run rsync confined to one area (bubblewrap: ${err:0:200}): allow unprivileged user namespaces (sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000, and in /etc/sysctl.d/) and run setup again"
+        exit 1
+    fi
 }
 
 KEEP_LAST=5 KEEP_WEEKLY=8 KEEP_MONTHLY=6 RESERVE_PERCENT=5 BTRFS_CREATE="" BTRFS_SIZE=""
@@ -394,8 +451,9 @@ main() {
         admin_types+=("$type") admin_blobs+=("$blob")
     done
 
-    # 1. the tools it needs (installed by 0km before)
+    # 1. the tools it needs (installed by 0km before), rsync with its security fixes
     require_tools
+    rsync_current
 
     # 2. the backup account and its area (on a btrfs file system of its own when asked)
     ensure_account "$BACKUP_USER" "$BACKUP_ROOT" yes
@@ -406,6 +464,7 @@ main() {
         make_btrfs "$BTRFS_CREATE" "$BTRFS_SIZE"
     fi
     ensure_dir "$BACKUP_ROOT" 750 "root:$BACKUP_USER"
+    confinement_works
     storage_mode
     ensure_dir "$BACKUP_ROOT/.ssh" 750 "root:$BACKUP_USER"
     local bkeys=$BACKUP_ROOT/.ssh/authorized_keys
@@ -481,9 +540,9 @@ main() {
         log "warning: $w"
         warnings_json+="${warnings_json:+,}$(json_str "$w")"
     done
-    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"reserve_percent":%s,"storage":%s,"max_startups":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s],"warnings":[%s]}\n' \
+    printf '0km-result {"changed":%s,"admin":%s,"retention_days":%s,"keep_last":%s,"keep_weekly":%s,"keep_monthly":%s,"reserve_percent":%s,"storage":%s,"max_startups":%s,"rsync":%s,"backup_user":%s,"backup_root":%s,"admin_keys":%s,"installed":[%s],"changes":[%s],"warnings":[%s]}\n' \
         "$changed" "$(json_str "$ADMIN")" "$RETENTION_DAYS" "$KEEP_LAST" "$KEEP_WEEKLY" "$KEEP_MONTHLY" "$RESERVE_PERCENT" "$(json_str "$STORAGE")" \
-        "$(json_str "$sshd_max_startups")" "$(json_str "$BACKUP_USER")" \
+        "$(json_str "$sshd_max_startups")" "$(json_str "$rsync_version")" "$(json_str "$BACKUP_USER")" \
         "$(json_str "$BACKUP_ROOT")" "${#admin_types[@]}" "" "$changes_json" "$warnings_json"
 }
 

@@ -119,6 +119,16 @@ if [[ -z $root_password ]] && grep -q '^root:!' "$root/etc/shadow"; then
 	sed -i 's/^root:![^:]*:/root:*:/' "$root/etc/shadow"
 fi
 
+# enter_root: the host's root becomes the root of its mount namespace (pivot_root, the old
+# root detached), as on a real machine. Not chroot: a chrooted process may not create user
+# namespaces, and the archive runs rsync in bubblewrap, which needs them.
+enter_root() {
+	cd "$root"
+	pivot_root . .
+	umount -l .
+	cd /
+}
+
 if [[ -n $stock_sshd ]]; then
 	# Debian's stock sshd_config reads its drop-ins first: where to listen, which host key,
 	# and whether root may log in with a password. Its limits (MaxStartups 10:30:100,
@@ -131,7 +141,8 @@ CONF
 	if [[ -n $root_password ]]; then
 		printf 'PermitRootLogin yes\n' >>"$root/etc/ssh/sshd_config.d/00-0km-lab.conf"
 	fi
-	exec chroot "$root" /usr/sbin/sshd -D -e
+	enter_root
+	exec /usr/sbin/sshd -D -e
 fi
 
 cat >"$root/etc/ssh/sshd_config" <<EOF
@@ -155,4 +166,5 @@ EOF
 # included; it has a SIGTERM handler, so it can be stopped from outside the
 # namespace; and when it exits the kernel kills whatever is left in the
 # namespace, which tears down all the mounts above. One process per host.
-exec chroot "$root" /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config
+enter_root
+exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config

@@ -501,7 +501,9 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     sh(
         &lab,
         "vps1",
-        "echo changed >/srv/datastore/data/mail/m1 && sed -i '/^\\/srv\\/extra:/d' /etc/mirror-dir/config.yml && vps backup",
+        "echo changed >/srv/datastore/data/mail/m1 && rm /srv/datastore/data/mail/m2 && \
+         printf 'odd' >\"/srv/datastore/data/mail/we\\\\#012ird\" && \
+         sed -i '/^\\/srv\\/extra:/d' /etc/mirror-dir/config.yml && vps backup",
     );
     let s = snapshots(&lab, "myadmin@archive", "vps1");
     assert_eq!(s.len(), 3, "{s:?}");
@@ -536,6 +538,20 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     );
     assert_ne!(at(first, "/srv/datastore/data/mail/m1"), "changed");
     assert_eq!(at(third, "/srv/datastore/data/mail/m1"), "changed");
+    // What the VPS removed is gone from the next snapshot (no --delete: the archive removes
+    // what the transfer did not list), what it kept is there, odd names included.
+    assert_eq!(at(third, "/srv/datastore/data/mail/m2"), "absent");
+    assert_ne!(at(second, "/srv/datastore/data/mail/m2"), "absent");
+    assert_ne!(at(third, "/srv/datastore/data/mail/m3"), "absent");
+    assert_eq!(at(third, "/srv/datastore/data/mail/we\\\\#012ird"), "odd");
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            &format!("find /srv/backup/vps1/snapshots/{third}/srv/datastore/data -type f | wc -l")
+        ),
+        "150"
+    );
 
     // A missing root: carried forward from the newest snapshot, marked.
     sh(
@@ -594,12 +610,12 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     let restored = sh(
         &lab,
         "vps1",
-        "cd /restored && find . -type f | sort | xargs sha256sum",
+        "cd /restored && find . -type f -print0 | sort -z | xargs -0 sha256sum",
     );
     let now = sh(
         &lab,
         "vps1",
-        "cd /srv/datastore/data && find . -type f | sort | xargs sha256sum",
+        "cd /srv/datastore/data && find . -type f -print0 | sort -z | xargs -0 sha256sum",
     );
     assert_eq!(restored, now);
     assert_ne!(restored, sums, "m1 changed since the first backup");

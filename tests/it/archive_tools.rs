@@ -603,7 +603,7 @@ fn version_and_help_answer() {
     let a = Archive::new();
     assert_eq!(
         a.archive(&["version"]).success().result(),
-        json!({"changed": false, "version": "7"})
+        json!({"changed": false, "version": "8"})
     );
     let help = a.archive(&["help"]).success();
     assert!(
@@ -765,7 +765,7 @@ fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
     // An empty command is `help`.
     let help = a.admin("").success().result();
     assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
-    assert_eq!(a.admin("  version ").success().result()["version"], "7");
+    assert_eq!(a.admin("  version ").success().result()["version"], "8");
     let r = a
         .admin(&format!("authorize vps1 {t} {b}"))
         .success()

@@ -366,11 +366,11 @@ command_words() {
     [[ $n -le $RSYNC_MAX_WORDS ]] || refuse "command too long"
 }
 
-# Long options without a value that both filters accept: details of how rsync stores, deletes
-# (the receiver's own new tree, or for a sender the receiver's side) and reports.
+# Long options without a value that both filters accept: details of how rsync stores and
+# reports. (The --delete* family is the sender's alone: on a receiver it makes rsync read the
+# client's filter rules.)
 declare -A LONG_FLAG=(
-    [--numeric-ids]=1 [--delete]=1 [--delete-before]=1 [--delete-during]=1 [--delete-delay]=1
-    [--delete-after]=1 [--delete-excluded]=1 [--ignore-errors]=1 [--force]=1 [--partial]=1
+    [--numeric-ids]=1 [--ignore-errors]=1 [--force]=1 [--partial]=1
     [--delay-updates]=1 [--stats]=1 [--new-compress]=1 [--old-compress]=1
     [--no-implied-dirs]=1 [--safe-links]=1
 )
@@ -390,6 +390,39 @@ declare -A LONG_VALUE=(
     [--max-size]='^[0-9]{1,20}$'
     [--log-format]='^(X|%i|%i%I|%o)$'
 )
+
+# confine MODE DIR CMD...: runs CMD (an rsync server) where the only files it can see are the
+# system's programs and libraries, read-only, and DIR (one host's area), at its own path and
+# read-write (MODE rw) or read-only (MODE ro): bubblewrap, in unprivileged user, mount, PID,
+# network and IPC namespaces, dying with this script. Whatever a client makes rsync open (a
+# `merge FILE` filter rule of a read key's client, a path it names) is looked up in that
+# view: another host's area, the archive's keys and configuration, /etc and /home are not
+# there. CMD runs in DIR; its exit status is CMD's (bubblewrap's own failure: 1, said first).
+confine() {
+    local mode=$1 dir=$2 d
+    shift 2
+    local -a b=(bwrap --unshare-all --die-with-parent --clearenv
+        --setenv PATH /usr/bin:/bin --setenv LC_ALL C
+        --ro-bind /usr /usr --dev /dev --tmpfs /tmp)
+    for d in bin sbin lib lib32 lib64 libx32; do
+        if [[ -L /$d ]]; then
+            b+=(--symlink "$(readlink "/$d")" "/$d")
+        elif [[ -d /$d ]]; then
+            b+=(--ro-bind "/$d" "/$d")
+        fi
+    done
+    [[ -e /etc/ld.so.cache ]] && b+=(--ro-bind /etc/ld.so.cache /etc/ld.so.cache)
+    if [[ $mode == rw ]]; then
+        b+=(--bind "$dir" "$dir")
+    else
+        b+=(--ro-bind "$dir" "$dir")
+    fi
+    if ! command -v bwrap >/dev/null; then
+        say "bubblewrap (bwrap) is missing: run 0km backup-server setup again (it installs it)"
+        return 1
+    fi
+    "${b[@]}" --chdir "$dir" -- "$@"
+}
 
 # long_why_common NAME ROLE: why the long option NAME is refused, for the reasons both filters
 # share; ROLE (receiver, sender) names the list in the default reason.
