@@ -7,6 +7,7 @@ mod support;
 
 mod archive_events;
 mod archive_tools;
+mod attacks;
 mod backup;
 mod check;
 mod config;

@@ -100,6 +100,24 @@ impl Lab {
             .expect("ssh")
     }
 
+    /// Like `ssh`, with `input` on the command's stdin.
+    pub fn ssh_with_input(&self, host: &str, command: &str, input: &[u8]) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new("ssh")
+            .arg("-F")
+            .arg(self.dir().join("ssh_config"))
+            .args(["-o", "BatchMode=yes", host, command])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write to ssh");
+        drop(stdin);
+        child.wait_with_output().expect("ssh")
+    }
+
     /// ssh processes of ours (their command line names our control directory) still alive.
     pub fn ssh_processes(&self) -> Vec<String> {
         let needle = self.control_dir().display().to_string();

@@ -1,0 +1,197 @@
+//! The attacker (issue 12): root on one lab VPS (vps1), with every key found there, against
+//! the archive and against the hosts its backups are restored to. Each test plants one attack
+//! and checks that the archive and the destinations are unaffected and that the operator is
+//! told. Where a stock rsync client would refuse to send what an attacker sends, the attack
+//! speaks the protocol itself (tests/tools/rsync_raw_client.py, run on the VPS).
+
+use crate::support::{archive_setup, sh, snapshots, Lab};
+use serde_json::Value;
+
+const RAW_CLIENT: &[u8] = include_bytes!("../tools/rsync_raw_client.py");
+const SECRET: &str = "TOPSECRET-OF-VPS2";
+
+/// The raw client run on `vps` as root with `key`, against the archive of the VPS's
+/// target.conf, sending `command` and the filter rules `rules`.
+fn raw_rsync(lab: &Lab, vps: &str, key: &str, command: &str, rules: &[String]) -> Value {
+    let mut line = format!(
+        ". /etc/rsync-backup/target.conf && python3 - \"$BACKUP_USER@$BACKUP_SERVER_HOST\" '{command}' \
+         --ssh-opt Port=$BACKUP_SERVER_PORT --ssh-opt IdentityFile={key} --ssh-opt IdentitiesOnly=yes \
+         --ssh-opt UserKnownHostsFile=/etc/rsync-backup/known_hosts --ssh-opt BatchMode=yes"
+    );
+    for rule in rules {
+        line.push_str(&format!(" --rule '{rule}'"));
+    }
+    let out = lab.ssh_with_input(vps, &line, RAW_CLIENT);
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    })
+}
+
+/// What the archive answered, as one text with `path` replaced by PATH.
+fn answer(v: &Value, path: &str) -> String {
+    format!(
+        "exit {} | {} | {}",
+        v["exit"],
+        v["text"].as_str().unwrap_or_default(),
+        v["stderr"].as_str().unwrap_or_default()
+    )
+    .replace(path, "PATH")
+}
+
+#[test]
+fn no_key_of_a_vps_makes_the_archive_open_a_file_outside_its_area() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps2",
+        &format!("mkdir -p /srv/secret && echo {SECRET} >/srv/secret/s"),
+    );
+    lab.zerokm([
+        "--yes",
+        "vps-install",
+        "backup",
+        "myadmin@archive",
+        "vps1",
+        "vps2",
+    ])
+    .run()
+    .success();
+    sh(
+        &lab,
+        "vps2",
+        "printf '/srv/secret:\\n' >>/etc/mirror-dir/config.yml && vps backup",
+    );
+    assert_eq!(
+        sh(&lab, "archive", "cat /srv/backup/vps2/current/srv/secret/s"),
+        SECRET
+    );
+    // A recover of vps1 in progress: a read key for vps1 is on vps1 (as the recover's
+    // temporary key is), and the attacker has it too.
+    let read_pub = sh(
+        &lab,
+        "vps1",
+        "ssh-keygen -q -t ed25519 -N '' -f /root/read_key && cut -d' ' -f1,2 /root/read_key.pub",
+    );
+    sh(
+        &lab,
+        "archive",
+        &format!("/usr/local/sbin/0km-archive grant-read vps1 {read_pub} 30 >/dev/null"),
+    );
+    // Every key on the VPS: the backup key, the read key, any other one 0km left there.
+    let mut keys: Vec<String> = sh(
+        &lab,
+        "vps1",
+        "ls /var/lib/rsync-backup/*_ed25519 /root/read_key",
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    keys.sort();
+    keys.dedup();
+    assert!(keys.len() >= 2, "{keys:?}");
+
+    let area_of_vps2 = || {
+        sh(
+            &lab,
+            "archive",
+            "cd /srv/backup/vps2 && find . -printf '%p %s %T@ %m\\n' | sort | sha256sum; cat /srv/backup/.ssh/authorized_keys | sha256sum",
+        )
+    };
+    let before = area_of_vps2();
+    let vps1_snapshots = snapshots(&lab, "myadmin@archive", "vps1").len();
+
+    // What the attacker tries to open through `merge FILE`: another host's backup, the
+    // archive's keys, configuration and shadow file; and a path that does not exist, which
+    // every one of them must be indistinguishable from.
+    let outside = [
+        "/srv/backup/vps2/current/srv/secret/s".to_string(),
+        "/srv/backup/.ssh/authorized_keys".to_string(),
+        "/etc/0km-archive/archive.conf".to_string(),
+        "/etc/shadow".to_string(),
+    ];
+    let nothing = "/srv/backup/vps2/no-such-file".to_string();
+    // And, to show the rules reach rsync's parser at all: a file of vps1's own area.
+    let own = "/srv/backup/vps1/current/etc/hostname".to_string();
+    let forms = [
+        (
+            "read",
+            "rsync --server --sender -logDtpre.iLsfxCIvu . current/etc/",
+        ),
+        ("backup", "rsync --server -logDtpre.iLsfxCIvu . ."),
+        (
+            "backup --delete",
+            "rsync --server -logDtpre.iLsfxCIvu --delete . .",
+        ),
+        ("backup -m", "rsync --server -logDtpmre.iLsfxCIvu . ."),
+        ("backup -C", "rsync --server -logDtpCre.iLsfxCIvu . ."),
+    ];
+    let mut parsed_own = 0;
+    for key in &keys {
+        for (form, command) in forms {
+            let base = answer(
+                &raw_rsync(&lab, "vps1", key, command, &[format!("merge {nothing}")]),
+                &nothing,
+            );
+            for path in &outside {
+                let v = raw_rsync(&lab, "vps1", key, command, &[format!("merge {path}")]);
+                let got = answer(&v, path);
+                assert!(!got.contains(SECRET), "{key} {form} {path}: {got}");
+                assert!(
+                    !got.contains("receive vps2"),
+                    "{key} {form} {path}: {got}"
+                );
+                if key.ends_with("/id_ed25519") && form == "backup" {
+                    // A receiver without --delete, -m, -C reads no rules: the bytes are taken
+                    // for its file list, and what it says depends on them, not on any file.
+                    assert!(
+                        !got.contains("exclude file") && !got.contains("filter rule"),
+                        "{key} {form}: a backup key's rules were parsed: {got}"
+                    );
+                } else {
+                    assert_eq!(
+                        got, base,
+                        "{key} {form}: merge {path} is told apart from a missing file"
+                    );
+                }
+            }
+            // Options that make a receiver read rules: refused before rsync runs (by the
+            // backup key for that reason, by a read key as not a read).
+            if form.starts_with("backup -") {
+                assert!(base.contains("refused"), "{key} {form}: {base}");
+                if key.ends_with("/id_ed25519") {
+                    assert!(base.contains("filter rules"), "{key} {form}: {base}");
+                }
+            }
+            let v = raw_rsync(&lab, "vps1", key, command, &[format!("merge {own}")]);
+            if answer(&v, &own).contains("Unknown filter rule") {
+                parsed_own += 1;
+            }
+        }
+    }
+    assert!(
+        parsed_own > 0,
+        "the rules never reached rsync's parser: this test would not see a leak"
+    );
+    assert_eq!(
+        area_of_vps2(),
+        before,
+        "vps2's area or the archive's keys changed"
+    );
+    assert_eq!(
+        snapshots(&lab, "myadmin@archive", "vps1").len(),
+        vps1_snapshots,
+        "an attack became a snapshot"
+    );
+    // The refusals are in vps1's log on the archive.
+    let log = sh(&lab, "archive", "cat /srv/backup/vps1/receive.log");
+    assert!(
+        log.contains("refused: --delete makes the archive read the client's filter rules"),
+        "{log}"
+    );
+}
