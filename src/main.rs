@@ -53,25 +53,58 @@ async fn run(cli: Cli) -> ExitCode {
     };
     let result = tokio::select! {
         r = dispatch(&app, &cli.command) => r,
-        _ = tokio::signal::ctrl_c() => {
-            app.ui.note("\ninterrupted: undoing what must not stay (temporary keys), closing connections");
+        signal = stop_signal() => {
+            let (name, code) = signal;
+            app.ui.note(&format!("\n{name}: undoing what must not stay (temporary keys), closing connections"));
             app.cleanups.run_all().await;
+            report_failed_undos(&app);
             app.shutdown().await;
-            app.ui.note("interrupted: connections closed");
-            return ExitCode::from(130);
+            app.ui.note(&format!("{name}: connections closed"));
+            return ExitCode::from(code);
         }
     };
     // Whatever is still registered (a guard dropped without its release) is undone now, while
     // the connections it needs are still open.
     app.cleanups.run_all().await;
+    let undo_failed = report_failed_undos(&app);
     app.shutdown().await;
     match result {
+        Ok(Status::Success) if undo_failed => ExitCode::from(1),
         Ok(Status::Success) => ExitCode::SUCCESS,
         Ok(Status::HostsFailed) => ExitCode::from(1),
         Err(e) => {
             app.ui.error(&format!("{e:#}"));
             ExitCode::from(if cmd::is_usage_error(&e) { 2 } else { 1 })
         }
+    }
+}
+
+/// Says, as errors, what could not be undone (a temporary key not revoked) and how to undo it
+/// by hand; true when there was any: the run fails.
+fn report_failed_undos(app: &cmd::App) -> bool {
+    let failures = app.cleanups.failures();
+    for f in &failures {
+        app.ui.error(f);
+    }
+    !failures.is_empty()
+}
+
+/// The first of Ctrl-C (SIGINT), SIGTERM (a service manager, `kill`) and SIGHUP (the terminal
+/// closed): its name and the exit status of a process it stopped (128 + its number). Each one
+/// ends the run the same way: what must not stay (temporary keys) is undone first.
+async fn stop_signal() -> (&'static str, u8) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return ("interrupted", 130);
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => ("interrupted", 130),
+        _ = term.recv() => ("terminated (SIGTERM)", 143),
+        _ = hup.recv() => ("hung up (SIGHUP)", 129),
     }
 }
 

@@ -142,10 +142,7 @@ fn no_key_of_a_vps_makes_the_archive_open_a_file_outside_its_area() {
                 let v = raw_rsync(&lab, "vps1", key, command, &[format!("merge {path}")]);
                 let got = answer(&v, path);
                 assert!(!got.contains(SECRET), "{key} {form} {path}: {got}");
-                assert!(
-                    !got.contains("receive vps2"),
-                    "{key} {form} {path}: {got}"
-                );
+                assert!(!got.contains("receive vps2"), "{key} {form} {path}: {got}");
                 if key.ends_with("/id_ed25519") && form == "backup" {
                     // A receiver without --delete, -m, -C reads no rules: the bytes are taken
                     // for its file list, and what it says depends on them, not on any file.

@@ -314,7 +314,7 @@ fn dry_run_and_a_missing_confirmation_change_nothing() {
 }
 
 #[test]
-fn the_temporary_key_is_revoked_after_a_failure_and_after_ctrl_c() {
+fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
     let lab = Lab::up(2);
     backed_up(&lab);
     // A failure after the key was granted: a path the snapshot does not hold.
@@ -336,7 +336,49 @@ fn the_temporary_key_is_revoked_after_a_failure_and_after_ctrl_c() {
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()
         .success();
-    let mut child = lab
+    // And the same when 0km is stopped by a service manager (SIGTERM) or its terminal closes
+    // (SIGHUP).
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        let mut child = lab
+            .zerokm([
+                "--yes",
+                "vps-backup",
+                "recover",
+                "myadmin@archive#vps1:/srv/datastore/big",
+                "vps2:/big",
+            ])
+            .cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut granted = false;
+        for _ in 0..200 {
+            if read_keys_on_archive(&lab) > 0 && sh(&lab, "vps2", "pgrep -c rsync || true") != "0" {
+                granted = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            granted,
+            "SIG{signal}: the recover never started its transfer"
+        );
+        let st = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(child.wait().unwrap().code(), Some(code), "SIG{signal}");
+        assert_eq!(read_keys_on_archive(&lab), 0, "revoked on SIG{signal}");
+        // The transfer itself stopped too: no rsync, no connection, no key left.
+        assert_eq!(leftovers(&lab, "vps2"), "", "SIG{signal}");
+        sh(&lab, "vps2", "rm -rf /big");
+    }
+
+    // A revoke that fails (the admin account lost its sudo rule meanwhile) is not silent: the
+    // run fails, says the key is still valid, and prints the command that revokes it.
+    let child = lab
         .zerokm([
             "--yes",
             "vps-backup",
@@ -345,28 +387,51 @@ fn the_temporary_key_is_revoked_after_a_failure_and_after_ctrl_c() {
             "vps2:/big",
         ])
         .cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut granted = false;
     for _ in 0..200 {
         if read_keys_on_archive(&lab) > 0 && sh(&lab, "vps2", "pgrep -c rsync || true") != "0" {
-            granted = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(granted, "the recover never started its transfer");
-    let st = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    sh(
+        &lab,
+        "archive",
+        "mv /etc/sudoers.d/0km-archive /root/sudoers-away",
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(st.success());
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    assert_eq!(read_keys_on_archive(&lab), 0, "revoked on Ctrl-C");
-    // The transfer itself stopped too: no rsync, no connection, no key left.
-    assert_eq!(leftovers(&lab, "vps2"), "");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("was NOT revoked"), "{stderr}");
+    assert_eq!(read_keys_on_archive(&lab), 1, "the key is still there");
+    let by_hand = stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("revoke it by hand: ssh ")
+                .map(|(_, c)| c.to_string())
+        })
+        .unwrap_or_else(|| panic!("no command to revoke by hand: {stderr}"));
+    sh(
+        &lab,
+        "archive",
+        "mv /root/sudoers-away /etc/sudoers.d/0km-archive",
+    );
+    let st = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(lab.dir().join("ssh_config"))
+        .args(by_hand.split(' '))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "{by_hand}");
+    assert_eq!(read_keys_on_archive(&lab), 0, "revoked by hand");
 }
 
 #[test]

@@ -97,15 +97,39 @@ fn register(hosts: &Hosts, host: &str, blob: &str, key_dir: &str) -> u64 {
     let engine = hosts.fleet.engine.clone();
     let (archive, dest, log) = (hosts.archive.clone(), hosts.dest.clone(), hosts.log.clone());
     let (host, blob, key_dir) = (host.to_string(), blob.to_string(), key_dir.to_string());
-    hosts.cleanups.push(Box::new(move || {
-        Box::pin(async move {
-            revoke(&engine, &archive, &host, &blob, &dest, &key_dir, log).await;
-        })
-    }))
+    let what = format!(
+        "the temporary read key of {host} on {} ({})",
+        archive.name,
+        by_hand(&archive, &host, &blob)
+    );
+    hosts.cleanups.push(
+        what,
+        Box::new(move || {
+            Box::pin(
+                async move { revoke(&engine, &archive, &host, &blob, &dest, &key_dir, log).await },
+            )
+        }),
+    )
 }
 
-/// Revokes the temporary key on the archive and removes it from the destination. Best effort
-/// and bounded: it runs on failure and on Ctrl-C too.
+/// The command that revokes the key by hand, from the operator's workstation.
+fn by_hand(archive: &Target, host: &str, blob: &str) -> String {
+    let port = archive.port.map(|p| format!("-p {p} ")).unwrap_or_default();
+    let user = archive
+        .user
+        .as_deref()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    format!(
+        "revoke it by hand: ssh {port}{user}{} revoke-read {host} {blob}",
+        archive.destination()
+    )
+}
+
+/// Revokes the temporary key on the archive and removes it from the destination. Bounded: it
+/// runs on failure, Ctrl-C, SIGTERM and SIGHUP too. A revoke the archive did not confirm is an
+/// error that says how to revoke the key by hand (the destination's copy matters less: the
+/// key is useless once revoked).
 async fn revoke(
     engine: &Arc<Engine>,
     archive: &Target,
@@ -114,22 +138,38 @@ async fn revoke(
     dest: &Target,
     key_dir: &str,
     log: Option<RunLog>,
-) {
+) -> Result<(), String> {
     let timeout = std::time::Duration::from_secs(30);
     let on_archive = async {
         if blob.is_empty() {
-            return;
+            return Ok(());
         }
-        if let Ok(conn) = engine.connect(archive).await {
-            let line = crate::ssh::quote_join(&["revoke-read", host, blob]);
-            let r = conn.run(&line, None, timeout).await;
-            if let Some(l) = &log {
-                l.write(
-                    &archive.name,
-                    &format!("== revoke-read {host}: {:?}\n", r.map(|o| o.code)),
-                );
+        let why = match engine.connect(archive).await {
+            Ok(conn) => {
+                let line = crate::ssh::quote_join(&["revoke-read", host, blob]);
+                let r = conn.run(&line, None, timeout).await;
+                if let Some(l) = &log {
+                    l.write(
+                        &archive.name,
+                        &format!("== revoke-read {host}: {:?}\n", r.as_ref().map(|o| o.code)),
+                    );
+                }
+                match r {
+                    Ok(o) if o.code == Some(0) => return Ok(()),
+                    Ok(o) => format!(
+                        "the archive answered: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                    Err(e) => e.to_string(),
+                }
             }
-        }
+            Err(e) => e.to_string(),
+        };
+        Err(format!(
+            "the temporary read key of {host} was NOT revoked on {} ({why}); it stays valid until it expires: {}",
+            archive.name,
+            by_hand(archive, host, blob)
+        ))
     };
     let on_dest = async {
         if !key_dir.is_empty() {
@@ -146,5 +186,6 @@ async fn revoke(
         }
     };
     // Both at once; the key is useless without the other half anyway.
-    tokio::join!(on_archive, on_dest);
+    let (revoked, ()) = tokio::join!(on_archive, on_dest);
+    revoked
 }
