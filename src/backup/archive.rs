@@ -185,12 +185,24 @@ pub struct Retention {
     pub monthly: u32,
 }
 
+/// How many read keys a host has on the archive.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ReadKeyCount {
+    #[serde(default)]
+    pub permanent: u32,
+    #[serde(default)]
+    pub temporary: u32,
+}
+
 /// One area of the archive, as `list` reports it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BackupInfo {
     pub host: String,
     #[serde(default)]
     pub authorized: bool,
+    /// The read keys of the host: permanent (its recover key) and expiring (a recover).
+    #[serde(default)]
+    pub read_keys: ReadKeyCount,
     #[serde(default)]
     pub bytes: u64,
     #[serde(default)]

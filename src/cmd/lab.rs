@@ -331,6 +331,7 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
         &vps_install::VpsInstallCommand::Backup(vps_install::BackupArgs {
             args: vec!["myadmin@archive".into(), "vps1,vps2".into()],
             schedule: None,
+            recover_key: false,
         }),
     )
     .await?;

@@ -26,6 +26,11 @@ pub struct BackupArgs {
     /// Time of the daily backup, "MIN HOUR" (default: a night time derived from the host name)
     #[arg(long, value_name = "\"MIN HOUR\"")]
     pub schedule: Option<String>,
+    /// Also let each VPS read its own backups (`vps recover-target` on it): its recover key
+    /// gets a permanent read of its own area. Whoever is root on the VPS can then read its
+    /// whole backup history; without this flag no read key is granted
+    #[arg(long)]
+    pub recover_key: bool,
 }
 
 pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
@@ -62,6 +67,7 @@ pub async fn run(app: &App, cmd: &VpsInstallCommand) -> anyhow::Result<Status> {
         archive: spec,
         schedule: a.schedule.clone(),
         allow_moves: app.global.yes,
+        recover_key: a.recover_key,
     };
     if !app.global.yes && !crate::ui::prompt::interactive() {
         return Err(UsageError(
@@ -117,10 +123,15 @@ fn authorise(opts: &InstallOptions, p: &Prepared) -> bool {
                 k.key.fingerprint()
             ));
         }
-        q.push_str(
-            "(each VPS's backup key can only write its own backup; its recover key, for \
-             `vps recover-target`, can only read it)\n",
-        );
+        q.push_str("(each VPS's backup key can only write its own backup, not read it)\n");
+    }
+    for (host, key) in &p.recover_grants {
+        q.push_str(&format!(
+            "READ KEY: {host}'s recover key {} gets a permanent read of {host}'s own backups \
+             (--recover-key, for `vps recover-target` there): whoever is root on {host} can \
+             read its whole backup history. Revoke it with `revoke-read` on the archive.\n",
+            key.fingerprint()
+        ));
     }
     for g in &p.generations {
         q.push_str(&format!(

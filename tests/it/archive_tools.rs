@@ -385,16 +385,20 @@ fn revoke_removes_that_hosts_backup_key_and_nothing_else() {
         "mkdir backup/vps1/snapshots/2026-01-01 && echo kept >backup/vps1/snapshots/2026-01-01/f",
     );
 
+    let (t4, b4) = a.new_key("read2");
+    a.archive(&["grant-read", "vps2", &t4, &b4, "30"]).success();
     let r = a.archive(&["revoke", "vps1"]).success().result();
-    assert_eq!(r, json!({"changed": true, "host": "vps1"}));
+    assert_eq!(
+        r,
+        json!({"changed": true, "host": "vps1", "read_keys_revoked": 1})
+    );
     let keys = a.keys_file();
     assert!(!keys.contains(&b1), "{keys}");
     assert!(keys.contains(&format!("{b2} 0km-backup:vps2\n")), "{keys}");
-    // The host's read key is not its backup key: it stays (revoke-read removes it).
-    assert!(
-        keys.contains(&format!("{b3} 0km-read:vps1:permanent\n")),
-        "{keys}"
-    );
+    // The host's read keys go with it: a revoked host reads nothing either; another host's
+    // read key stays.
+    assert!(!keys.contains(&b3), "{keys}");
+    assert!(keys.contains(&b4), "{keys}");
     assert_eq!(keys.lines().count(), 2, "{keys}");
     assert_eq!(
         bash(a.dir(), "cat backup/vps1/snapshots/2026-01-01/f"),
@@ -407,9 +411,15 @@ fn revoke_removes_that_hosts_backup_key_and_nothing_else() {
 
     let before = a.state("");
     let r = a.archive(&["revoke", "vps1"]).success().result();
-    assert_eq!(r, json!({"changed": false, "host": "vps1"}));
+    assert_eq!(
+        r,
+        json!({"changed": false, "host": "vps1", "read_keys_revoked": 0})
+    );
     let r = a.archive(&["revoke", "vps9"]).success().result();
-    assert_eq!(r, json!({"changed": false, "host": "vps9"}));
+    assert_eq!(
+        r,
+        json!({"changed": false, "host": "vps9", "read_keys_revoked": 0})
+    );
     assert_eq!(a.state(""), before);
 }
 

@@ -543,6 +543,46 @@ fn malformed_specs_are_refused_before_anything() {
 fn on_the_vps_itself_recover_target_restores_from_its_own_backup() {
     let lab = Lab::up(1);
     backed_up(&lab);
+    // No read key unless asked for: the VPS cannot read its backups, and says how to allow it.
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "grep -c '0km-read:' /srv/backup/.ssh/authorized_keys || true"
+        ),
+        "0"
+    );
+    let out = lab.ssh("vps1", "vps recover-target -n app/ /tmp/app");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("not authorised on the archive")
+            || String::from_utf8_lossy(&out.stderr).contains("not authorised on the archive"),
+        "{out:?}"
+    );
+    // Asked for (--recover-key; --yes answers the question that names it): a permanent read
+    // key of its own area.
+    lab.zerokm([
+        "--yes",
+        "vps-install",
+        "backup",
+        "myadmin@archive",
+        "vps1",
+        "--recover-key",
+    ])
+    .run()
+    .success();
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "grep -c '0km-read:vps1:permanent$' /srv/backup/.ssh/authorized_keys"
+        ),
+        "1"
+    );
+    lab.zerokm(["vps-backup", "list", "myadmin@archive"])
+        .run()
+        .success()
+        .stdout_has("READ KEY x1 (permanent)");
     // As in the manual: `vps recover-target "cron/" /tmp/cron`, relative to the datastore.
     let dry = sh(
         &lab,

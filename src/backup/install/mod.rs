@@ -39,6 +39,9 @@ pub struct InstallOptions {
     pub schedule: Option<String>,
     /// A VPS that backs up to another archive is moved without asking (`--yes`).
     pub allow_moves: bool,
+    /// Each VPS's recover key is granted a permanent read of its own area, for `vps
+    /// recover-target` on it (`--recover-key`); without it, no read key is granted.
+    pub recover_key: bool,
 }
 
 /// Why the run stopped before doing anything on the VPSes.
@@ -107,12 +110,17 @@ pub struct Prepared {
     pub generations: Vec<NewGeneration>,
     /// The VPSes that back up to another archive now, left as they are until confirmed.
     pub moves: Vec<Move>,
+    /// The recover keys about to be granted a permanent read (`--recover-key`): host and key.
+    pub recover_grants: Vec<(String, KeyLine)>,
 }
 
 impl Prepared {
-    /// Whether anything needs the admin's word: a key to authorise, a VPS to move.
+    /// Whether anything needs the admin's word: a key to authorise, a read key to grant, a
+    /// VPS to move.
     pub fn needs_confirmation(&self) -> bool {
-        !self.new.is_empty() || self.moves.iter().any(|m| m.pending)
+        !self.new.is_empty()
+            || !self.recover_grants.is_empty()
+            || self.moves.iter().any(|m| m.pending)
     }
 }
 
@@ -162,8 +170,19 @@ impl Install<'_> {
             new: Vec::new(),
             generations: Vec::new(),
             moves,
+            recover_grants: Vec::new(),
         };
         p.sort_keys();
+        if self.opts.recover_key {
+            p.recover_grants = p
+                .keys
+                .iter()
+                .filter_map(|k| {
+                    let rk = k.recover_key.as_ref()?;
+                    (!p.known.has_read_key(&k.area, &rk.blob)).then(|| (k.host.clone(), rk.clone()))
+                })
+                .collect();
+        }
         Ok(p)
     }
 
@@ -381,9 +400,12 @@ impl Install<'_> {
         Ok(())
     }
 
-    /// Pass 4: the recover keys (read-only, each for its own area), for `vps
-    /// recover-target` on the VPSes whose backup key the archive holds.
+    /// Pass 4: with `--recover-key` only, the recover keys (read-only, each for its own
+    /// area), for `vps recover-target` on the VPSes whose backup key the archive holds.
     async fn grant_recover_keys(&self, p: &mut Prepared) -> Result<(), InstallError> {
+        if !self.opts.recover_key {
+            return Ok(());
+        }
         let grants: Vec<(&str, &str, &KeyLine)> = p
             .keys
             .iter()

@@ -1,6 +1,6 @@
 //! `0km vps-backup list [ADMIN@SERVER[:PORT]]`: every backed-up host on the archive: size,
-//! files, last success, snapshots, whether its key is authorised. `--json`: one object per
-//! host.
+//! files, last success, snapshots, whether its key is authorised and which read keys it has.
+//! `--json`: one object per host.
 
 use super::ListArgs;
 use crate::backup::archive::List;
@@ -66,10 +66,21 @@ fn print_table(app: &App, list: &List) {
                 }
                 cell
             },
-            match (b.authorized, b.generation) {
-                (true, 1) => "authorised".into(),
-                (true, g) => format!("authorised (generation {g})"),
-                (false, _) => "revoked".into(),
+            {
+                let mut cell: String = match (b.authorized, b.generation) {
+                    (true, 1) => "authorised".into(),
+                    (true, g) => format!("authorised (generation {g})"),
+                    (false, _) => "revoked".into(),
+                };
+                // Who else can read this host's backups.
+                let r = &b.read_keys;
+                if r.permanent > 0 {
+                    cell.push_str(&format!(", READ KEY x{} (permanent)", r.permanent));
+                }
+                if r.temporary > 0 {
+                    cell.push_str(&format!(", {} temporary read key(s)", r.temporary));
+                }
+                cell
             },
         ]);
     }
