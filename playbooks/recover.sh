@@ -19,6 +19,9 @@
 #       removes DIR, a directory made by keygen (/run/0km-recover.XXXXXX, nothing else).
 #       0km-result {"changed":bool,"dir":"DIR"}
 #   cleanup DIR also closes the connection to the archive that pulls share (DIR/ctl).
+#   probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE
+#       lists SOURCE's entry on the archive with the key of DIR (the plan's connection), so
+#       that the archive has seen the address this host reads from. 0km-result {"changed":false}
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
 #        [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
@@ -207,7 +210,10 @@ cmd_cleanup() {
         die "$dir is a symbolic link, not a directory made by keygen: left alone"
     elif [[ -d $dir ]]; then
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
-        pull_ctl=$dir/ctl pull_key=$dir/id_ed25519
+        pull_key=$dir/id_ed25519
+        pull_ctl=$dir/ctl-plan
+        pull_disconnect
+        pull_ctl=$dir/ctl
         pull_disconnect
         rm -rf -- "$dir"
         changed=true
@@ -216,6 +222,42 @@ cmd_cleanup() {
         die "$dir is not a directory: left alone"
     fi
     printf '0km-result {"changed":%s,"dir":%s}\n' "$changed" "$(json_str "$dir")"
+}
+
+# probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: reads SOURCE's entry on the
+# archive with the key of DIR (a listing, through the plan's connection): the archive then
+# knows the address this host reads from (grant-read --from-seen binds the key to it).
+cmd_probe() {
+    [[ $# -eq 5 ]] || die_usage "usage: probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE"
+    local dir=$1 kh_b64=$4 source=$5 kh
+    pull_host=$2 pull_port=$3
+    check_run_dir "$dir"
+    [[ ${#pull_host} -le 253 && $pull_host =~ $PULL_HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
+    [[ $pull_port =~ ^[1-9][0-9]{0,4}$ && $pull_port -le 65535 ]] || die_usage "SERVER_PORT is not a port: $pull_port"
+    kh=$(printf '%s' "$kh_b64" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
+    check_known_hosts "$kh"
+    check_source "$source"
+    [[ -d $dir && ! -L $dir && -f $dir/id_ed25519 ]] || die "$dir/id_ed25519 is missing: run keygen first (or it was cleaned up)"
+    pull_key=$dir/id_ed25519
+    pull_known_hosts=$dir/known_hosts
+    pull_ctl=$dir/ctl-plan
+    local tmp
+    tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
+    tmpfiles+=("$tmp")
+    printf '%s\n' "$kh" >"$tmp"
+    chmod 0600 "$tmp"
+    mv -f "$tmp" "$pull_known_hosts"
+    if command -v rsync >/dev/null 2>&1; then
+        # (what it answers does not matter here: a path the snapshot lacks is said by the
+        # plan, from the archive's inspection)
+        pull_connect
+        rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:${source%/}" >/dev/null 2>&1 || true
+    else
+        # (a brand-new host: rsync comes later) A session the archive refuses, and logs with
+        # the address it came from, is as good.
+        $(pull_ssh) "$pull_user@$pull_host" probe </dev/null >/dev/null 2>&1 || true
+    fi
+    printf '0km-result {"changed":false}\n'
 }
 
 cmd_pull() {
@@ -257,7 +299,11 @@ cmd_pull() {
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_key=$dir/id_ed25519
     pull_known_hosts=$dir/known_hosts
+    # A connection of its own for the plan: the archive's key line is read once per
+    # connection, and the plan's is the key's before the confirmation (dry runs only); the
+    # restore's connection starts after it was granted again (scripts/0km-archive grant-read).
     pull_ctl=$dir/ctl
+    [[ $mode != plan ]] || pull_ctl=$dir/ctl-plan
     pull_progress=$dir/progress
     local tmp
     tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
@@ -442,6 +488,7 @@ case $mode in
     keygen) cmd_keygen "$@" ;;
     cleanup) cmd_cleanup "$@" ;;
     pull) cmd_pull "$@" ;;
+    probe) cmd_probe "$@" ;;
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;

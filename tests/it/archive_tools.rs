@@ -195,7 +195,7 @@ impl Archive {
         let log = std::fs::read_to_string(self.area(host).join("receive.log")).unwrap();
         let last = log.lines().last().unwrap_or_default();
         let marker = if tool == "0km-archive-send" {
-            "] read: refused: "
+            "] read: (from 127.0.0.1) refused: "
         } else {
             "] refused: "
         };
@@ -214,6 +214,25 @@ impl Archive {
                  exec setpriv --reuid={BACKUP_USER} --regid={BACKUP_USER} --clear-groups {tool} {for_host}\n",
                 etc = self.etc().display(),
                 tool = self.tool(tool).display(),
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Like `wrapper`, with the forced command's arguments ARGS (a host and a read key's
+    /// scope, as grant-read writes them), in a wrapper called NAME.
+    fn wrapper_scoped(&self, name: &str, args: &[&str]) -> PathBuf {
+        let path = self.dir().join(format!("ssh-{name}"));
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/bash\nshift\nexport SSH_ORIGINAL_COMMAND=\"$*\" SSH_CLIENT='127.0.0.1 40000 10023' ZEROKM_ARCHIVE_ETC={etc}\n\
+                 exec setpriv --reuid={BACKUP_USER} --regid={BACKUP_USER} --clear-groups {tool} {args}\n",
+                etc = self.etc().display(),
+                tool = self.tool("0km-archive-send").display(),
+                args = args.join(" "),
             ),
         )
         .unwrap();
@@ -461,7 +480,10 @@ fn grant_read_writes_an_expiring_line_and_revoke_read_removes_it() {
         .archive(&["grant-read", "vps1", &tp, &bp, "0"])
         .success()
         .result();
-    assert_eq!(r, json!({"changed": true, "host": "vps1", "expires": null}));
+    assert_eq!(
+        r,
+        json!({"changed": true, "host": "vps1", "expires": null, "scope": "", "from": null})
+    );
     assert!(a
         .keys_file()
         .contains(&format!("command=\"/usr/local/sbin/0km-archive-send vps1\",restrict {tp} {bp} 0km-read:vps1:permanent\n")));
@@ -708,7 +730,7 @@ fn list_snapshots_and_inspect_describe_a_real_backup() {
     assert_eq!(v1["last_state"], "complete");
     assert_eq!(
         backups[1],
-        json!({"host": "vps2", "authorized": true, "bytes": backups[1]["bytes"], "files": 0,
+        json!({"host": "vps2", "authorized": true, "read_keys": {"permanent": 0, "temporary": 0}, "bytes": backups[1]["bytes"], "files": 0,
                "last_success": null, "last_snapshot": null, "last_state": null, "snapshots": [],
                "generation": 1, "quota": null,
                "retention": {"last": 5, "daily": 30, "weekly": 8, "monthly": 6}})
@@ -1085,10 +1107,11 @@ fn a_read_through_the_send_filter_gives_back_the_files_as_they_were() {
     assert_eq!(out.stdout.trim(), "", "nothing differs: {out:?}");
     let log = std::fs::read_to_string(a.area("vps1").join("receive.log")).unwrap();
     assert!(
-        log.contains(&format!(" . snapshots/{today}/ (from 127.0.0.1)")),
+        log.contains("] read: (from 127.0.0.1) start: ")
+            && log.contains(&format!(" . snapshots/{today}/\n")),
         "`current` is read as the snapshot it names: {log}"
     );
-    assert!(log.contains("] read: ok: "), "{log}");
+    assert!(log.contains("] read: (from 127.0.0.1) ok: "), "{log}");
 }
 
 #[test]
@@ -1435,4 +1458,119 @@ fn a_backup_killed_at_any_step_of_publishing_leaves_a_recoverable_latest() {
             "{point}"
         );
     }
+}
+
+#[test]
+fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_planned() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.seed();
+    a.backup("vps1").success();
+    let snap = newest(&a.area("vps1"));
+    let (t, b) = a.new_key("recover");
+    let id: String = b[b.len() - 16..]
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { 'x' })
+        .collect();
+    // Before the confirmation: dry runs of one snapshot's path, from anywhere.
+    let r = a
+        .archive(&[
+            "grant-read",
+            "vps1",
+            &t,
+            &b,
+            "10",
+            "--plan",
+            "--only",
+            &snap,
+            "data",
+        ])
+        .success()
+        .result();
+    assert_eq!(r["scope"], format!("--id {id} --plan --only {snap} data"));
+    assert_eq!(r["from"], Value::Null);
+    let keys = a.keys_file();
+    assert!(
+        keys.contains(&format!(
+            "0km-archive-send vps1 --id {id} --plan --only {snap} data\",restrict,expiry-time="
+        )),
+        "{keys}"
+    );
+    // No read yet: nothing to bind to.
+    let out = a.archive(&[
+        "grant-read",
+        "vps1",
+        &t,
+        &b,
+        "10",
+        "--only",
+        &snap,
+        "data",
+        "--from-seen",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("has not read anything yet"), "{out:?}");
+
+    let plan = a.wrapper_scoped(
+        "plan",
+        &["vps1", "--id", &id, "--plan", "--only", &snap, "data"],
+    );
+    let out = a.rsync(&plan, &format!("-an x:snapshots/{snap}/data/ planned/"));
+    assert_eq!(out.code, 0, "a dry run: {out:?}");
+    let out = a.rsync(&plan, &format!("-a x:snapshots/{snap}/data/ got/"));
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("only plans"), "{out:?}");
+    let out = a.rsync(&plan, &format!("-an x:snapshots/{snap}/etc/ other/"));
+    assert!(out.stderr.contains("reads data of"), "{out:?}");
+    let out = a.rsync(&plan, "-an x:current/data/ other/");
+    assert_eq!(out.code, 0, "current is that snapshot: {out:?}");
+    // A newer snapshot is not this key's.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    a.backup("vps1").success();
+    let newer = newest(&a.area("vps1"));
+    assert_ne!(newer, snap);
+    let out = a.rsync(&plan, &format!("-an x:snapshots/{newer}/data/ other/"));
+    assert!(
+        out.stderr.contains(&format!("reads the snapshot {snap}")),
+        "{out:?}"
+    );
+    assert!(!a.dir().join("got").exists() && !a.dir().join("other").exists());
+
+    // Confirmed: bound to the address the plan came from, reads allowed.
+    let r = a
+        .archive(&[
+            "grant-read",
+            "vps1",
+            &t,
+            &b,
+            "10",
+            "--only",
+            &snap,
+            "data",
+            "--from-seen",
+        ])
+        .success()
+        .result();
+    assert_eq!(r["from"], "127.0.0.1");
+    assert!(
+        a.keys_file().contains(&format!(
+            "0km-archive-send vps1 --id {id} --only {snap} data\",restrict,from=\"127.0.0.1\",expiry-time="
+        )),
+        "{}",
+        a.keys_file()
+    );
+    let restore = a.wrapper_scoped("restore", &["vps1", "--id", &id, "--only", &snap, "data"]);
+    let out = a.rsync(&restore, &format!("-a x:snapshots/{snap}/data/ got/"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bash(a.dir(), "cat got/f"), "secret");
+    // Another command rewriting the keys file keeps the scope and the address.
+    let (t2, b2) = a.new_key("other");
+    a.archive(&["grant-read", "vps1", &t2, &b2, "5"]).success();
+    a.archive(&["revoke-read", "vps1", &b2]).success();
+    assert!(
+        a.keys_file()
+            .contains(&format!("--only {snap} data\",restrict,from=\"127.0.0.1\"")),
+        "{}",
+        a.keys_file()
+    );
 }

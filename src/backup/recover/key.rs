@@ -1,10 +1,12 @@
 //! The temporary read key of a recover, as a guard: made on the destination (the private half
-//! never leaves it), granted on the archive for the source host's area only, and revoked on
-//! the archive and removed from the destination by [`TempKey::release`] on every path of the
-//! command. Made, it is registered in the run's cleanups and stays there until released, so
-//! whatever ends the run revokes it: Ctrl-C (`main` runs the pending cleanups, after the
-//! command's future, and with it the guard, was dropped), or the end of a run where a guard
-//! was dropped without its release (`main` runs them again before closing connections).
+//! never leaves it), granted on the archive for minutes, for the chosen snapshot and paths of
+//! the source host's area only (dry runs only until the recover is confirmed, then from the
+//! destination's address only), and revoked on the archive and removed from the destination
+//! by [`TempKey::release`] on every path of the command. Made, it is registered in the run's
+//! cleanups and stays there until released, so whatever ends the run revokes it: Ctrl-C,
+//! SIGTERM, SIGHUP (`main` runs the pending cleanups, after the command's future, and with it
+//! the guard, was dropped), or the end of a run where a guard was dropped without its release
+//! (`main` runs them again before closing connections). A revoke that fails fails the run.
 
 use super::{Hosts, RecoverError};
 use crate::backup::archive;
@@ -14,8 +16,18 @@ use crate::ssh::Engine;
 use crate::target::Target;
 use std::sync::Arc;
 
-/// How long the temporary read key may be used to start a transfer.
-const READ_KEY_MINUTES: &str = "240";
+/// How long the temporary read key may be used to start a transfer: each stage grants it
+/// again (a connection once open lasts; sshd checks the key when it opens).
+const READ_KEY_MINUTES: &str = "10";
+
+/// What a grant lets the key do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before the confirmation: dry runs and listings of the snapshot's paths, from anywhere.
+    Plan,
+    /// After it: read the snapshot's paths, from the address the archive saw during the plan.
+    Restore,
+}
 
 /// `recover.sh keygen`'s result.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -60,13 +72,32 @@ impl TempKey {
         }
     }
 
-    /// Grants the key read access to the source host's area on the archive.
-    pub async fn grant(&self, hosts: &Hosts) -> Result<(), RecoverError> {
+    /// Grants the key, for READ_KEY_MINUTES, a read of `paths` (relative to the snapshot;
+    /// none: all of it) in `snapshot` of the source host's area, and nothing else: at the
+    /// plan stage dry runs only, at the restore stage from the destination's address only
+    /// (as the archive saw it during the plan: a NAT between them changes nothing).
+    pub async fn grant(
+        &self,
+        hosts: &Hosts,
+        stage: Stage,
+        snapshot: &str,
+        paths: &[String],
+    ) -> Result<(), RecoverError> {
         let public = self
             .public
             .as_ref()
             .map_err(|e| RecoverError::Plan(format!("the destination's temporary key: {e}")))?;
         let (h, ty, blob) = (&self.host, &public.key_type, &public.blob);
+        let mut args: Vec<&str> = vec!["grant-read", h, ty, blob, READ_KEY_MINUTES];
+        if stage == Stage::Plan {
+            args.push("--plan");
+        }
+        args.extend(["--only", snapshot]);
+        args.extend(paths.iter().map(String::as_str));
+        if stage == Stage::Restore {
+            args.push("--from-seen");
+        }
+        let args = &args;
         hosts
             .on(
                 &hosts.archive,
@@ -75,7 +106,7 @@ impl TempKey {
                     archive::call::<crate::playbook::Acknowledged>(
                         &ctx,
                         "archive: grant read",
-                        &["grant-read", h, ty, blob, READ_KEY_MINUTES],
+                        args,
                     )
                     .await
                 },

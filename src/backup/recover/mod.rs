@@ -24,7 +24,7 @@ use crate::fleet::{Cleanups, Done, Fleet, HostCtx, RunLog, StepFailure};
 use crate::setup::run_playbook;
 use crate::target::Target;
 use crate::ui::{HostResult, Ui};
-use key::{KeyGen, TempKey};
+use key::{KeyGen, Stage, TempKey};
 use plan::{Item, Plan};
 use planning::Planning;
 use pull::{PullMode, Pulled, Server, VerifyResult};
@@ -107,6 +107,8 @@ pub struct Prepared {
     hosts: Hosts,
     server: Server,
     key: TempKey,
+    /// The paths the key reads (relative to the snapshot; none: all of it).
+    scope: Vec<String>,
     /// The archive as the user named it, for the commands said afterwards.
     archive_spec: crate::backup::ArchiveSpec,
 }
@@ -160,6 +162,7 @@ impl Recover {
                 .collect()
         };
         let dests: Vec<String> = items.iter().map(|i| i.dest.clone()).collect();
+        let scope = planning::scope_paths(&items, whole);
         let (probe, made) = probe_and_keygen(&hosts, &spec, &wanted, &paths, &dests).await?;
         let key = made
             .as_ref()
@@ -195,6 +198,7 @@ impl Recover {
                 hosts,
                 server,
                 key,
+                scope,
                 archive_spec: spec.archive.clone(),
             }),
             (Ok(_), None) => unreachable!("a plan needs a key"),
@@ -356,16 +360,27 @@ impl Prepared {
         if !comps.is_empty() {
             notes.extend(components::services(hosts, comps, "stop").await?);
         }
-        let pulled: Result<Vec<Pulled>, RecoverError> = pull::pull_all(
-            hosts,
-            server,
-            snapshot,
-            items,
-            excludes,
-            PullMode::Pull { checksum },
-            plan.transfer_bytes,
-        )
-        .await;
+        // Confirmed: the key may read now (for minutes: the pull starts right away), from
+        // where the destination read during the plan.
+        let granted = self
+            .key
+            .grant(hosts, Stage::Restore, snapshot, &self.scope)
+            .await;
+        let pulled: Result<Vec<Pulled>, RecoverError> = match granted {
+            Err(e) => Err(e),
+            Ok(()) => {
+                pull::pull_all(
+                    hosts,
+                    server,
+                    snapshot,
+                    items,
+                    excludes,
+                    PullMode::Pull { checksum },
+                    plan.transfer_bytes,
+                )
+                .await
+            }
+        };
         // The check, while the services are still stopped: what was restored, before they
         // write into it again.
         let verify = match &pulled {
@@ -418,6 +433,10 @@ impl Prepared {
     /// Every restored entry against the archive, content included.
     async fn verify(&self) -> Result<Verified, RecoverError> {
         let plan = &self.plan;
+        // The key again, for minutes more (the restore may have taken longer).
+        self.key
+            .grant(&self.hosts, Stage::Restore, &plan.snapshot, &self.scope)
+            .await?;
         let results: Vec<VerifyResult> = pull::pull_all(
             &self.hosts,
             &self.server,

@@ -3,6 +3,7 @@
 //! release compared with the destination's), the components a whole host holds, and what the
 //! restore will write, counted by a dry run where the destination has something already.
 
+use super::key::Stage;
 use super::key::{KeyGen, TempKey};
 use super::plan::{self, Item, Plan, WHOLE_HOST_EXCLUDES};
 use super::pull::{self, DryRun, PullMode, Server};
@@ -31,9 +32,13 @@ impl Planning<'_> {
         fresh: &[String],
     ) -> Result<(Plan, Server), RecoverError> {
         let (hosts, host, snapshot) = (self.hosts, self.spec.host.as_str(), self.snapshot);
-        self.key.grant(hosts).await?;
-        let server = self.server().await?;
         let whole = matches!(self.spec.selection, Selection::WholeHost);
+        // Until the confirmation the key plans only (dry runs, listings), in this snapshot and
+        // these paths only; one read now shows the archive where the destination reads from.
+        let scope = scope_paths(&items, whole);
+        self.key.grant(hosts, Stage::Plan, snapshot, &scope).await?;
+        let server = self.server().await?;
+        self.probe(&server, &scope).await?;
         let mut excludes: Vec<String> = Vec::new();
         let mut whole_host = None;
         // A whole host's charm components (mailcow's): whichever the backup holds are
@@ -101,6 +106,44 @@ impl Planning<'_> {
 
     /// How the destination reaches the archive: its address and host keys as this
     /// workstation knows them, and the key's directory.
+    /// One listing with the key (`recover.sh probe`): the archive logs the address it came
+    /// from, to which the restore's grant binds the key.
+    async fn probe(&self, server: &Server, scope: &[String]) -> Result<(), RecoverError> {
+        let source = format!(
+            "snapshots/{}/{}",
+            self.snapshot,
+            scope
+                .first()
+                .map(String::as_str)
+                .unwrap_or("var/lib/rsync-backup")
+        );
+        let args = [
+            "probe",
+            server.key_dir.as_str(),
+            server.host.as_str(),
+            server.port.as_str(),
+            server.known_hosts_b64.as_str(),
+            source.as_str(),
+        ];
+        let args = &args;
+        self.hosts
+            .on(
+                &self.hosts.dest,
+                "reading from the archive",
+                |ctx| async move {
+                    crate::setup::run_playbook::<crate::playbook::Acknowledged>(
+                        &ctx,
+                        "recover: probe",
+                        &crate::playbook::RECOVER,
+                        args,
+                    )
+                    .await
+                },
+            )
+            .await
+            .map(|_| ())
+    }
+
     async fn server(&self) -> Result<Server, RecoverError> {
         let endpoint = self
             .hosts
@@ -241,4 +284,20 @@ impl Planning<'_> {
             )
             .await
     }
+}
+
+/// The paths a recover reads, relative to the snapshot, for the key's scope: the items'
+/// sources; none for a whole host (all of the snapshot).
+pub(super) fn scope_paths(items: &[Item], whole: bool) -> Vec<String> {
+    if whole {
+        return Vec::new();
+    }
+    let mut paths: Vec<String> = items
+        .iter()
+        .map(|i| i.source.trim_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
 }
