@@ -23,7 +23,7 @@
 #       lists SOURCE's entry on the archive with the key of DIR (the plan's connection), so
 #       that the archive has seen the address this host reads from. 0km-result {"changed":false}
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
-#        [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]...
+#        [--checksum] [--kind d|f] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
 #       one ssh connection kept in DIR/ctl for the next pulls (30 s idle at most). While it
 #       copies, DIR/progress holds `BYTES RATE` (bytes copied so far, rsync's rate).
@@ -35,6 +35,7 @@
 #       mode, and --delete never reaches outside those entries.
 #       --kind d|f: SOURCE is a directory / a file (saves listing it on the archive first).
 #       --delete: files in DEST that are not in the backup are deleted (excluded ones kept).
+#       --no-links-on-the-way: refused when DEST or a directory on its way is a symbolic link.
 #       --exclude PATTERN: an rsync exclude rule, "/x" anchored at SOURCE's root.
 #       --checksum: existing files of the same size and time are compared by content (see
 #         `same` below) instead of being kept.
@@ -262,7 +263,7 @@ cmd_probe() {
 
 cmd_pull() {
     [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]..."
-    local dir=$1 kh_b64=$4 source=$5 dest=$6 mode=pull delete=0 kh started
+    local dir=$1 kh_b64=$4 source=$5 dest=$6 mode=pull delete=0 no_links=0 kh started
     pull_host=$2 pull_port=$3
     shift 6
     check_run_dir "$dir"
@@ -284,6 +285,7 @@ cmd_pull() {
                 shift
                 ;;
             --delete) delete=1 ;;
+            --no-links-on-the-way) no_links=1 ;;
             --exclude)
                 [[ $# -ge 2 ]] || die_usage "--exclude needs a PATTERN"
                 [[ -n $2 && $2 != *[[:cntrl:]]* ]] || die_usage "--exclude PATTERN must be non-empty, without control characters"
@@ -295,6 +297,11 @@ cmd_pull() {
         shift
     done
     [[ $delete == 0 ]] || pull_opts=(--delete "${pull_opts[@]+"${pull_opts[@]}"}")
+    # A whole host's root goes where it was: not wherever a symbolic link on the way (or the
+    # path itself) leads.
+    if [[ $no_links == 1 && $(realpath -m -- "$dest") != "${dest%/}" && $dest != / ]]; then
+        die "$dest goes through a symbolic link on this host (to $(realpath -m -- "$dest")): not restored there"
+    fi
     [[ -d $dir && ! -L $dir && -f $dir/id_ed25519 ]] || die "$dir/id_ed25519 is missing: run keygen first (or it was cleaned up)"
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_key=$dir/id_ed25519

@@ -317,3 +317,111 @@ fn a_recover_key_left_behind_reads_only_its_path_from_its_destination_for_minute
     );
     assert!(!text.contains("rc=0"), "{text}");
 }
+
+/// Root on vps1 sends a backup of its own making: its roots list names the destination's
+/// identity files (as they are, with a trailing `/`, with doubled slashes, through `..`), a
+/// root nested in another one through a symbolic link the outer one holds. A whole-host
+/// recover of it onto vps2 restores its real data and none of that: vps2 keeps its host keys,
+/// its name, its sshd configuration and root's keys, and the plan says which roots were left.
+#[test]
+fn a_whole_host_recover_keeps_the_destinations_identity_whatever_the_backup_lists() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let attacker_key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIATTACKERATTACKERATTACKERATTACKERATTACK attacker";
+    sh(
+        &lab,
+        "vps1",
+        &format!(
+            "set -e; rm -rf /tmp/evil && mkdir -p /tmp/evil && cd /tmp/evil && \
+             mkdir -p root/.ssh etc/ssh/sshd_config.d srv/app var/lib/rsync-backup && \
+             echo '{attacker_key}' > root/.ssh/authorized_keys && \
+             echo pwned > etc/hostname && echo 'PermitRootLogin yes' > etc/ssh/sshd_config.d/evil.conf && \
+             echo FAKE > etc/ssh/ssh_host_ed25519_key && echo '# evil' > etc/ssh/sshd_config && \
+             echo legit > srv/app/data.txt && ln -s /root/.ssh srv/app/lnk && \
+             printf '%s\\n' /root/.ssh/authorized_keys /etc/hostname/ //etc//ssh//sshd_config.d/evil.conf \
+                /etc/ssh/ssh_host_ed25519_key /etc/ssh/sshd_config /srv/app /srv/app/lnk /srv/app/lnk/ \
+                /etc/../root/.ssh > var/lib/rsync-backup/backup-roots && \
+             cp /var/lib/rsync-backup/backup-system var/lib/rsync-backup/ && \
+             : > var/lib/rsync-backup/backup-packages && : > var/lib/rsync-backup/backup-excludes && \
+             : > var/lib/rsync-backup/backup-state && \
+             . /etc/rsync-backup/target.conf && \
+             rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
+                -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
+                ./root ./etc ./srv ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\""
+        ),
+    );
+    let identity = "sha256sum /etc/ssh/ssh_host_ed25519_key /etc/hostname /etc/ssh/sshd_config /root/.ssh/authorized_keys; ls /etc/ssh/sshd_config.d/";
+    let before = sh(&lab, "vps2", identity);
+    let done = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1",
+            "vps2",
+        ])
+        .run()
+        .success();
+    // What the plan said: every identity root left out, with why.
+    for root in [
+        "/root/.ssh/authorized_keys",
+        "/etc/hostname",
+        "/etc/ssh/sshd_config.d/evil.conf",
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/sshd_config",
+    ] {
+        assert!(
+            done.stdout.contains(&format!(
+                "NOT RESTORED: {root} (listed by the backup): the destination's own"
+            )),
+            "{root}: {}",
+            done.all()
+        );
+    }
+    assert!(
+        done.stdout.contains(
+            "NOT RESTORED: /etc/../root/.ssh (listed by the backup): not a plain absolute path"
+        ),
+        "{}",
+        done.all()
+    );
+    // What happened: the real data, and none of the identity.
+    assert_eq!(sh(&lab, "vps2", "cat /srv/app/data.txt"), "legit");
+    assert_eq!(sh(&lab, "vps2", "readlink /srv/app/lnk"), "/root/.ssh");
+    assert_eq!(sh(&lab, "vps2", identity), before);
+    assert!(!sh(&lab, "vps2", "cat /root/.ssh/authorized_keys").contains("attacker"));
+
+    // A link already on the destination, on the way of a root: that root is refused, not
+    // written where the link leads.
+    sh(
+        &lab,
+        "vps1",
+        "cd /tmp/evil && mkdir -p opt/app && echo '{attacker_key}' > opt/app/authorized_keys && \
+         printf '%s\\n' /opt/app > var/lib/rsync-backup/backup-roots && \
+         . /etc/rsync-backup/target.conf && \
+         rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
+            -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
+            ./opt ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\"",
+    );
+    sh(&lab, "vps2", "mkdir -p /opt && ln -sfn /root/.ssh /opt/app");
+    let out = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1",
+            "vps2",
+        ])
+        .run();
+    assert!(!out.ok(), "{}", out.all());
+    assert!(
+        out.all().contains("/opt/app goes through a symbolic link"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(sh(&lab, "vps2", identity), before);
+}

@@ -16,6 +16,7 @@ pub mod plan;
 mod planning;
 pub mod pull;
 pub mod ready;
+pub mod roots;
 pub mod spec;
 pub mod verify;
 

@@ -58,6 +58,9 @@ pub struct Item {
     pub is_dir: bool,
     pub files: u64,
     pub bytes: u64,
+    /// The destination path must not go through a symbolic link (a whole host's roots: the
+    /// pull is refused rather than written wherever a link leads).
+    pub no_links_on_the_way: bool,
 }
 
 impl Item {
@@ -70,6 +73,7 @@ impl Item {
             is_dir: true,
             files: 0,
             bytes: 0,
+            no_links_on_the_way: false,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct WholeHost {
     pub packages: Vec<String>,
     /// The destination has no rsync yet: no dry run, it is installed first.
     pub no_dry_run: bool,
+    /// Roots the backup lists that are not restored: the destination's own, or not plain.
+    pub left_roots: Vec<super::roots::LeftRoot>,
 }
 
 impl Plan {

@@ -7,6 +7,7 @@ use super::key::Stage;
 use super::key::{KeyGen, TempKey};
 use super::plan::{self, Item, Plan, WHOLE_HOST_EXCLUDES};
 use super::pull::{self, DryRun, PullMode, Server};
+use super::roots;
 use super::spec::{RecoverSpec, Selection};
 use super::{components, ready, Hosts, RecoverError, INSPECT_PATHS_PER_CALL};
 use crate::backup::archive::{self, Inspect};
@@ -222,11 +223,16 @@ impl Planning<'_> {
                 },
             )
             .await?;
-        let roots: Vec<Item> = plan::list_lines(&lists.roots.join("\n"))
+        // Every line: what is not a plain absolute path is shown as left out, not dropped.
+        let listed: Vec<String> = lists
+            .roots
             .iter()
-            .map(|p| Item::same_place(p))
+            .flat_map(|l| l.lines())
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
             .collect();
-        if roots.is_empty() {
+        if listed.is_empty() {
             return Err(RecoverError::Plan(format!(
                 "the snapshot {snapshot} of {host} carries no list of its directories (made by an older 0km?): recover its directories one by one: #{host}:/etc ..."
             )));
@@ -249,12 +255,33 @@ impl Planning<'_> {
                 s.describe()
             )));
         }
+        // The roots are the backup's word: normalised, and none that is the destination's
+        // identity (what it is, how it is reached) is restored.
+        let mut identity: Vec<&str> = WHOLE_HOST_EXCLUDES.to_vec();
+        if differs {
+            identity.extend(plan::RELEASE_EXCLUDES);
+        }
+        let (kept, left_roots) = roots::safe_roots(&listed, &identity);
+        if kept.is_empty() {
+            return Err(RecoverError::Plan(format!(
+                "nothing to restore: every directory the snapshot {snapshot} of {host} lists is the destination's own or not a plain path ({})",
+                left_roots.iter().map(|l| l.root.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let roots: Vec<Item> = kept
+            .iter()
+            .map(|p| Item {
+                no_links_on_the_way: true,
+                ..Item::same_place(p)
+            })
+            .collect();
         let whole = plan::WholeHost {
             source,
             dest,
             release_change: differs,
             packages: ready::from_backup(&lists.packages),
             no_dry_run: !self.made.rsync,
+            left_roots,
         };
         Ok((roots, plan::list_lines(&lists.excludes.join("\n")), whole))
     }

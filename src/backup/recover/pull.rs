@@ -144,22 +144,11 @@ pub fn moved(items: &[Item]) -> impl Iterator<Item = &Item> {
     items.iter().filter(|i| i.files > 0 || i.is_dir)
 }
 
-/// Whole-host excludes are absolute paths: those under `source`'s root, anchored there.
+/// Whole-host excludes are absolute paths: those under `source`'s root, anchored there
+/// (`source`: `snapshots/NAME/ROOT...`; a snapshot itself is the root `/`).
 fn anchored(source: &str, excludes: &[String]) -> Vec<String> {
-    // source: snapshots/DATE/ROOT...
-    let root = source.split_once('/').map(|(_, r)| r).unwrap_or("");
-    let root = root
-        .split_once('/')
-        .map(|(_, r)| format!("/{r}"))
-        .unwrap_or_default();
-    excludes
-        .iter()
-        .filter_map(|e| {
-            e.strip_prefix(&root)
-                .filter(|r| r.starts_with('/'))
-                .map(str::to_string)
-        })
-        .collect()
+    let root = source.splitn(3, '/').nth(2).unwrap_or("");
+    super::roots::anchored(&format!("/{root}"), excludes)
 }
 
 /// One `recover.sh pull` per moved item, in order, on the destination: the plan's dry run,
@@ -176,13 +165,14 @@ pub async fn pull_all<T>(
 where
     T: DeserializeOwned + Transferred,
 {
-    let jobs: Vec<(String, String, bool, bool)> = moved(items)
+    let jobs: Vec<(String, String, bool, bool, bool)> = moved(items)
         .map(|i| {
             (
                 archive_path(snapshot, &i.source),
                 i.dest.clone(),
                 i.is_dir,
                 i.delete,
+                i.no_links_on_the_way,
             )
         })
         .collect();
@@ -197,9 +187,13 @@ where
             async move {
                 let mut results = Vec::new();
                 let mut copied = 0; // by the previous jobs
-                for (source, dest, is_dir, delete) in jobs {
+                for (source, dest, is_dir, delete, strict) in jobs {
                     let local = anchored(source, excludes);
-                    let args = server.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
+                    let mut args =
+                        server.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
+                    if *strict {
+                        args.push("--no-links-on-the-way");
+                    }
                     // Plan, pull and check all walk or move the whole tree.
                     let ctx = ctx.for_transfers();
                     let run = run_playbook::<T>(&ctx, step, &crate::playbook::RECOVER, &args);
@@ -334,5 +328,11 @@ mod tests {
             ["/.ssh/authorized_keys"]
         );
         assert!(anchored("snapshots/2026-11-20/srv", &ex).is_empty());
+        assert_eq!(
+            anchored("snapshots/2026-11-20/etc/", &ex),
+            ["/ssh/ssh_host_*", "/hostname"]
+        );
+        assert_eq!(anchored("snapshots/2026-11-20", &ex), ex);
+        assert_eq!(anchored("snapshots/2026-11-20/", &ex), ex);
     }
 }

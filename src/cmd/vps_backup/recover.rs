@@ -236,6 +236,13 @@ fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
             left_out.join(" ")
         ));
     }
+    // Roots the backup lists that are not restored (the backup is the source host's word).
+    for l in plan.whole.iter().flat_map(|w| &w.left_roots) {
+        ui.out(&format!(
+            "  NOT RESTORED: {} (listed by the backup): {}",
+            l.root, l.why
+        ));
+    }
     ui.out(&format!(
         "  on {}: {} files created, {} overwritten, {} deleted",
         plan.dest, plan.create, plan.update, plan.delete
