@@ -22,6 +22,9 @@
 #   probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE
 #       lists SOURCE's entry on the archive with the key of DIR (the plan's connection), so
 #       that the archive has seen the address this host reads from. 0km-result {"changed":false}
+#   privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE...
+#       the setuid/setgid files and device nodes under each SOURCE on the archive:
+#       0km-result {"changed":false,"devices":N,"setid":N,"sample":["-rwsr-xr-x PATH",...]}
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
 #        [--checksum] [--kind d|f] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
@@ -36,6 +39,7 @@
 #       --kind d|f: SOURCE is a directory / a file (saves listing it on the archive first).
 #       --delete: files in DEST that are not in the backup are deleted (excluded ones kept).
 #       --no-links-on-the-way: refused when DEST or a directory on its way is a symbolic link.
+#       --unprivileged: files lose their setuid/setgid bits, device nodes are not created.
 #       --exclude PATTERN: an rsync exclude rule, "/x" anchored at SOURCE's root.
 #       --checksum: existing files of the same size and time are compared by content (see
 #         `same` below) instead of being kept.
@@ -212,11 +216,22 @@ cmd_cleanup() {
     elif [[ -d $dir ]]; then
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
         pull_key=$dir/id_ed25519
+        # What still works in DIR (a pull, a listing of an interrupted recover) stops first:
+        # it could write into DIR while it is removed.
+        local pid
+        for pid in $(pgrep -f -- " (pull|probe|privileged) $dir " || true); do
+            [[ $pid != "$$" ]] && kill "$pid" 2>/dev/null
+        done
         pull_ctl=$dir/ctl-plan
         pull_disconnect
         pull_ctl=$dir/ctl
         pull_disconnect
-        rm -rf -- "$dir"
+        local tries=0
+        until rm -rf -- "$dir" 2>/dev/null || [[ ! -e $dir ]]; do
+            tries=$((tries + 1))
+            [[ $tries -lt 10 ]] || die "$dir could not be removed"
+            sleep 0.2
+        done
         changed=true
         log "removed $dir"
     elif [[ -e $dir ]]; then
@@ -261,6 +276,62 @@ cmd_probe() {
     printf '0km-result {"changed":false}\n'
 }
 
+# privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE...: the setuid/setgid files
+# and the device nodes under each SOURCE on the archive (a recursive listing with the key of
+# DIR, through the plan's connection), which a path or components recover leaves out.
+cmd_privileged() {
+    [[ $# -ge 5 ]] || die_usage "usage: privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE..."
+    local dir=$1 kh_b64=$4 kh src out errf code devices=0 setid=0 sample="" n=0 line mode name
+    pull_host=$2 pull_port=$3
+    shift 4
+    check_run_dir "$dir"
+    [[ ${#pull_host} -le 253 && $pull_host =~ $PULL_HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
+    [[ $pull_port =~ ^[1-9][0-9]{0,4}$ && $pull_port -le 65535 ]] || die_usage "SERVER_PORT is not a port: $pull_port"
+    kh=$(printf '%s' "$kh_b64" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
+    check_known_hosts "$kh"
+    [[ -d $dir && ! -L $dir && -f $dir/id_ed25519 ]] || die "$dir/id_ed25519 is missing: run keygen first (or it was cleaned up)"
+    command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
+    pull_key=$dir/id_ed25519
+    pull_known_hosts=$dir/known_hosts
+    pull_ctl=$dir/ctl-plan
+    local tmp
+    tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
+    tmpfiles+=("$tmp")
+    printf '%s\n' "$kh" >"$tmp"
+    chmod 0600 "$tmp"
+    mv -f "$tmp" "$pull_known_hosts"
+    pull_connect
+    out=$(mktemp)
+    errf=$(mktemp)
+    tmpfiles+=("$out" "$errf")
+    for src in "$@"; do
+        check_source "$src"
+        code=0
+        # Lines: MODE SIZE DATE TIME NAME; only the privileged ones are kept.
+        rsync --no-s --list-only -r -e "$(pull_ssh)" "$pull_user@$pull_host:$src" 2>"$errf" |
+            awk '{ t = substr($1, 1, 1) } t == "c" || t == "b" || (t == "-" && (substr($1, 4, 1) ~ /[sS]/ || substr($1, 7, 1) ~ /[sS]/))' \
+                >>"$out" || code=$?
+        if [[ $code -ne 0 ]]; then
+            sed 's/^/    /' "$errf" >&2
+            die "cannot list ${src%/} on the archive: $(pull_explain "$errf" "$code")"
+        fi
+    done
+    while IFS= read -r line; do
+        case ${line:0:1} in
+            c | b) devices=$((devices + 1)) ;;
+            *) setid=$((setid + 1)) ;;
+        esac
+        n=$((n + 1))
+        if [[ $n -le 20 ]]; then
+            # MODE and NAME (the fields after size, date and time)
+            read -r mode _ _ _ name <<<"$line"
+            sample+="${sample:+,}$(json_str "$mode $name")"
+        fi
+    done <"$out"
+    log "privileged entries: $devices device node(s), $setid setuid/setgid file(s)"
+    printf '0km-result {"changed":false,"devices":%s,"setid":%s,"sample":[%s]}\n' "$devices" "$setid" "$sample"
+}
+
 cmd_pull() {
     [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]..."
     local dir=$1 kh_b64=$4 source=$5 dest=$6 mode=pull delete=0 no_links=0 kh started
@@ -286,6 +357,8 @@ cmd_pull() {
                 ;;
             --delete) delete=1 ;;
             --no-links-on-the-way) no_links=1 ;;
+            # (the backup's setuid/setgid bits and device nodes are not restored)
+            --unprivileged) pull_opts+=(--no-devices --chmod=Fug-s) ;;
             --exclude)
                 [[ $# -ge 2 ]] || die_usage "--exclude needs a PATTERN"
                 [[ -n $2 && $2 != *[[:cntrl:]]* ]] || die_usage "--exclude PATTERN must be non-empty, without control characters"
@@ -496,6 +569,7 @@ case $mode in
     cleanup) cmd_cleanup "$@" ;;
     pull) cmd_pull "$@" ;;
     probe) cmd_probe "$@" ;;
+    privileged) cmd_privileged "$@" ;;
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;

@@ -359,6 +359,7 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
             dest: "vps3".into(),
             dry_run: false,
             allow_release_change: false,
+            keep_setuid_and_devices: false,
         }),
     )
     .await

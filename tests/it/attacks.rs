@@ -425,3 +425,68 @@ fn a_whole_host_recover_keeps_the_destinations_identity_whatever_the_backup_list
     );
     assert_eq!(sh(&lab, "vps2", identity), before);
 }
+
+/// Root on vps1 backs up a setuid-root shell and a device node giving all of memory. Restoring
+/// that path onto vps2 gives neither: the shell loses its setuid bit (nobody stays nobody),
+/// the device is not created, and the plan said so. Asked for by its flag, both come back.
+#[test]
+fn a_path_recover_creates_no_setuid_file_and_no_device_unless_asked() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/tools && cp /bin/bash /srv/datastore/data/tools/sh && \
+         chmod 4755 /srv/datastore/data/tools/sh && cp /bin/true /srv/datastore/data/tools/g && \
+         chmod 2755 /srv/datastore/data/tools/g && mknod /srv/datastore/data/tools/mem c 1 1 && \
+         echo ok > /srv/datastore/data/tools/readme",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let euid_of_nobody =
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups /restored/sh -p -c 'id -u'";
+    let done = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/tools",
+            "vps2:/restored",
+        ])
+        .run()
+        .success();
+    assert!(
+        done.stdout.contains("LEFT OUT: 2 setuid/setgid bit(s)")
+            && done.stdout.contains("and 1 device node(s)"),
+        "{}",
+        done.all()
+    );
+    assert!(done.stdout.contains("-rwsr-xr-x tools/sh"), "{}", done.all());
+    assert_eq!(
+        sh(&lab, "vps2", "stat -c '%a %n' /restored/sh /restored/g; test -e /restored/mem && echo mem || echo no-mem; cat /restored/readme"),
+        "755 /restored/sh\n755 /restored/g\nno-mem\nok"
+    );
+    assert_ne!(sh(&lab, "vps2", euid_of_nobody), "0", "nobody got root");
+
+    // Asked for: restored as the backup has them.
+    sh(&lab, "vps2", "rm -rf /restored");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data/tools",
+        "vps2:/restored",
+        "--keep-setuid-and-devices",
+    ])
+    .run()
+    .success();
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "stat -c '%a %F' /restored/sh /restored/g /restored/mem"
+        ),
+        "4755 regular file\n2755 regular file\n644 character special file"
+    );
+}

@@ -99,6 +99,8 @@ pub struct Recover {
     pub spec: RecoverSpec,
     /// A whole host from one Debian release onto another (refused otherwise).
     pub allow_release_change: bool,
+    /// A path or components recover keeps setuid/setgid bits and device nodes.
+    pub keep_privileged: bool,
 }
 
 /// A recover planned and ready: the plan to show, and what executing it needs. Dropping it
@@ -130,6 +132,7 @@ impl Recover {
             hosts,
             spec,
             allow_release_change,
+            keep_privileged,
         } = self;
         if hosts.archive.name == hosts.dest.name {
             return Err(RecoverError::Plan(format!(
@@ -184,6 +187,7 @@ impl Recover {
                         key,
                         made: &made,
                         allow_release_change,
+                        keep_privileged,
                     };
                     ctx.plan(items, inspected, &fresh).await
                 }

@@ -61,6 +61,9 @@ pub struct Item {
     /// The destination path must not go through a symbolic link (a whole host's roots: the
     /// pull is refused rather than written wherever a link leads).
     pub no_links_on_the_way: bool,
+    /// Restored without setuid/setgid bits on files and without device nodes (a path or
+    /// components recover, unless --keep-setuid-and-devices).
+    pub unprivileged: bool,
 }
 
 impl Item {
@@ -74,6 +77,7 @@ impl Item {
             files: 0,
             bytes: 0,
             no_links_on_the_way: false,
+            unprivileged: false,
         }
     }
 }
@@ -105,6 +109,22 @@ pub struct Plan {
     pub mysql_load: bool,
     /// A whole host: what it was and where it goes, and how the destination is made ready.
     pub whole: Option<WholeHost>,
+    /// What a path or components recover leaves out of the backup's files (setuid/setgid
+    /// bits, device nodes); `None` when it restores them as they are.
+    pub privileged: Option<Privileged>,
+}
+
+/// The setuid/setgid files and device nodes of the restored paths, left out (`recover.sh
+/// privileged`'s result).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Privileged {
+    #[serde(default)]
+    pub devices: u64,
+    #[serde(default)]
+    pub setid: u64,
+    /// Up to 20 of them, with the archive's mode (`-rwsr-xr-x path`).
+    #[serde(default)]
+    pub sample: Vec<String>,
 }
 
 /// The whole-host part of a plan.

@@ -5,7 +5,7 @@
 
 use super::key::Stage;
 use super::key::{KeyGen, TempKey};
-use super::plan::{self, Item, Plan, WHOLE_HOST_EXCLUDES};
+use super::plan::{self, Item, Plan, Privileged, WHOLE_HOST_EXCLUDES};
 use super::pull::{self, DryRun, PullMode, Server};
 use super::roots;
 use super::spec::{RecoverSpec, Selection};
@@ -21,6 +21,7 @@ pub(super) struct Planning<'a> {
     /// What the destination said with its key: existing paths, its system, rsync.
     pub made: &'a KeyGen,
     pub allow_release_change: bool,
+    pub keep_privileged: bool,
 }
 
 impl Planning<'_> {
@@ -88,6 +89,15 @@ impl Planning<'_> {
                 .map(|c| c.name.clone())
                 .collect(),
         };
+        // A path or components recover: the backup's setuid/setgid bits and device nodes are
+        // left out unless asked for (the backup is the source host's word); the plan says
+        // which. A whole host is restored as it was.
+        let unprivileged = !whole && !self.keep_privileged;
+        if unprivileged {
+            for it in items.iter_mut() {
+                it.unprivileged = true;
+            }
+        }
         let mut plan = Plan {
             host: host.to_string(),
             snapshot: snapshot.to_string(),
@@ -101,12 +111,52 @@ impl Planning<'_> {
             whole: whole_host,
             ..Plan::default()
         };
+        if unprivileged {
+            plan.privileged = Some(self.privileged(&server, &plan.items).await?);
+        }
         self.count(&mut plan, items, fresh, &server).await?;
         Ok((plan, server))
     }
 
-    /// How the destination reaches the archive: its address and host keys as this
-    /// workstation knows them, and the key's directory.
+    /// The setuid/setgid files and device nodes of the items, from a listing of the archive
+    /// made on the destination (`recover.sh privileged`).
+    async fn privileged(
+        &self,
+        server: &Server,
+        items: &[Item],
+    ) -> Result<Privileged, RecoverError> {
+        let sources: Vec<String> = pull::moved(items)
+            .map(|i| pull::archive_path(self.snapshot, &i.source))
+            .collect();
+        if sources.is_empty() {
+            return Ok(Privileged::default());
+        }
+        let mut args = vec![
+            "privileged",
+            server.key_dir.as_str(),
+            server.host.as_str(),
+            server.port.as_str(),
+            server.known_hosts_b64.as_str(),
+        ];
+        args.extend(sources.iter().map(String::as_str));
+        let args = &args;
+        self.hosts
+            .on(
+                &self.hosts.dest,
+                "listing setuid files and devices",
+                |ctx| async move {
+                    crate::setup::run_playbook::<Privileged>(
+                        &ctx,
+                        "recover: privileged",
+                        &crate::playbook::RECOVER,
+                        args,
+                    )
+                    .await
+                },
+            )
+            .await
+    }
+
     /// One listing with the key (`recover.sh probe`): the archive logs the address it came
     /// from, to which the restore's grant binds the key.
     async fn probe(&self, server: &Server, scope: &[String]) -> Result<(), RecoverError> {
@@ -145,6 +195,8 @@ impl Planning<'_> {
             .map(|_| ())
     }
 
+    /// How the destination reaches the archive: its address and host keys as this
+    /// workstation knows them, and the key's directory.
     async fn server(&self) -> Result<Server, RecoverError> {
         let endpoint = self
             .hosts

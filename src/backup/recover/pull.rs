@@ -165,7 +165,7 @@ pub async fn pull_all<T>(
 where
     T: DeserializeOwned + Transferred,
 {
-    let jobs: Vec<(String, String, bool, bool, bool)> = moved(items)
+    let jobs: Vec<(String, String, bool, bool, bool, bool)> = moved(items)
         .map(|i| {
             (
                 archive_path(snapshot, &i.source),
@@ -173,6 +173,7 @@ where
                 i.is_dir,
                 i.delete,
                 i.no_links_on_the_way,
+                i.unprivileged,
             )
         })
         .collect();
@@ -187,12 +188,15 @@ where
             async move {
                 let mut results = Vec::new();
                 let mut copied = 0; // by the previous jobs
-                for (source, dest, is_dir, delete, strict) in jobs {
+                for (source, dest, is_dir, delete, strict, unprivileged) in jobs {
                     let local = anchored(source, excludes);
                     let mut args =
                         server.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
                     if *strict {
                         args.push("--no-links-on-the-way");
+                    }
+                    if *unprivileged {
+                        args.push("--unprivileged");
                     }
                     // Plan, pull and check all walk or move the whole tree.
                     let ctx = ctx.for_transfers();

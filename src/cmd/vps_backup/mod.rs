@@ -70,6 +70,10 @@ pub struct RecoverArgs {
     /// destination keeps its own apt sources
     #[arg(long)]
     pub allow_release_change: bool,
+    /// A path or components recover restores setuid/setgid bits and device nodes as the
+    /// backup has them (left out otherwise: the backup is the source host's word)
+    #[arg(long)]
+    pub keep_setuid_and_devices: bool,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub async fn run(app: &App, a: &RecoverArgs) -> anyhow::Result<Status> {
         },
         spec: spec.clone(),
         allow_release_change: a.allow_release_change,
+        keep_privileged: a.keep_setuid_and_devices,
     };
     let result = match recover.prepare().await {
         Ok(prepared) => {
@@ -135,13 +136,22 @@ fn report(ui: &Ui, plan: &Plan, applied: Applied) -> HostResult {
     let (status, failure, verify_json) = match &verify {
         Ok(v) if v.ok() => {
             ui.out(&format!(
-                "Verified: {} files on {} match the archive (content, size, mode, owner){}.",
+                "Verified: {} files on {} match the archive (content, size, mode, owner){}{}.",
                 v.files,
                 plan.dest,
                 if plan.excludes.is_empty() {
                     ""
                 } else {
                     "; the ones kept as they are on the destination aside"
+                },
+                if plan
+                    .privileged
+                    .as_ref()
+                    .is_some_and(|p| p.devices + p.setid > 0)
+                {
+                    "; setuid/setgid bits and device nodes left out, as planned"
+                } else {
+                    ""
                 }
             ));
             (
@@ -235,6 +245,17 @@ fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
             plan.dest,
             left_out.join(" ")
         ));
+    }
+    // The backup's setuid/setgid bits and device nodes, left out of a path or components
+    // recover.
+    if let Some(p) = plan.privileged.as_ref().filter(|p| p.devices + p.setid > 0) {
+        ui.out(&format!(
+            "  LEFT OUT: {} setuid/setgid bit(s) (the files are restored without them) and {} device node(s) of the backup; --keep-setuid-and-devices restores them:",
+            p.setid, p.devices
+        ));
+        for s in &p.sample {
+            ui.out(&format!("    {s}"));
+        }
     }
     // Roots the backup lists that are not restored (the backup is the source host's word).
     for l in plan.whole.iter().flat_map(|w| &w.left_roots) {
