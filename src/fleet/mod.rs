@@ -121,7 +121,24 @@ impl HostCtx {
         stdin: Option<&[u8]>,
     ) -> Result<Output, StepFailure> {
         self.reporter.step(&self.target.name, step);
-        let res = self.conn.run(command_line, stdin, self.step_timeout).await;
+        // The middle of a very long output goes to the log file, not to memory.
+        let host = &self.target.name;
+        let spill_to_log = |stream: &str, bytes: &[u8]| {
+            if let Some(log) = &self.log {
+                log.write(
+                    host,
+                    &format!(
+                        "== {step}: {stream}, middle part ({} bytes, not kept in memory)\n{}",
+                        bytes.len(),
+                        String::from_utf8_lossy(bytes)
+                    ),
+                );
+            }
+        };
+        let res = self
+            .conn
+            .run_spilling(command_line, stdin, self.step_timeout, Some(&spill_to_log))
+            .await;
         if let Some(log) = &self.log {
             log.write(&self.target.name, &render_log(step, command_line, &res));
         }

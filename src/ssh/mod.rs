@@ -8,11 +8,13 @@
 //! refused. A master is either closed at the end of the run, or, when reuse is on, left to
 //! exit by itself after `reuse_idle` seconds without use, so the next run can skip the login.
 
+mod capture;
 mod hostkey;
 mod identity;
 mod master;
 mod quote;
 
+pub use capture::Spill;
 pub use hostkey::{fingerprint, HostKeyChange, KnownEndpoint, NewHostKey};
 pub use quote::{join as quote_join, quote};
 
@@ -287,12 +289,25 @@ impl Connection {
     }
 
     /// Runs a shell command line (already quoted by the caller: see [`quote`]) with optional
-    /// stdin, within `timeout`. Stdin is never the terminal's.
+    /// stdin, within `timeout`. Stdin is never the terminal's. Its output is kept in bounded
+    /// memory (see `capture`); the middle of a very long one is dropped.
     pub async fn run(
         &self,
         command_line: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
+    ) -> Result<Output, ExecError> {
+        self.run_spilling(command_line, stdin, timeout, None).await
+    }
+
+    /// Like [`run`](Self::run); the middle of a very long output goes to `spill` (the run's
+    /// log) instead of being dropped.
+    pub async fn run_spilling(
+        &self,
+        command_line: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+        spill: Option<Spill<'_>>,
     ) -> Result<Output, ExecError> {
         let _permit = self
             .channels
@@ -325,9 +340,13 @@ impl Connection {
                 let _ = w.shutdown().await;
                 drop(w);
             }
-            let out = child.wait_with_output().await;
-            match out {
-                Ok(o) => Ok((o.status.code(), o.stdout, o.stderr)),
+            let (stdout, stderr) = (child.stdout().take(), child.stderr().take());
+            let (stdout, stderr) = tokio::join!(
+                capture::read_bounded(stdout, "stdout", spill),
+                capture::read_bounded(stderr, "stderr", spill)
+            );
+            match child.wait().await {
+                Ok(status) => Ok((status.code(), stdout, stderr)),
                 Err(openssh::Error::Remote(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                     // The crate turns remote exit 127 into an error; it is a normal exit here.
                     Ok((Some(127), Vec::new(), e.to_string().into_bytes()))

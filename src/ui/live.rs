@@ -86,7 +86,7 @@ impl Reporter for Live {
         st.waiting.remove(host);
         st.active.insert(host.to_string());
         if let Some(line) = st.lines.get(host) {
-            line.set_message(step.to_string());
+            line.set_message(super::escape_controls(step).into_owned());
         } else if st.lines.len() < self.max_lines {
             let line = self
                 .multi
@@ -96,7 +96,7 @@ impl Reporter for Live {
                     .expect("valid template"),
             );
             line.set_prefix(host.to_string());
-            line.set_message(step.to_string());
+            line.set_message(super::escape_controls(step).into_owned());
             line.enable_steady_tick(Duration::from_millis(120));
             st.lines.insert(host.to_string(), line);
         }
@@ -125,7 +125,11 @@ impl Reporter for Live {
         st.active.remove(&r.host);
         st.waiting.remove(&r.host);
         if !st.suspended {
-            let _ = self.multi.println(format!("[{}] {}", r.host, one_line(r)));
+            let _ = self.multi.println(format!(
+                "[{}] {}",
+                r.host,
+                super::escape_controls(&one_line(r))
+            ));
         }
         self.total.inc(1);
         self.total.set_message(st.running_message());

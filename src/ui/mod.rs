@@ -12,9 +12,35 @@ pub mod table;
 
 pub use summary::{print_summary, SummaryInfo};
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Text made safe for a terminal: what hosts and backups say reaches it through here. Control
+/// characters (newline and tab aside), DEL, the C1 controls and Unicode's bidirectional
+/// controls are shown escaped (`\x1b`, `\u{202e}`): a host cannot move the cursor, retitle
+/// or clear the terminal, or reorder the letters of a line.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    fn bad(c: char) -> bool {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !bad(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// How a host's run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -123,6 +149,7 @@ impl Ui {
     /// A line of results for people: on stdout, except with `--json`, where stdout holds
     /// JSON objects only ([`Ui::json_line`]) and such lines go to stderr.
     pub fn out(&self, line: &str) {
+        let line = escape_controls(line);
         if self.json {
             eprintln!("{line}");
         } else {
@@ -139,12 +166,12 @@ impl Ui {
 
     /// A note for the user on stderr (never results).
     pub fn note(&self, line: &str) {
-        eprintln!("{line}");
+        eprintln!("{}", escape_controls(line));
     }
 
     /// An error on stderr, prefixed the same way everywhere.
     pub fn error(&self, message: &str) {
-        eprintln!("error: {message}");
+        eprintln!("error: {}", escape_controls(message));
     }
 
     pub fn json_line(&self, value: &impl serde::Serialize) {
@@ -178,18 +205,18 @@ impl Reporter for Plain {
             Some(t) if now.duration_since(*t) < PLAIN_PROGRESS_EVERY => {}
             _ => {
                 said.insert(host.to_string(), now);
-                eprintln!("[{host}] {text}");
+                eprintln!("[{host}] {}", escape_controls(text));
             }
         }
     }
     fn step(&self, host: &str, step: &str) {
         // Every host connects first; a line each for that is noise in a log of 100 hosts.
         if step != "connecting" {
-            eprintln!("[{host}] {step}");
+            eprintln!("[{host}] {}", escape_controls(step));
         }
     }
     fn done(&self, r: &HostResult) {
-        eprintln!("[{}] {}", r.host, one_line(r));
+        eprintln!("[{}] {}", r.host, escape_controls(&one_line(r)));
     }
 }
 
@@ -223,4 +250,24 @@ pub fn tail(bytes: &[u8], n: usize) -> Option<String> {
         return None;
     }
     Some(lines[lines.len().saturating_sub(n)..].join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn terminal_controls_from_hosts_are_escaped() {
+        assert_eq!(
+            escape_controls("plain text\tand\nlines"),
+            "plain text\tand\nlines"
+        );
+        assert_eq!(
+            escape_controls("a\x1b]0;owned\x07b\x1b[2J\r"),
+            "a\\x1b]0;owned\\x07b\\x1b[2J\\x0d"
+        );
+        assert_eq!(escape_controls("x\u{9b}y\u{7f}"), "x\\x9by\\x7f");
+        assert_eq!(escape_controls("evil\u{202e}txt.sh"), "evil\\u{202e}txt.sh");
+        assert_eq!(escape_controls("été ✓"), "été ✓");
+    }
 }

@@ -14,7 +14,7 @@ pub fn confirm(question: &str) -> Option<bool> {
         return None;
     }
     dialoguer::Confirm::new()
-        .with_prompt(question)
+        .with_prompt(super::escape_controls(question))
         .default(false)
         .interact()
         .ok()
@@ -25,9 +25,13 @@ pub fn pick_many(question: &str, items: &[String]) -> Option<Vec<usize>> {
     if !interactive() {
         return None;
     }
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| super::escape_controls(i).into_owned())
+        .collect();
     dialoguer::MultiSelect::new()
-        .with_prompt(question)
-        .items(items)
+        .with_prompt(super::escape_controls(question))
+        .items(&items)
         .interact()
         .ok()
 }
@@ -38,7 +42,7 @@ pub fn type_to_confirm(question: &str, expected: &str) -> Option<bool> {
         return None;
     }
     let typed: String = dialoguer::Input::new()
-        .with_prompt(question)
+        .with_prompt(super::escape_controls(question))
         .allow_empty(true)
         .interact_text()
         .ok()?;

@@ -462,7 +462,11 @@ fn a_path_recover_creates_no_setuid_file_and_no_device_unless_asked() {
         "{}",
         done.all()
     );
-    assert!(done.stdout.contains("-rwsr-xr-x tools/sh"), "{}", done.all());
+    assert!(
+        done.stdout.contains("-rwsr-xr-x tools/sh"),
+        "{}",
+        done.all()
+    );
     assert_eq!(
         sh(&lab, "vps2", "stat -c '%a %n' /restored/sh /restored/g; test -e /restored/mem && echo mem || echo no-mem; cat /restored/readme"),
         "755 /restored/sh\n755 /restored/g\nno-mem\nok"

@@ -166,3 +166,99 @@ fn a_blackholed_host_is_unreachable_within_the_timeout_while_others_finish() {
     // Bounded by the connect timeout plus the login grace, not hung.
     assert!(done.elapsed.as_secs() < 15, "took {:?}", done.elapsed);
 }
+
+/// What a host prints cannot drive the operator's terminal: escape sequences (retitle, clear
+/// the screen, move the cursor) and bidirectional overrides arrive escaped.
+#[test]
+fn control_characters_from_a_host_are_escaped() {
+    let lab = Lab::up(1);
+    let done = lab
+        .zerokm([
+            "exec",
+            "vps1",
+            "--",
+            "printf 'A\\033]0;owned\\007B\\033[2JC\\342\\200\\256D\\n'; exit 3",
+        ])
+        .run();
+    assert!(
+        done.stdout
+            .contains("A\\x1b]0;owned\\x07B\\x1b[2JC\\u{202e}D"),
+        "{}",
+        done.all()
+    );
+    assert!(!done.all().contains('\x1b'), "{}", done.all());
+    assert!(!done.all().contains('\u{202e}'), "{}", done.all());
+}
+
+/// 100 MB of output from a host: 0km keeps its start and end in memory (the end holds the
+/// result), the middle goes to the run's log, and memory stays far below the output's size.
+#[test]
+#[allow(unsafe_code)] // wait4: the child's peak memory, as the kernel counted it
+fn a_huge_output_is_bounded_in_memory_and_kept_in_the_log() {
+    let lab = Lab::up(1);
+    let mut run = lab.zerokm([
+        "exec",
+        "vps1",
+        "--",
+        "head -c 100000000 /dev/zero | tr '\\0' x; echo; echo THE-END",
+    ]);
+    let child = run
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    // Read its output while it runs, then its resource usage as it is reaped.
+    let out = {
+        let mut child = child;
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            std::io::Read::read_to_end(&mut stderr, &mut s).unwrap();
+            s
+        });
+        let mut s = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut s).unwrap();
+        let e = err.join().unwrap();
+        std::mem::forget(child); // reaped below, with its rusage
+        (s, e)
+    };
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    let stdout = String::from_utf8_lossy(&out.0);
+    assert!(stdout.contains("THE-END"), "the end is kept");
+    assert!(
+        stdout.contains("bytes of this output were not kept in memory"),
+        "{}",
+        String::from_utf8_lossy(&out.1)
+    );
+    let max_rss_mb = usage.ru_maxrss / 1024;
+    assert!(
+        max_rss_mb < 64,
+        "0km grew to {max_rss_mb} MB for 100 MB of output"
+    );
+    // The middle is in the run's log.
+    let logs = lab.state_dir().join("0km/runs");
+    let size: u64 = walk_sizes(&logs);
+    assert!(size >= 90_000_000, "the log holds {size} bytes");
+}
+
+fn walk_sizes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk_sizes(&p)
+            } else {
+                p.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}

@@ -100,6 +100,11 @@ impl Lab {
             .expect("ssh")
     }
 
+    /// The state directory 0km runs with here (its run logs are under `0km/runs`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+
     /// Like `ssh`, with `input` on the command's stdin.
     pub fn ssh_with_input(&self, host: &str, command: &str, input: &[u8]) -> Output {
         use std::io::Write as _;
