@@ -25,6 +25,9 @@
 #   privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE...
 #       the setuid/setgid files and device nodes under each SOURCE on the archive:
 #       0km-result {"changed":false,"devices":N,"setid":N,"sample":["-rwsr-xr-x PATH",...]}
+#   space BYTES PATH [BYTES PATH]...
+#       each file system under the PATHs has room for the BYTES a restore writes there (plus
+#       5 % and 64 MiB), else exit 1 saying which lacks how much. 0km-result {"changed":false}
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
 #        [--checksum] [--kind d|f] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
@@ -332,6 +335,38 @@ cmd_privileged() {
     printf '0km-result {"changed":false,"devices":%s,"setid":%s,"sample":[%s]}\n' "$devices" "$setid" "$sample"
 }
 
+# space BYTES PATH [BYTES PATH]...: each file system under the PATHs (their nearest existing
+# directory) has room for the BYTES written there, plus 5 % and 64 MiB; else exit 1, saying
+# which one lacks how much, before the recover changes anything.
+cmd_space() {
+    [[ $# -ge 2 && $(($# % 2)) -eq 0 ]] || die_usage "usage: space BYTES PATH [BYTES PATH]..."
+    local -A need=() where=()
+    local bytes path p dev avail short=()
+    while [[ $# -gt 0 ]]; do
+        bytes=$1 path=$2
+        shift 2
+        [[ $bytes =~ ^[0-9]{1,18}$ ]] || die_usage "not a size in bytes: $bytes"
+        check_dest "$path"
+        p=$path
+        while [[ ! -e $p ]]; do p=$(dirname -- "$p"); done
+        dev=$(stat -c %d -- "$p")
+        need[$dev]=$((${need[$dev]:-0} + bytes))
+        where[$dev]=$p
+    done
+    for dev in "${!need[@]}"; do
+        avail=$(df -P -B1 -- "${where[$dev]}" | awk 'NR == 2 { print $4 }')
+        bytes=$((need[$dev] + need[$dev] / 20 + 64 * 1024 * 1024))
+        if [[ $avail =~ ^[0-9]+$ ]] && ((avail < bytes)); then
+            short+=("$(df -P -- "${where[$dev]}" | awk 'NR == 2 { print $6 }'): $((bytes / 1048576)) MiB needed, $((avail / 1048576)) MiB free")
+        fi
+    done
+    if [[ ${#short[@]} -gt 0 ]]; then
+        die "not enough free space for this restore (${short[*]}): free space there, or restore elsewhere (vps-backup recover SRC HOST:PATH); nothing was changed"
+    fi
+    log "free space: enough on every file system written to"
+    printf '0km-result {"changed":false}\n'
+}
+
 cmd_pull() {
     [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]..."
     local dir=$1 kh_b64=$4 source=$5 dest=$6 mode=pull delete=0 no_links=0 kh started
@@ -570,6 +605,7 @@ case $mode in
     pull) cmd_pull "$@" ;;
     probe) cmd_probe "$@" ;;
     privileged) cmd_privileged "$@" ;;
+    space) cmd_space "$@" ;;
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;

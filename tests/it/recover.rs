@@ -759,3 +759,73 @@ fn mailcow_components_and_a_whole_mailcow_host_stop_start_and_load() {
         "queued-on-vps1"
     );
 }
+
+/// The archive named by its address (as the manual writes hosts) is still the archive: not a
+/// destination, whatever the name.
+#[test]
+fn the_archive_by_its_address_is_not_a_destination() {
+    let lab = Lab::up(1);
+    backed_up(&lab);
+    let by_address = format!("root@{}.1:10023", lab.net());
+    let out = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/app",
+            &by_address,
+        ])
+        .run();
+    assert!(!out.ok(), "{}", out.all());
+    assert!(
+        out.all().contains(
+            "is the archive server myadmin@archive (same address and port, or same host key)"
+        ),
+        "{}",
+        out.all()
+    );
+    assert_eq!(read_keys_on_archive(&lab), 0);
+}
+
+/// A destination without room for what the restore writes: refused before anything is
+/// stopped, deleted or written, with the figures.
+#[test]
+fn a_recover_without_room_changes_nothing_and_says_how_much_is_missing() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/big && head -c 50000000 /dev/urandom > /srv/datastore/data/big/f",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    sh(
+        &lab,
+        "vps2",
+        "mkdir -p /small && mount -t tmpfs -o size=80m tmpfs /small && mkdir /small/big && echo mine > /small/big/old",
+    );
+    let out = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/big",
+            "vps2:/small/big",
+        ])
+        .run();
+    assert!(!out.ok(), "{}", out.all());
+    assert!(
+        out.all().contains(
+            "not enough free space for this restore (/small: 114 MiB needed, 79 MiB free)"
+        ),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        sh(&lab, "vps2", "ls /small/big; cat /small/big/old"),
+        "old\nmine"
+    );
+    assert_eq!(read_keys_on_archive(&lab), 0);
+}

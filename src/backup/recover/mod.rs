@@ -134,10 +134,18 @@ impl Recover {
             allow_release_change,
             keep_privileged,
         } = self;
-        if hosts.archive.name == hosts.dest.name {
+        if hosts.archive.name == hosts.dest.name || same_machine(&hosts).await {
             return Err(RecoverError::Plan(format!(
-                "{} is the archive server: recover onto a VPS",
-                hosts.dest.name
+                "{} is the archive server{}: recover onto a VPS",
+                hosts.dest.name,
+                if hosts.archive.name == hosts.dest.name {
+                    String::new()
+                } else {
+                    format!(
+                        " {} (same address and port, or same host key)",
+                        hosts.archive.name
+                    )
+                }
             )));
         }
         let items = selected_items(&spec)?;
@@ -215,6 +223,53 @@ impl Recover {
             }
         }
     }
+}
+
+/// `recover.sh space`: the destination's file systems have room for `writes`, or the
+/// recover stops here, with the figures, before anything changed.
+async fn space_check(hosts: &Hosts, writes: &[(String, u64)]) -> Result<(), RecoverError> {
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let sizes: Vec<String> = writes.iter().map(|(_, b)| b.to_string()).collect();
+    let mut args: Vec<&str> = vec!["space"];
+    for ((dest, _), size) in writes.iter().zip(&sizes) {
+        args.push(size);
+        args.push(dest);
+    }
+    let args = &args;
+    hosts
+        .on(&hosts.dest, "checking free space", |ctx| async move {
+            crate::setup::run_playbook::<crate::playbook::Acknowledged>(
+                &ctx,
+                "recover: space",
+                &crate::playbook::RECOVER,
+                args,
+            )
+            .await
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Whether the destination is the archive under another name: the same address and port as
+/// this workstation's ssh resolves them, or a host key in common (known_hosts). Unknown
+/// hosts (not in known_hosts yet) are not told apart here.
+async fn same_machine(hosts: &Hosts) -> bool {
+    let engine = &hosts.fleet.engine;
+    let (Ok(a), Ok(d)) = (
+        engine.known_endpoint(&hosts.archive).await,
+        engine.known_endpoint(&hosts.dest).await,
+    ) else {
+        return false;
+    };
+    let blobs = |e: &crate::ssh::KnownEndpoint| {
+        e.lines
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+            .collect::<std::collections::HashSet<String>>()
+    };
+    (a.hostname == d.hostname && a.port == d.port) || !blobs(&a).is_disjoint(&blobs(&d))
 }
 
 /// The items a path or components recover restores, before the archive sizes them (a whole
@@ -356,6 +411,9 @@ impl Prepared {
         let checksum = plan.same > 0 || plan.whole.as_ref().is_some_and(|w| w.no_dry_run);
         let comps = &plan.components;
         let mut notes = Vec::new();
+        // Room for what the pull writes, on each file system, before anything is stopped,
+        // deleted or written.
+        space_check(hosts, &plan.writes).await?;
         if let Some(w) = &plan.whole {
             // A new machine is made ready first (rsync, cron, the charms, the vps helper and
             // what the backed-up host had installed), and keeps its root password.

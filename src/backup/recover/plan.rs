@@ -104,6 +104,8 @@ pub struct Plan {
     pub same: u64,
     /// What the pull will copy, in bytes (files created or changed).
     pub transfer_bytes: u64,
+    /// What the pull writes where: (destination path, bytes), for the free-space check.
+    pub writes: Vec<(String, u64)>,
     pub update_sample: Vec<String>,
     pub delete_sample: Vec<String>,
     pub mysql_load: bool,
@@ -165,6 +167,7 @@ impl Plan {
         for it in fresh {
             self.create += it.files;
             self.transfer_bytes += it.bytes;
+            self.writes.push((it.dest.clone(), it.bytes));
         }
     }
 
@@ -175,6 +178,7 @@ impl Plan {
         self.delete += d.delete;
         self.same += d.same;
         self.transfer_bytes += d.bytes;
+        self.writes.push((dest.to_string(), d.bytes));
         for (paths, out) in [
             (&d.sample.update, &mut self.update_sample),
             (&d.sample.delete, &mut self.delete_sample),
