@@ -42,7 +42,8 @@
 #       --kind d|f: SOURCE is a directory / a file (saves listing it on the archive first).
 #       --delete: files in DEST that are not in the backup are deleted (excluded ones kept).
 #       --no-links-on-the-way: refused when DEST or a directory on its way is a symbolic link.
-#       --unprivileged: files lose their setuid/setgid bits, device nodes are not created.
+#       --unprivileged: files lose their setuid/setgid bits, extended attributes (file
+#         capabilities among them) are not restored (ACLs are), device nodes are not created.
 #       --exclude PATTERN: an rsync exclude rule, "/x" anchored at SOURCE's root.
 #       --checksum: existing files of the same size and time are compared by content (see
 #         `same` below) instead of being kept.
@@ -393,7 +394,10 @@ cmd_pull() {
             --delete) delete=1 ;;
             --no-links-on-the-way) no_links=1 ;;
             # (the backup's setuid/setgid bits and device nodes are not restored)
-            --unprivileged) pull_opts+=(--no-devices --chmod=Fug-s) ;;
+            --unprivileged)
+                pull_opts+=(--no-devices --chmod=Fug-s)
+                pull_xattrs=0
+                ;;
             --exclude)
                 [[ $# -ge 2 ]] || die_usage "--exclude needs a PATTERN"
                 [[ -n $2 && $2 != *[[:cntrl:]]* ]] || die_usage "--exclude PATTERN must be non-empty, without control characters"

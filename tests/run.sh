@@ -15,7 +15,7 @@ missing=()
 # debootstrap builds the pristine Debian images of `lab up --image` (cached in
 # /var/cache/0km/lab-images after the first build, about 30 s each).
 for pkg in openssh-server openssh-client rsync shellcheck docker.io docker-compose cron sudo \
-    mariadb-server python3 attr btrfs-progs debootstrap bubblewrap; do
+    mariadb-server python3 attr acl libcap2-bin btrfs-progs debootstrap bubblewrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

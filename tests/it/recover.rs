@@ -32,6 +32,9 @@ fn backed_up(lab: &Lab) {
          chmod 600 /srv/datastore/data/app/sub/f2.txt && chmod 750 /srv/datastore/data/app/sub && \
          echo page > /srv/datastore/data/www/index.html && chown -R www-data:www-data /srv/datastore/data/www && \
          echo keep > /root/notes.txt && echo cfg > /etc/0km-test.conf && \
+         setfacl -m u:www-data:r /srv/datastore/data/app/sub/f3.txt && \
+         setfattr -n user.origin -v vps1 /srv/datastore/data/app/blob.bin && \
+         cp /bin/true /srv/datastore/data/app/ping && setcap cap_net_raw+ep /srv/datastore/data/app/ping && \
          mkdir -p /var/backups/mysql",
     );
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
@@ -113,6 +116,11 @@ fn a_whole_host_recover_gives_identical_trees_and_verifies() {
         sh(&lab, "vps2", "readlink /srv/datastore/data/app/link"),
         "sub/f1.txt"
     );
+    // ACLs, extended attributes and file capabilities: as on vps1.
+    let attrs = "cd /srv/datastore/data/app && getfacl -c sub/f3.txt && getfattr -n user.origin --only-values blob.bin && echo && getcap ping";
+    assert_eq!(sh(&lab, "vps2", attrs), sh(&lab, "vps1", attrs));
+    assert!(sh(&lab, "vps2", attrs).contains("user:www-data:r--"));
+    assert!(sh(&lab, "vps2", attrs).contains("cap_net_raw=ep"));
     // The new machine kept its own identity and our access.
     assert_eq!(
         sh(
@@ -149,15 +157,22 @@ fn a_path_recovers_to_another_destination_path() {
         .run()
         .success()
         .stdout_has("/srv/datastore/data/app/ -> vps2:/restore/app")
-        // 33 regular files: 30 in sub/, the blob, the name with spaces and the empty one; the
-        // link and the fifo are not files (on the archive all are plain files with xattrs).
-        .stdout_has(" 33 files), files not in the backup deleted")
+        // 34 regular files: 30 in sub/, the blob, the name with spaces, the empty one and
+        // ping; the link and the fifo are not files (on the archive all are plain files with
+        // xattrs).
+        .stdout_has(" 34 files), files not in the backup deleted")
         // Nothing there yet: everything is created, no dry run was needed to say so.
-        .stdout_has("on vps2: 33 files created, 0 overwritten, 0 deleted");
+        .stdout_has("on vps2: 34 files created, 0 overwritten, 0 deleted");
     assert!(!first.stderr.contains("recover: plan"), "{}", first.all());
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/app"),
         tree(&lab, "vps2", "/restore/app")
+    );
+    // ACLs come back; extended attributes, file capabilities among them, do not (a path
+    // restore: --keep-setuid-and-devices restores them).
+    assert_eq!(
+        sh(&lab, "vps2", "cd /restore/app && getfacl -c sub/f3.txt | grep www-data; getfattr -d blob.bin; getcap ping; echo end"),
+        "user:www-data:r--\nend"
     );
     // Only that path: nothing else came.
     assert_eq!(
@@ -183,7 +198,7 @@ fn a_path_recovers_to_another_destination_path() {
         .stderr_has("recover: plan")
         .stdout_has("have the archived size and time: compared by content")
         .stdout_has("0 files created, 0 overwritten, 0 deleted")
-        .stdout_has("Verified: 33 files on vps2 match the archive");
+        .stdout_has("Verified: 34 files on vps2 match the archive");
     // A process still writing into the restored directory: the check says what differs.
     sh(
         &lab,

@@ -73,6 +73,7 @@ pull_opts=()
 pull_ctl=""
 pull_kind=""
 pull_checksum=0
+pull_xattrs=1 # 0: extended attributes (file capabilities among them) are not restored
 pull_progress=""
 pull_refused_hint="" # appended to the message when the archive refuses the key
 
@@ -337,12 +338,15 @@ pull_run() {
         rm -f "$pull_progress"
     fi
     local out errf code i key value
+    local -a xattrs=(-X)
+    [[ $pull_xattrs == 1 ]] || xattrs=()
     out=$(mktemp) errf=$(mktemp)
     tmpfiles+=("$out" "$errf")
     for ((i = 0; i < ${#jobs[@]}; i += 2)); do
         code=0
         log "pulling ${jobs[i]} into ${jobs[i + 1]}$([[ $mode == pull ]] || echo " ($mode, dry run)")"
-        rsync -aH --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+        # -A -X: ACLs and extended attributes, as the backup has them (-X unless pull_xattrs=0).
+        rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
             -e "$(pull_ssh)" "$pull_user@$pull_host:${jobs[i]}" "${jobs[i + 1]}" 2>"$errf" |
             pull_tally "$mode" >>"$out" || code=${PIPESTATUS[0]}
         if [[ $code -ne 0 && $code -ne 24 ]]; then

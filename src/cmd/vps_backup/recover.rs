@@ -248,6 +248,9 @@ fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
     }
     // The backup's setuid/setgid bits and device nodes, left out of a path or components
     // recover.
+    if plan.privileged.is_some() {
+        ui.out("  not restored by a path or components recover: extended attributes (file capabilities among them), setuid/setgid bits, device nodes; --keep-setuid-and-devices restores them");
+    }
     if let Some(p) = plan.privileged.as_ref().filter(|p| p.devices + p.setid > 0) {
         ui.out(&format!(
             "  LEFT OUT: {} setuid/setgid bit(s) (the files are restored without them) and {} device node(s) of the backup; --keep-setuid-and-devices restores them:",
