@@ -996,6 +996,27 @@ fn the_receive_filter_refuses_everything_but_a_plain_backup_and_changes_nothing(
             format!("{RECEIVER} --files-from=/etc/passwd . ."),
             "filters are applied on the VPS",
         ),
+        // A receiver with these reads the client's filter rules (`merge FILE`).
+        (
+            format!("{RECEIVER} --delete . ."),
+            "--delete makes the archive read the client's filter rules",
+        ),
+        (
+            format!("{RECEIVER} --delete-during . ."),
+            "--delete-during makes the archive read the client's filter rules",
+        ),
+        (
+            format!("{RECEIVER} --delete-excluded . ."),
+            "--delete-excluded makes the archive read",
+        ),
+        (
+            "rsync --server -logDtpmre.iLsfxCIvu . .".into(),
+            "-m/--prune-empty-dirs makes the archive read the client's filter rules",
+        ),
+        (
+            "rsync --server -logDtpCre.iLsfxCIvu . .".into(),
+            "-C/--cvs-exclude makes the archive read filter rules",
+        ),
         (
             format!("{RECEIVER} --fake-super . ."),
             "the archive stores owners itself",
