@@ -489,3 +489,46 @@ fn the_manuals_syntax_with_addresses_and_ports_works_everywhere() {
         tree_sums(&lab, "vps1", "/srv/datastore/data/app")
     );
 }
+
+/// An archive whose rsync is older than its release's security update (rsync reads what every
+/// VPS sends) is refused by setup, which names both versions and the fix; updated, it is set up.
+#[test]
+fn setup_refuses_an_rsync_older_than_the_security_release() {
+    let lab = Lab::up(1);
+    sh(
+        &lab,
+        "archive",
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-downgrades rsync=3.2.7-1+deb12u6 >/dev/null 2>&1",
+    );
+    let out = lab
+        .zerokm([
+            "backup-server",
+            "setup",
+            "root@archive",
+            "--admin",
+            "myadmin",
+        ])
+        .run();
+    assert!(!out.ok(), "{}", out.all());
+    assert!(
+        out.all().contains(
+            "rsync 3.2.7-1+deb12u6 is older than its current security release 3.5.0+ds1-0+deb12u1"
+        ) && out.all().contains("apt-get install rsync"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "test -e /etc/0km-archive/archive.conf && echo set || echo not-set"
+        ),
+        "not-set"
+    );
+    sh(
+        &lab,
+        "archive",
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q rsync >/dev/null 2>&1",
+    );
+    archive_setup(&lab);
+}
