@@ -2,7 +2,10 @@
 # check: read-only facts about one host, for `0km check`.
 # Changes nothing. Prints one machine-readable line last:
 #   0km-result {"os":"...","kernel":"...","uptime_s":N,"disk_free_bytes":N,"disk_size_bytes":N,
-#               "charms":["..."],"backup":null|{"last_success":EPOCH|null,"last_attempt":EPOCH|null,"exit_code":N|null}}
+#               "charms":["..."],"backup":null|{"last_success":EPOCH|null,"last_attempt":EPOCH|null,
+#               "exit_code":N|null,"warnings":N,"read_key":bool}}
+# read_key: this host's recover key (vps recover-target) can read its backups on the archive
+# now: one listing of `current` with it (ssh, 10 s at most); false when it has none.
 set -euo pipefail
 
 os=unknown
@@ -46,8 +49,20 @@ if [[ -f /etc/rsync-backup/target.conf ]]; then
         rest=${rest//[^\"]/}
         warnings=$((${#rest} / 2))
     fi
-    backup=$(printf '{"last_success":%s,"last_attempt":%s,"exit_code":%s,"warnings":%s}' \
-        "$(field last_success)" "$(field last_attempt)" "$(field exit_code)" "$warnings")
+    read_key=false
+    key=/var/lib/rsync-backup/recover_ed25519
+    if [[ -f $key ]] && command -v rsync >/dev/null 2>&1; then
+        # shellcheck disable=SC1091 # the host's own file
+        target=$(. /etc/rsync-backup/target.conf && printf '%s %s %s' \
+            "${BACKUP_USER:-rsync-backup}" "${BACKUP_SERVER_HOST:-}" "${BACKUP_SERVER_PORT:-22}")
+        read -r ruser rhost rport <<<"$target"
+        if [[ -n $rhost ]] && timeout 10 rsync --no-s --list-only -d -e "ssh -i $key -p $rport -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o ConnectTimeout=5" \
+            "$ruser@$rhost:current/" >/dev/null 2>&1 </dev/null; then
+            read_key=true
+        fi
+    fi
+    backup=$(printf '{"last_success":%s,"last_attempt":%s,"exit_code":%s,"warnings":%s,"read_key":%s}' \
+        "$(field last_success)" "$(field last_attempt)" "$(field exit_code)" "$warnings" "$read_key")
 fi
 
 printf '0km-result {"os":%s,"kernel":%s,"uptime_s":%s,"disk_free_bytes":%s,"disk_size_bytes":%s,"charms":[%s],"backup":%s}\n' \

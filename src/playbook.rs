@@ -125,6 +125,9 @@ pub struct BackupState {
     /// Warnings of the last backup (a root carried forward, files not sent, ...).
     #[serde(default)]
     pub warnings: Option<u64>,
+    /// The host's recover key can read its backups on the archive (`--recover-key`).
+    #[serde(default)]
+    pub read_key: bool,
 }
 
 /// `backup-server-setup.sh`'s result (passed on whole in `--json`).

@@ -158,6 +158,10 @@ fn backup_cell(b: Option<&BackupState>, now: i64) -> (String, bool) {
             if n == 1 { "" } else { "s" }
         ));
     }
+    // Whoever is root there can read the host's whole backup history.
+    if b.read_key {
+        cell.push_str(", READ KEY");
+    }
     (cell, stale)
 }
 

@@ -567,6 +567,8 @@ fn on_the_vps_itself_recover_target_restores_from_its_own_backup() {
         ),
         "0"
     );
+    let checked = lab.zerokm(["check", "vps1"]).run().success();
+    assert!(!checked.stdout.contains("READ KEY"), "{}", checked.all());
     let out = lab.ssh("vps1", "vps recover-target -n app/ /tmp/app");
     assert!(!out.status.success());
     assert!(
@@ -598,6 +600,11 @@ fn on_the_vps_itself_recover_target_restores_from_its_own_backup() {
         .run()
         .success()
         .stdout_has("READ KEY x1 (permanent)");
+    // And `check`, from the VPS's side: it can read its backups.
+    lab.zerokm(["check", "vps1"])
+        .run()
+        .success()
+        .stdout_has(", READ KEY");
     // As in the manual: `vps recover-target "cron/" /tmp/cron`, relative to the datastore.
     let dry = sh(
         &lab,
