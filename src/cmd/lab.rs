@@ -42,6 +42,10 @@ pub struct UpArgs {
     /// "Please login as the user debian" (repeat for more)
     #[arg(long, value_name = "HOST")]
     pub cloud: Vec<String>,
+    /// Run a Docker engine on HOST (a machine-image host), with Debian's MariaDB and redis as
+    /// a local image `0km-lab/debian:bookworm`; no registry is used (repeat for more)
+    #[arg(long, value_name = "HOST")]
+    pub docker: Vec<String>,
     #[command(flatten)]
     pub dir: DirArgs,
 }
@@ -90,6 +94,7 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
                 image: Some(a.image),
                 host_images: a.host_images.clone(),
                 cloud: a.cloud.clone(),
+                docker: a.docker.clone(),
             };
             let lab = up(dir.clone(), opts).await?;
             describe(app, &lab);

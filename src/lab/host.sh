@@ -27,6 +27,10 @@
 #   LAB_CLOUD_USER      optional: a cloud-image style host: this user (debian) has the lab key
 #                       and passwordless sudo; root's key is forced to "Please login as the
 #                       user ..." (exit 142), as cloud-init writes it
+#   LAB_DOCKER_DATA     optional: run a Docker engine, its data root (/var/lib/docker) this
+#                       directory of the machine's disk (overlay2 refuses an overlay root)
+#   LAB_DOCKER_IMAGE    with it: a root directory imported as the image 0km-lab/debian:bookworm
+#   LAB_DOCKER_CGROUP   with it: the control group of its containers (removed by `lab down`)
 set -euo pipefail
 # As PID 1 of its namespace, this shell gets no signal it has no handler for, not even from
 # `lab down` outside: without this trap, a host still starting would ignore SIGTERM.
@@ -52,6 +56,9 @@ root_password=${LAB_ROOT_PASSWORD:-}
 lower=${LAB_LOWER:-/}
 stock_sshd=${LAB_STOCK_SSHD:-}
 cloud_user=${LAB_CLOUD_USER:-}
+docker_data=${LAB_DOCKER_DATA:-}
+docker_image=${LAB_DOCKER_IMAGE:-}
+docker_cgroup=${LAB_DOCKER_CGROUP:-0km-lab}
 
 echo "0km lab: starting $name on $address:$port" >&2
 
@@ -119,6 +126,34 @@ if [[ -z $root_password ]] && grep -q '^root:!' "$root/etc/shadow"; then
 	sed -i 's/^root:![^:]*:/root:*:/' "$root/etc/shadow"
 fi
 
+if [[ -n $docker_data ]]; then
+	mkdir -p "$root/var/lib/docker" "$root/var/lib/0km-lab-image"
+	mount --bind "$docker_data" "$root/var/lib/docker"
+	mount --bind "$docker_image" "$root/var/lib/0km-lab-image"
+	mount -o remount,bind,ro "$root/var/lib/0km-lab-image"
+fi
+
+# start_docker: (in the host's root) dockerd as on a Debian VPS, at its default socket, data
+# root and exec root, without touching the machine's network: no iptables rules, no bridge
+# (containers use the host's network or none). Waits for it, then imports the image.
+start_docker() {
+	dockerd --iptables=false --ip6tables=false --bridge=none --cgroup-parent="/$docker_cgroup" \
+		>/var/log/dockerd.log 2>&1 </dev/null &
+	local i
+	for ((i = 0; i < 150; i++)); do
+		docker version >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	if ! docker version >/dev/null 2>&1; then
+		echo "0km lab: dockerd did not start on $name:" >&2
+		tail -n 20 /var/log/dockerd.log >&2
+		exit 1
+	fi
+	tar -C /var/lib/0km-lab-image -c . | docker import - 0km-lab/debian:bookworm >/dev/null
+	umount /var/lib/0km-lab-image
+	rmdir /var/lib/0km-lab-image
+}
+
 # enter_root: the host's root becomes the root of its mount namespace (pivot_root, the old
 # root detached), as on a real machine. Not chroot: a chrooted process may not create user
 # namespaces, and the archive runs rsync in bubblewrap, which needs them.
@@ -167,4 +202,5 @@ EOF
 # namespace; and when it exits the kernel kills whatever is left in the
 # namespace, which tears down all the mounts above. One process per host.
 enter_root
+[[ -z $docker_data ]] || start_docker
 exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config

@@ -110,9 +110,29 @@ pub fn ensure(image: Image, sudo: bool) -> Result<PathBuf, LabError> {
     if image == Image::Machine {
         return Ok(PathBuf::from("/"));
     }
-    let cache = cache_dir();
     let name = format!("{}{}", image.name(), if sudo { "-sudo" } else { "" });
-    let root = cache.join(&name).join("root");
+    let include = if sudo {
+        "openssh-server,sudo"
+    } else {
+        "openssh-server"
+    };
+    ensure_root(image, &name, include)
+}
+
+/// The packages of the containers' image: a real MariaDB and redis for the mailcow-shaped
+/// stack of the tests, and the tools its stand-in services use.
+const CONTAINER_PACKAGES: &str = "mariadb-server,mariadb-client,redis-server,procps";
+
+/// The root of the containers' image (Debian 12 minbase with [`CONTAINER_PACKAGES`]), which
+/// a lab host's Docker engine imports (`docker import`): no image registry is reachable.
+pub fn ensure_containers() -> Result<PathBuf, LabError> {
+    ensure_root(Image::Bookworm, "bookworm-containers", CONTAINER_PACKAGES)
+}
+
+/// `CACHE/NAME/root`, debootstrapped with `include` if not there yet.
+fn ensure_root(image: Image, name: &str, include: &str) -> Result<PathBuf, LabError> {
+    let cache = cache_dir();
+    let root = cache.join(name).join("root");
     if root.join(STAMP).exists() {
         return Ok(root);
     }
@@ -126,13 +146,13 @@ pub fn ensure(image: Image, sudo: bool) -> Result<PathBuf, LabError> {
     if root.join(STAMP).exists() {
         return Ok(root); // built by another `lab up` while we waited
     }
-    build(image, sudo, &cache, &name)?;
+    build(image, include, &cache, name)?;
     Ok(root)
 }
 
 /// debootstrap into `CACHE/NAME.build`, then Debian's apt sources and the stamp, then renamed
 /// into place: a build that fails or is killed leaves no image that looks finished.
-fn build(image: Image, sudo: bool, cache: &Path, name: &str) -> Result<(), LabError> {
+fn build(image: Image, include: &str, cache: &Path, name: &str) -> Result<(), LabError> {
     let which = |tool: &str| {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path).any(|d| d.join(tool).is_file())
@@ -151,11 +171,6 @@ fn build(image: Image, sudo: bool, cache: &Path, name: &str) -> Result<(), LabEr
     let log_path = cache.join(format!("{name}.log"));
     let log = fs::File::create(&log_path)
         .map_err(io_error(format!("cannot write {}", log_path.display())))?;
-    let include = if sudo {
-        "openssh-server,sudo"
-    } else {
-        "openssh-server"
-    };
     let status = Command::new("debootstrap")
         .args(["--variant=minbase", &format!("--include={include}")])
         .arg(format!("--cache-dir={}", cache.join("debs").display()))

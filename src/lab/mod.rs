@@ -49,6 +49,8 @@ pub struct LabHost {
     pub pid: u32,
     pub image: Image,
     pub access: Access,
+    /// A Docker engine runs on it (`lab up --docker HOST`).
+    pub docker: bool,
 }
 
 /// How a lab host lets 0km in.
@@ -81,6 +83,8 @@ pub struct Options {
     pub host_images: Vec<(String, Image)>,
     /// Cloud-image style hosts, by name.
     pub cloud: Vec<String>,
+    /// Hosts that run a Docker engine, by name.
+    pub docker: Vec<String>,
 }
 
 impl Options {
@@ -197,6 +201,8 @@ pub enum LabError {
     Io { what: String, source: io::Error },
     #[error("the lab has no host `{name}` (archive, vps1, vps2, ...)")]
     NoSuchHost { name: String },
+    #[error("--docker {name}: a Docker engine runs on hosts of the machine image only (this machine's docker.io); drop --host-image/--image for {name}")]
+    DockerNeedsMachine { name: String },
 }
 
 /// A closure for `map_err` that wraps an `io::Error` with what was being done.
@@ -255,6 +261,8 @@ struct HostRecord {
     image: Image,
     #[serde(default)]
     access: Access,
+    #[serde(default)]
+    docker: bool,
 }
 
 fn machine() -> Image {
@@ -277,6 +285,7 @@ impl HostRecord {
             pid: self.pid,
             image: self.image,
             access: self.access,
+            docker: self.docker,
         }
     }
 }
@@ -341,6 +350,20 @@ pub fn up(dir: &Path, opts: &Options) -> Result<Lab, LabError> {
             return Err(LabError::NoSuchHost { name: h.clone() });
         }
     }
+    for h in &opts.docker {
+        if !names.contains(h) {
+            return Err(LabError::NoSuchHost { name: h.clone() });
+        }
+        if opts.image_of(h) != Image::Machine {
+            return Err(LabError::DockerNeedsMachine { name: h.clone() });
+        }
+    }
+    // The containers' image (Debian with MariaDB and redis), built once like the hosts'.
+    let container_root = if opts.docker.is_empty() {
+        None
+    } else {
+        Some(image::ensure_containers()?)
+    };
     // The images, before anything is started (a first build takes a while).
     let mut roots: Vec<((Image, bool), PathBuf)> = Vec::new();
     for n in &names {
@@ -368,7 +391,14 @@ pub fn up(dir: &Path, opts: &Options) -> Result<Lab, LabError> {
             .map(|(_, r)| r.clone())
             .unwrap_or_else(|| PathBuf::from("/"))
     };
-    match start(&dir, slot, opts, &root_of, &mut started) {
+    match start(
+        &dir,
+        slot,
+        opts,
+        &root_of,
+        container_root.as_deref(),
+        &mut started,
+    ) {
         Ok(hosts) => Ok(Lab { dir, slot, hosts }),
         Err(error) => {
             // Report what made `up` fail, not a follow-up failure of the cleanup.
@@ -514,9 +544,44 @@ fn slot_run_dir(slot: u8) -> PathBuf {
 
 /// Stops `hosts`, checks that no mount of the slot is left, removes the slot's mount points,
 /// releases the slot and removes the lab files. Returns how many processes were running.
+/// The control group under which a lab host's Docker engine puts its containers.
+pub(super) fn docker_cgroup(slot: u8, host: &str) -> String {
+    format!("0km-lab-{slot}-{host}")
+}
+
+/// Removes `/sys/fs/cgroup/[CONTROLLER/]NAME` and what is below it, deepest first: empty
+/// control groups (their processes are gone) are removed with rmdir.
+fn remove_cgroups(name: &str) {
+    fn rmdir_tree(p: &Path) {
+        if let Ok(entries) = fs::read_dir(p) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdir_tree(&e.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(p);
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    rmdir_tree(&root.join(name));
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.flatten() {
+            let p = e.path().join(name);
+            if p.is_dir() {
+                rmdir_tree(&p);
+            }
+        }
+    }
+}
+
 fn teardown(dir: &Path, slot: u8, hosts: &[HostRecord]) -> Result<usize, LabError> {
     let processes: Vec<ProcessId> = hosts.iter().map(HostRecord::process).collect();
     let stopped = process::stop(&processes).map_err(|pids| LabError::StopFailed { pids })?;
+    // A host's Docker engine died with it (SIGKILL, as the rest of its namespace): the control
+    // groups it made for its containers are empty now; they go too.
+    for h in hosts.iter().filter(|h| h.docker) {
+        remove_cgroups(&docker_cgroup(slot, &h.name));
+    }
 
     // Mounts are made in the hosts' private mount namespaces only, so none should ever show
     // here; if one does, removing its mount point below would be wrong.

@@ -24,6 +24,7 @@ pub(super) fn start(
     slot: u8,
     opts: &Options,
     root_of: &dyn Fn(Image, Access) -> PathBuf,
+    container_root: Option<&Path>,
     started: &mut Vec<HostRecord>,
 ) -> Result<Vec<LabHost>, LabError> {
     let hosts: Vec<LabHost> = std::iter::once((ARCHIVE.to_string(), ARCHIVE_PORT))
@@ -35,6 +36,7 @@ pub(super) fn start(
             pid: 0,
             image: opts.image_of(&name),
             access: opts.access_of(&name),
+            docker: opts.docker.contains(&name),
             name,
         })
         .collect();
@@ -51,7 +53,15 @@ pub(super) fn start(
     )?;
 
     let public_key = write_files(dir, slot, &hosts)?;
-    let mut children = spawn_all(dir, slot, &hosts, &public_key, root_of, started)?;
+    let mut children = spawn_all(
+        dir,
+        slot,
+        &hosts,
+        &public_key,
+        root_of,
+        container_root,
+        started,
+    )?;
     wait_all(dir, &mut children, &hosts)?;
     Ok(started.iter().map(HostRecord::lab_host).collect())
 }
@@ -100,6 +110,7 @@ fn spawn_all(
     hosts: &[LabHost],
     public_key: &str,
     root_of: &dyn Fn(Image, Access) -> PathBuf,
+    container_root: Option<&Path>,
     started: &mut Vec<HostRecord>,
 ) -> Result<Vec<Child>, LabError> {
     let hosts_dir = dir.join(HOSTS);
@@ -121,14 +132,30 @@ fn spawn_all(
         } else {
             None
         };
+        let docker = match (host.docker, container_root) {
+            (true, Some(image)) => {
+                let data = hosts_dir.join(&host.name).join("docker");
+                fs::create_dir_all(&data)
+                    .map_err(io_error(format!("cannot create {}", data.display())))?;
+                Some(Docker {
+                    data,
+                    image: image.to_path_buf(),
+                    cgroup: super::docker_cgroup(slot, &host.name),
+                })
+            }
+            _ => None,
+        };
         let mut child = spawn_host(
             dir,
             host,
             &base,
             public_key,
             &etc_hosts,
-            password.as_deref(),
-            &root_of(host.image, host.access),
+            &HostStart {
+                root_password: password.as_deref(),
+                lower: &root_of(host.image, host.access),
+                docker: docker.as_ref(),
+            },
         )?;
         let pid = child.id();
         let go = child.stdin.take();
@@ -143,6 +170,7 @@ fn spawn_all(
             start_time: process.start_time,
             image: host.image,
             access: host.access,
+            docker: host.docker,
         });
         write_state(
             dir,
@@ -245,6 +273,14 @@ fn generate_keys(keys: &[(PathBuf, String)]) -> Result<(), LabError> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// What one host starts from besides the lab's files: its root password (a fresh host), the
+/// root it runs on, its Docker engine.
+struct HostStart<'a> {
+    root_password: Option<&'a str>,
+    lower: &'a Path,
+    docker: Option<&'a Docker>,
+}
+
 /// Starts `host.sh` for `host` in new namespaces, its output appended to its sshd.log.
 fn spawn_host(
     dir: &Path,
@@ -252,9 +288,13 @@ fn spawn_host(
     base: &Path,
     public_key: &str,
     etc_hosts: &str,
-    root_password: Option<&str>,
-    lower: &Path,
+    how: &HostStart,
 ) -> Result<Child, LabError> {
+    let HostStart {
+        root_password,
+        lower,
+        docker,
+    } = how;
     let log_path = dir.join(HOSTS).join(&host.name).join("sshd.log");
     let log = OpenOptions::new()
         .create(true)
@@ -312,7 +352,20 @@ fn spawn_host(
     if host.access == Access::Cloud {
         cmd.env("LAB_CLOUD_USER", CLOUD_USER);
     }
+    if let Some(d) = docker {
+        cmd.env("LAB_DOCKER_DATA", &d.data)
+            .env("LAB_DOCKER_IMAGE", &d.image)
+            .env("LAB_DOCKER_CGROUP", &d.cgroup);
+    }
     cmd.spawn().map_err(io_error("cannot run unshare"))
+}
+
+/// A host's Docker engine: its data root on the machine's disk (overlay2 refuses the host's
+/// own overlay root), the image root it imports, the control group of its containers.
+struct Docker {
+    data: PathBuf,
+    image: PathBuf,
+    cgroup: String,
 }
 
 /// A random root password for a fresh host, kept in `HOST_DIR/root-password` (mode 0600).

@@ -1,6 +1,6 @@
 //! `0km lab`: real sshd hosts in namespaces, and nothing left behind by `down`.
 
-use crate::support::{processes_mentioning, Lab};
+use crate::support::{processes_mentioning, sh, Lab};
 
 #[test]
 fn lab_hosts_are_separate_machines_and_down_leaves_nothing() {
@@ -122,4 +122,71 @@ fn help_lists_every_command_and_completions_are_generated() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("complete -F"));
+}
+
+/// `lab up --docker`: a real Docker engine on a lab host, with the mailcow-shaped stack of the
+/// tests running on it (real MariaDB and redis, mailcow's service and volume names, another
+/// project name); `lab down` leaves no engine, container, mount, control group or data.
+#[test]
+fn a_lab_host_runs_a_real_docker_engine_and_down_leaves_nothing() {
+    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
+    let one = crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
+    let two = crate::support::mailcow_stack(&lab, "vps2", "mc2");
+    assert_ne!(one.dbpass, two.dbpass);
+    let services = sh(
+        &lab,
+        "vps1",
+        "docker ps --format '{{.Names}}' | sed 's/^mailcowdockerized[_-]//; s/[_-]1$//' | sort | tr '\\n' ' '",
+    );
+    assert_eq!(
+        services.trim(),
+        "dovecot-mailcow mysql-mailcow postfix-mailcow redis-mailcow rspamd-mailcow watchdog-mailcow"
+    );
+    assert!(
+        sh(&lab, "vps2", "docker volume ls -q").contains(&format!("{}_vmail-vol-1", two.project))
+    );
+    // The services log into the database with mailcow.conf's account; redis answers.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        sh(
+            &lab,
+            "vps1",
+            "docker exec $(docker ps -qf name=dovecot-mailcow) cat /tmp/db-login"
+        ),
+        "ok"
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "docker exec $(docker ps -qf name=redis-mailcow) redis-cli -s /data/redis.sock ping"
+        ),
+        "PONG"
+    );
+    // Down: nothing of the engines is left on the machine.
+    let slot = lab.net().rsplit('.').next().unwrap().to_string();
+    let out = lab.zerokm(["lab", "down", "--dir"]).arg(lab.dir()).run();
+    assert!(out.ok(), "{}", out.all());
+    let slot_cgroups = sh_local(&format!(
+        "ls -d /sys/fs/cgroup/*/0km-lab-{slot}-* /sys/fs/cgroup/0km-lab-{slot}-* 2>/dev/null || true"
+    ));
+    let engines = sh_local(&format!(
+        "pgrep -af '[c]group-parent=/0km-lab-{slot}-' || true; grep -c '{}' /proc/mounts || true",
+        lab.dir().display()
+    ));
+    assert_eq!(slot_cgroups, "", "control groups left");
+    assert_eq!(engines, "0", "engines or mounts left");
+    assert!(
+        !lab.dir().exists(),
+        "the lab's files (docker data included) are gone"
+    );
+}
+
+fn sh_local(script: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("bash");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -381,3 +381,62 @@ pub fn on_terminal(run: Run, steps: &[(&str, &str)]) -> TerminalRun {
         text: String::from_utf8_lossy(&out.stdout).into_owned(),
     }
 }
+
+/// What `mailcow_stack` installed on a host: its mailcow.conf's values.
+#[derive(Debug, Clone)]
+pub struct MailcowStack {
+    pub project: String,
+    pub dbname: String,
+    pub dbuser: String,
+    pub dbpass: String,
+    pub dbroot: String,
+}
+
+/// Installs the mailcow-shaped test stack (tests/fixtures/mailcow) on `host`, a lab host with
+/// a Docker engine (`--docker`), in /opt/mailcow-dockerized, with its own random database
+/// credentials and the compose project `project`, and starts it; returns when its database
+/// takes mailcow.conf's account.
+pub fn mailcow_stack(lab: &Lab, host: &str, project: &str) -> MailcowStack {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mailcow");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&fixture)
+        .args(["-c", "."])
+        .output()
+        .expect("tar");
+    assert!(tar.status.success());
+    let random = |n: usize| -> String {
+        let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(n)
+            .collect()
+    };
+    let stack = MailcowStack {
+        project: project.to_string(),
+        dbname: "mailcow".into(),
+        dbuser: "mailcow".into(),
+        dbpass: random(24),
+        dbroot: random(24),
+    };
+    let out = lab.ssh_with_input(
+        host,
+        &format!(
+            "set -e; mkdir -p /opt/mailcow-dockerized && tar -C /opt/mailcow-dockerized -x && cd /opt/mailcow-dockerized && \
+             printf 'MAILCOW_HOSTNAME={host}.example.test\\nDBNAME={}\\nDBUSER={}\\nDBPASS={}\\nDBROOT={}\\nCOMPOSE_PROJECT_NAME={project}\\n' > mailcow.conf && \
+             ln -sfn mailcow.conf .env && docker-compose up -d >/dev/null 2>&1 && \
+             for i in $(seq 1 150); do \
+               docker exec -e MYSQL_PWD={} $(docker ps -qf name=mysql-mailcow) mariadb -u{} {} -e 'SELECT 1' >/dev/null 2>&1 && exit 0; sleep 0.2; \
+             done; echo 'the database never took the account' >&2; exit 1",
+            stack.dbname, stack.dbuser, stack.dbpass, stack.dbroot, stack.dbpass, stack.dbuser, stack.dbname
+        ),
+        &tar.stdout,
+    );
+    assert!(
+        out.status.success(),
+        "{host}: the mailcow stack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack
+}
