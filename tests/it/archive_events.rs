@@ -297,7 +297,7 @@ fn quota_and_reserve_refuse_one_host_with_the_figures_and_the_others_back_up() {
 
 #[test]
 fn a_root_that_goes_missing_is_carried_forward_and_an_application_installed_later_is_backed_up() {
-    let lab = Lab::up(1);
+    let lab = Lab::up_with(1, &["--docker", "vps1"]);
     archive_setup(&lab);
     let sums = mail_on(&lab, "vps1");
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
@@ -327,9 +327,16 @@ fn a_root_that_goes_missing_is_carried_forward_and_an_application_installed_late
     );
     sh(&lab, "vps1", "mv /srv/away /srv/datastore");
 
-    // mailcow installed after the backup was set up: the next backup holds it and says so,
-    // once.
-    crate::recover::mailcow_host_with_stub(&lab, "vps1");
+    // mailcow installed after the backup was set up (a real stack on a real Docker engine,
+    // its compose project not the default one): the next backup holds it and says so, once.
+    // Its volumes are where Docker says; its redis saved first, its database dumped.
+    let stack = crate::support::mailcow_stack(&lab, "vps1", "mc1");
+    sh(
+        &lab,
+        "vps1",
+        "docker exec $(docker ps -qf name=postfix-mailcow) sh -c 'echo queued-on-vps1 > /var/spool/postfix/queued' && \
+         docker exec $(docker ps -qf name=redis-mailcow) redis-cli set dkim-key-of-vps1 secret-dkim >/dev/null",
+    );
     let r = lab
         .zerokm([
             "--json",
@@ -343,21 +350,38 @@ fn a_root_that_goes_missing_is_carried_forward_and_an_application_installed_late
         .success()
         .json();
     let notes = r[0]["data"]["notes"].to_string();
+    let volumes = "/var/lib/docker/volumes";
     assert!(
         notes.contains("newly backed up: /opt/mailcow-dockerized")
-            && notes.contains(
-                "newly backed up: /var/lib/docker/volumes/mailcowdockerized_postfix-vol-1"
-            ),
+            && notes.contains(&format!(
+                "newly backed up: {volumes}/{}_postfix-vol-1",
+                stack.project
+            )),
         "{notes}"
     );
+    let current = format!("/srv/backup/vps1/current{volumes}/{}", stack.project);
     assert_eq!(
         sh(
             &lab,
             "archive",
-            "cat /srv/backup/vps1/current/var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/_data/queued"
+            &format!("cat {current}_postfix-vol-1/_data/queued")
         ),
         "queued-on-vps1"
     );
+    // redis's file is this backup's (saved before the copy, not an hour ago).
+    assert!(sh(
+        &lab,
+        "archive",
+        &format!("grep -c secret-dkim {current}_redis-vol-1/_data/dump.rdb")
+    )
+    .starts_with('1'));
+    // The database: dumped from the running container, with its own DBROOT.
+    assert!(sh(
+        &lab,
+        "archive",
+        "grep -c 'CREATE DATABASE.*`mailcow`' /srv/backup/vps1/current/var/backups/mysql/all-databases.sql"
+    )
+    .starts_with('1'));
     // The admin's config is as it was; the next backup announces nothing new.
     assert!(
         !sh(&lab, "vps1", "cat /etc/mirror-dir/config.yml").contains("/opt/mailcow-dockerized:")

@@ -159,7 +159,7 @@ fn a_lab_host_runs_a_real_docker_engine_and_down_leaves_nothing() {
         sh(
             &lab,
             "vps2",
-            "docker exec $(docker ps -qf name=redis-mailcow) redis-cli -s /data/redis.sock ping"
+            "docker exec $(docker ps -qf name=redis-mailcow) redis-cli ping"
         ),
         "PONG"
     );
