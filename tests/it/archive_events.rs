@@ -511,7 +511,7 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     sh(
         &lab,
         "vps1",
-        "mkdir -p /srv/extra && echo extra >/srv/extra/f",
+        "mkdir -p /srv/extra /srv/datastore/data/swap && echo extra >/srv/extra/f && echo inner > /srv/datastore/data/swap/inner",
     );
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()
@@ -526,6 +526,7 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
         &lab,
         "vps1",
         "echo changed >/srv/datastore/data/mail/m1 && rm /srv/datastore/data/mail/m2 && \
+         rm -r /srv/datastore/data/swap && echo now-a-file > /srv/datastore/data/swap && \
          printf 'odd' >\"/srv/datastore/data/mail/we\\\\#012ird\" && \
          sed -i '/^\\/srv\\/extra:/d' /etc/mirror-dir/config.yml && vps backup",
     );
@@ -565,6 +566,9 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     // What the VPS removed is gone from the next snapshot (no --delete: the archive removes
     // what the transfer did not list), what it kept is there, odd names included.
     assert_eq!(at(third, "/srv/datastore/data/mail/m2"), "absent");
+    // A directory that became a file: replaced (not a partial snapshot for good).
+    assert_eq!(at(third, "/srv/datastore/data/swap"), "now-a-file");
+    assert_eq!(s[2]["state"], "complete", "{s:?}");
     assert_ne!(at(second, "/srv/datastore/data/mail/m2"), "absent");
     assert_ne!(at(third, "/srv/datastore/data/mail/m3"), "absent");
     assert_eq!(at(third, "/srv/datastore/data/mail/we\\\\#012ird"), "odd");
@@ -574,7 +578,7 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
             "archive",
             &format!("find /srv/backup/vps1/snapshots/{third}/srv/datastore/data -type f | wc -l")
         ),
-        "150"
+        "151"
     );
 
     // A missing root: carried forward from the newest snapshot, marked.

@@ -305,6 +305,14 @@ impl Archive {
 }
 
 /// The newest snapshot of an area (names sort by time).
+/// A read key's id in its forced command: the last 16 letters and digits of its blob.
+fn key_id(blob: &str) -> String {
+    blob[blob.len() - 16..]
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { 'x' })
+        .collect()
+}
+
 fn newest(area: &Path) -> String {
     bash(area, "ls snapshots | tail -n 1")
 }
@@ -460,8 +468,9 @@ fn grant_read_writes_an_expiring_line_and_revoke_read_removes_it() {
         "{exp} is 30 minutes from {start}, rounded up"
     );
     let stamp = bash(Path::new("/"), &format!("date -u -d @{exp} +%Y%m%d%H%M"));
+    let id = key_id(&b);
     let line = format!(
-        "command=\"/usr/local/sbin/0km-archive-send vps1\",restrict,expiry-time=\"{stamp}Z\" {t} {b} 0km-read:vps1:{exp}"
+        "command=\"/usr/local/sbin/0km-archive-send vps1 --id {id}\",restrict,expiry-time=\"{stamp}Z\" {t} {b} 0km-read:vps1:{exp}"
     );
     assert!(
         a.keys_file().contains(&format!("{line}\n")),
@@ -480,13 +489,14 @@ fn grant_read_writes_an_expiring_line_and_revoke_read_removes_it() {
         .archive(&["grant-read", "vps1", &tp, &bp, "0"])
         .success()
         .result();
+    let idp = key_id(&bp);
     assert_eq!(
         r,
-        json!({"changed": true, "host": "vps1", "expires": null, "scope": "", "from": null})
+        json!({"changed": true, "host": "vps1", "expires": null, "scope": format!("--id {idp}"), "from": null})
     );
     assert!(a
         .keys_file()
-        .contains(&format!("command=\"/usr/local/sbin/0km-archive-send vps1\",restrict {tp} {bp} 0km-read:vps1:permanent\n")));
+        .contains(&format!("command=\"/usr/local/sbin/0km-archive-send vps1 --id {idp}\",restrict {tp} {bp} 0km-read:vps1:permanent\n")));
     let before = a.state("");
     let r = a
         .archive(&["grant-read", "vps1", &tp, &bp, "0"])
@@ -1489,10 +1499,7 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     a.backup("vps1").success();
     let snap = newest(&a.area("vps1"));
     let (t, b) = a.new_key("recover");
-    let id: String = b[b.len() - 16..]
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { 'x' })
-        .collect();
+    let id = key_id(&b);
     // Before the confirmation: dry runs of one snapshot's path, from anywhere.
     let r = a
         .archive(&[
@@ -1541,6 +1548,26 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     let out = a.rsync(&plan, &format!("-a x:snapshots/{snap}/data/ got/"));
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("only plans"), "{out:?}");
+    // A client that says --list-only but asks for the data (a hand-made command): the
+    // archive makes it a dry run, nothing comes.
+    let sneaky = a.dir().join("ssh-sneaky");
+    std::fs::write(
+        &sneaky,
+        format!(
+            "#!/bin/bash\nshift\nc=\"$*\"\nexec {} x ${{c/--sender/--sender --list-only}}\n",
+            plan.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sneaky, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = a.rsync(&sneaky, &format!("-a x:snapshots/{snap}/data/ sneaked/"));
+    assert!(
+        bash(a.dir(), "cat sneaked/f 2>/dev/null || echo none") == "none",
+        "contents read with --list-only: {out:?}"
+    );
+    // Nor checksums (a guessing oracle for short secrets).
+    let out = a.rsync(&plan, &format!("-anc x:snapshots/{snap}/data/ other/"));
+    assert!(out.stderr.contains("no checksums"), "{out:?}");
     let out = a.rsync(&plan, &format!("-an x:snapshots/{snap}/etc/ other/"));
     assert!(out.stderr.contains("reads data of"), "{out:?}");
     let out = a.rsync(&plan, "-an x:current/data/ other/");
@@ -1557,6 +1584,17 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     );
     assert!(!a.dir().join("got").exists() && !a.dir().join("other").exists());
 
+    // A command whose refusal, logged, would look like another address's read does not count.
+    bash(
+        a.dir(),
+        &format!(
+            "{} x 'x read: (from 127.0.0.9, id {id}) y' || true",
+            plan.display()
+        ),
+    );
+    assert!(std::fs::read_to_string(a.area("vps1").join("receive.log"))
+        .unwrap()
+        .contains(&format!("read: (from 127.0.0.9, id {id}) y")));
     // Confirmed: bound to the address the plan came from, reads allowed.
     let r = a
         .archive(&[
@@ -1584,6 +1622,33 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     let out = a.rsync(&restore, &format!("-a x:snapshots/{snap}/data/ got/"));
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(bash(a.dir(), "cat got/f"), "secret");
+    // The same key used from a second address: never bound again (to either).
+    let elsewhere = a.dir().join("ssh-elsewhere");
+    std::fs::write(
+        &elsewhere,
+        std::fs::read_to_string(&restore)
+            .unwrap()
+            .replace("SSH_CLIENT='127.0.0.1 ", "SSH_CLIENT='127.0.0.2 "),
+    )
+    .unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+    a.rsync(&elsewhere, &format!("-an x:snapshots/{snap}/data/ other/"));
+    let out = a.archive(&[
+        "grant-read",
+        "vps1",
+        &t,
+        &b,
+        "10",
+        "--only",
+        &snap,
+        "data",
+        "--from-seen",
+    ]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("used from several addresses"),
+        "{out:?}"
+    );
     // Another command rewriting the keys file keeps the scope and the address.
     let (t2, b2) = a.new_key("other");
     a.archive(&["grant-read", "vps1", &t2, &b2, "5"]).success();

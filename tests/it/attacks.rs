@@ -316,6 +316,35 @@ fn a_recover_key_left_behind_reads_only_its_path_from_its_destination_for_minute
         "from another address: {text}"
     );
     assert!(!text.contains("rc=0"), "{text}");
+
+    // A connection opened while the key was valid outlives its revocation in sshd (which reads
+    // authorized_keys once per connection): each new session through it is refused anyway.
+    sh(
+        &lab,
+        "vps2",
+        &format!(
+            "d=$(ls -d /run/0km-recover.* | head -n 1); {ssh} -o ControlMaster=yes -o ControlPersist=120 -o ControlPath=/tmp/held -f -N {archive}"
+        ),
+    );
+    let blob = line.split_whitespace().rev().nth(1).unwrap().to_string();
+    sh(
+        &lab,
+        "archive",
+        &format!("/usr/local/sbin/0km-archive revoke-read vps1 {blob} >/dev/null"),
+    );
+    let out = read(
+        "vps2",
+        " -o ControlPath=/tmp/held",
+        &format!("snapshots/{snap}/srv/datastore/data/big/f1"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("this key was revoked"), "{text}");
+    assert!(!text.contains("rc=0"), "{text}");
+    sh(
+        &lab,
+        "vps2",
+        "ssh -o ControlPath=/tmp/held -O exit x 2>/dev/null || true",
+    );
 }
 
 /// Root on vps1 sends a backup of its own making: its roots list names the destination's
@@ -424,6 +453,40 @@ fn a_whole_host_recover_keeps_the_destinations_identity_whatever_the_backup_list
         out.all()
     );
     assert_eq!(sh(&lab, "vps2", identity), before);
+
+    // A directory of the identity held by the backup as a link (or a file): the destination's
+    // directory stays, its content too.
+    sh(&lab, "vps2", "rm -f /opt/app && mkdir -p /etc/ssh/sshd_config.d && echo keep > /etc/ssh/sshd_config.d/keep.conf");
+    sh(
+        &lab,
+        "vps1",
+        "cd /tmp/evil && rm -rf etc/ssh && mkdir -p etc/ssh /tmp/evil-conf && echo 'PermitRootLogin yes' > /tmp/evil-conf/evil.conf && \
+         ln -s /tmp/evil-conf etc/ssh/sshd_config.d && echo legit > etc/ssh/legit && \
+         printf '%s\\n' /etc/ssh > var/lib/rsync-backup/backup-roots && \
+         . /etc/rsync-backup/target.conf && \
+         rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
+            -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
+            ./etc/ssh ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\"",
+    );
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1",
+        "vps2",
+    ])
+    .run()
+    .success();
+    assert_eq!(sh(&lab, "vps2", "cat /etc/ssh/legit"), "legit");
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "test -L /etc/ssh/sshd_config.d && echo link || cat /etc/ssh/sshd_config.d/keep.conf"
+        ),
+        "keep"
+    );
+    assert_eq!(sh(&lab, "vps2", identity), format!("{before}\nkeep.conf"));
 }
 
 /// Root on vps1 backs up a setuid-root shell and a device node giving all of memory. Restoring

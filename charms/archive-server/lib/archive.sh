@@ -398,6 +398,10 @@ declare -A LONG_VALUE=(
 # `merge FILE` filter rule of a read key's client, a path it names) is looked up in that
 # view: another host's area, the archive's keys and configuration, /etc and /home are not
 # there. CMD runs in DIR; its exit status is CMD's (bubblewrap's own failure: 1, said first).
+# CONFINE_BINDS, when set: the paths under DIR bound instead of all of DIR (MODE), then
+# CONFINE_RO: paths under them bound read-only on top (those that exist).
+CONFINE_BINDS=()
+CONFINE_RO=()
 confine() {
     local mode=$1 dir=$2 d
     shift 2
@@ -412,11 +416,17 @@ confine() {
         fi
     done
     [[ -e /etc/ld.so.cache ]] && b+=(--ro-bind /etc/ld.so.cache /etc/ld.so.cache)
-    if [[ $mode == rw ]]; then
-        b+=(--bind "$dir" "$dir")
-    else
-        b+=(--ro-bind "$dir" "$dir")
-    fi
+    local p
+    for p in "${CONFINE_BINDS[@]:-$dir}"; do
+        if [[ $mode == rw ]]; then
+            b+=(--bind "$p" "$p")
+        else
+            b+=(--ro-bind "$p" "$p")
+        fi
+    done
+    for p in "${CONFINE_RO[@]+"${CONFINE_RO[@]}"}"; do
+        b+=(--ro-bind-try "$p" "$p")
+    done
     if ! command -v bwrap >/dev/null; then
         say "bubblewrap (bwrap) is missing: run 0km backup-server setup again (it installs it)"
         return 1

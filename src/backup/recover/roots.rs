@@ -97,14 +97,16 @@ pub fn safe_roots(raw: &[String], identity: &[&str]) -> (Vec<String>, Vec<LeftRo
 
 /// The absolute excludes that lie inside `root`, anchored at it (`/etc/hostname` under `/etc`
 /// is `/hostname`; under `/` it stays as it is); the others do not concern its pull. A
-/// pattern's trailing `/` is kept.
+/// pattern's trailing `/` is dropped: rsync would match only a directory with it, and a backup
+/// holding a file or a link of that name would replace the destination's directory.
 pub fn anchored(root: &str, excludes: &[String]) -> Vec<String> {
     let root = root.trim_end_matches('/');
     excludes
         .iter()
         .filter_map(|e| {
+            let e = e.trim_end_matches('/');
             if root.is_empty() {
-                return e.starts_with('/').then(|| e.clone());
+                return (e.starts_with('/') && e.len() > 1).then(|| e.to_string());
             }
             e.strip_prefix(root)
                 .filter(|r| r.starts_with('/') && r.len() > 1)
@@ -195,14 +197,23 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
+        // (a directory's `/` dropped: whatever the backup holds there, file or link, is left)
         assert_eq!(
             anchored("/etc", &ex),
-            ["/ssh/ssh_host_*", "/hostname", "/ssh/sshd_config.d/"]
+            ["/ssh/ssh_host_*", "/hostname", "/ssh/sshd_config.d"]
         );
         assert_eq!(anchored("/etc/", &ex), anchored("/etc", &ex));
         assert_eq!(anchored("/root", &ex), ["/.ssh/authorized_keys"]);
         assert!(anchored("/srv", &ex).is_empty());
         assert!(anchored("/etc/hostname", &ex).is_empty());
-        assert_eq!(anchored("/", &ex), ex);
+        assert_eq!(
+            anchored("/", &ex),
+            [
+                "/etc/ssh/ssh_host_*",
+                "/etc/hostname",
+                "/etc/ssh/sshd_config.d",
+                "/root/.ssh/authorized_keys"
+            ]
+        );
     }
 }
