@@ -506,9 +506,177 @@ cmd_services() {
 
 # ---- mysql-load ------------------------------------------------------------------------------
 
+# conf_value KEY: KEY's value in mailcow.conf (the last line, quotes removed).
+conf_value() {
+    local v
+    v=$(sed -n "s/^$1=//p" "$MAILCOW_CONF" | tail -n 1)
+    v=${v#[\"\']} && v=${v%[\"\']}
+    printf '%s' "$v"
+}
+
+# sql_str TEXT: TEXT as an SQL string literal.
+sql_str() {
+    local s=${1//\\/\\\\}
+    s=${s//\'/\\\'}
+    printf "'%s'" "$s"
+}
+
+# compose_cmd: sets `compose` to docker compose (v2) or docker-compose (v1); status 1 if none.
+compose_cmd() {
+    if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
+        compose=(docker compose)
+    elif command -v docker-compose >/dev/null 2>&1; then
+        compose=(docker-compose)
+    else
+        return 1
+    fi
+}
+
+# cmd_mailcow_save DIR: keeps mailcow's database root password as it is now, before anything
+# is restored (a restored mailcow.conf carries the backup's), in DIR (0600): mysql-load logs
+# in with it. 0km-result {"changed":bool}
+cmd_mailcow_save() {
+    [[ $# -eq 1 ]] || die_usage "usage: mailcow-save DIR"
+    local dir=$1 root
+    check_run_dir "$dir"
+    [[ -d $dir && ! -L $dir ]] || die "$dir is not a directory made by keygen"
+    if [[ ! -f $MAILCOW_CONF ]]; then
+        printf '0km-result {"changed":false}\n'
+        return 0
+    fi
+    root=$(conf_value DBROOT)
+    (umask 077 && printf '%s\n' "$root" >"$dir/mailcow-dbroot")
+    log "kept mailcow's database root password as it is before the restore"
+    printf '0km-result {"changed":true}\n'
+}
+
+# mailcow_load DUMPFILE DIR: the mailcow database of the dump into mailcow's database, as
+# upstream's restore does it for the order (docs/recovery.md):
+#   1. the watchdog stops first, then the whole stack; only mysql-mailcow starts again;
+#   2. as root (the password DIR/mailcow-dbroot kept before the restore, else mailcow.conf's),
+#      with SQL of its own (nothing of the dump): the database DBNAME and the account DBUSER
+#      get the credentials of mailcow.conf as it is now (the destination's own, or the
+#      backup's when its mailcow component was restored too), root gets DBROOT: what the
+#      services will log in with;
+#   3. the dump's section of DBNAME only (not the `mysql` schema: no account of the backup's
+#      comes in) is loaded as DBUSER, whose rights end at DBNAME, by the client in its sandbox
+#      mode (a dump from a hostile host can run no client command and touch no other database);
+#   4. the stack starts again, the watchdog last; DBUSER must log in (a real login, not ping).
+mailcow_load() {
+    local dump=$1 dir=$2 dbname dbuser dbpass dbroot container login="" pw waited rc
+    local -a compose=() services=()
+    command -v docker >/dev/null 2>&1 || die "mailcow host ($MAILCOW_CONF) without docker: cannot reach its database"
+    compose_cmd || die "no docker compose on this mailcow host: cannot restart its stack"
+    dbname=$(conf_value DBNAME) dbuser=$(conf_value DBUSER) dbpass=$(conf_value DBPASS) dbroot=$(conf_value DBROOT)
+    [[ $dbname =~ ^[A-Za-z0-9_]{1,64}$ && $dbuser =~ ^[A-Za-z0-9_]{1,80}$ ]] ||
+        die "DBNAME/DBUSER of $MAILCOW_CONF are not plain names: nothing loaded"
+    [[ -n $dbpass && -n $dbroot ]] || die "no DBPASS or DBROOT in $MAILCOW_CONF: nothing loaded"
+    local found=false d
+    for d in "${dbs[@]+"${dbs[@]}"}"; do [[ $d == "$dbname" ]] && found=true; done
+    [[ $found == true ]] ||
+        die "the dump holds the databases ${dbs[*]:-(none)}, not mailcow's $dbname (DBNAME of $MAILCOW_CONF): nothing loaded"
+    mapfile -t services < <(cd "$MAILCOW_DIR" && "${compose[@]}" config --services 2>/dev/null)
+    local has_watchdog=false s
+    for s in "${services[@]+"${services[@]}"}"; do [[ $s == watchdog-mailcow ]] && has_watchdog=true; done
+    (
+        cd "$MAILCOW_DIR"
+        if [[ $has_watchdog == true ]]; then
+            log "stopping watchdog-mailcow first"
+            "${compose[@]}" stop watchdog-mailcow
+        fi
+        log "the whole stack down, then mysql-mailcow alone"
+        "${compose[@]}" down
+        "${compose[@]}" up -d mysql-mailcow
+    ) </dev/null >&2 || die "${compose[*]} could not restart mysql-mailcow alone in $MAILCOW_DIR"
+    # A real login as root: the password kept before the restore, else mailcow.conf's.
+    local -a candidates=()
+    [[ -n $dir && -s $dir/mailcow-dbroot ]] && candidates+=("$(head -n 1 "$dir/mailcow-dbroot")")
+    candidates+=("$dbroot")
+    waited=0
+    while [[ -z $login ]]; do
+        container=$(docker ps --filter name=mysql-mailcow --format '{{.Names}}' | head -n 1 || true)
+        if [[ -n $container ]]; then
+            for pw in "${candidates[@]}"; do
+                # shellcheck disable=SC2016 # expanded by the container's sh
+                if MYSQL_PWD=$pw docker exec -e MYSQL_PWD "$container" \
+                    sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -uroot -NBe "SELECT 1"' \
+                    </dev/null >/dev/null 2>&1; then
+                    login=$pw
+                    break
+                fi
+            done
+        fi
+        [[ -n $login ]] && break
+        ((waited < MYSQL_WAIT)) ||
+            die "cannot log into mailcow's database as root (with the password it had before the restore, nor with $MAILCOW_CONF's) after ${MYSQL_WAIT}s: nothing loaded"
+        sleep 2
+        waited=$((waited + 2))
+    done
+    log "setting the accounts to the credentials of $MAILCOW_CONF (database $dbname, user $dbuser)"
+    # shellcheck disable=SC2016 # backquotes of SQL
+    {
+        printf 'CREATE DATABASE IF NOT EXISTS `%s`;\n' "$dbname"
+        printf 'CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s;\n' "$(sql_str "$dbuser")" "'%'" "$(sql_str "$dbpass")"
+        printf 'ALTER USER %s@%s IDENTIFIED BY %s;\n' "$(sql_str "$dbuser")" "'%'" "$(sql_str "$dbpass")"
+        printf 'ALTER USER IF EXISTS %s@%s IDENTIFIED BY %s;\n' "$(sql_str "$dbuser")" "'localhost'" "$(sql_str "$dbpass")"
+        printf 'GRANT ALL PRIVILEGES ON `%s`.* TO %s@%s;\n' "$dbname" "$(sql_str "$dbuser")" "'%'"
+        printf 'ALTER USER IF EXISTS %s@%s IDENTIFIED BY %s;\n' "'root'" "'%'" "$(sql_str "$dbroot")"
+        printf 'ALTER USER IF EXISTS %s@%s IDENTIFIED BY %s;\n' "'root'" "'localhost'" "$(sql_str "$dbroot")"
+        printf 'FLUSH PRIVILEGES;\n'
+    } | MYSQL_PWD=$login docker exec -i -e MYSQL_PWD "$container" \
+        sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -uroot' >&2 ||
+        die "setting mailcow's database accounts failed: nothing loaded"
+    log "loading the $dbname part of $dump as $dbuser, client in sandbox mode"
+    rc=0
+    # The dump's header (session settings), then DBNAME's section only.
+    awk -v db="$dbname" '
+        /^-- Current Database: `/ {
+            cur = $0; sub(/^-- Current Database: `/, "", cur); sub(/`$/, "", cur)
+            inside = (cur == db); seen = 1
+        }
+        !seen || inside { print }
+    ' "$dump" | MYSQL_PWD=$dbpass docker exec -i -e MYSQL_PWD "$container" sh -c '
+        c=$(command -v mariadb || command -v mysql) || exit 98
+        h=$("$c" --help 2>/dev/null)
+        case $h in
+            *--sandbox*) exec "$c" --sandbox -u"$1" "$2" ;;
+            *--commands*) exec "$c" --commands=OFF -u"$1" "$2" ;;
+        esac
+        exit 97' sh "$dbuser" "$dbname" || rc=$?
+    case $rc in
+        0) ;;
+        97) die "$container's mysql client has no sandbox mode (--sandbox, MariaDB 10.5.25/10.6.18/10.11.8 and later; --commands=OFF, MySQL 8.0.40 and later): a dump from the backup could run shell commands through it, so it is not loaded; update mailcow's images and retry" ;;
+        *) die "loading $dump into $container failed (a line the sandbox refuses, such as a client command in the dump, or a statement outside $dbname, stops the load)" ;;
+    esac
+    (
+        cd "$MAILCOW_DIR"
+        local -a others=()
+        for s in "${services[@]+"${services[@]}"}"; do [[ $s == watchdog-mailcow ]] || others+=("$s"); done
+        log "the stack up again, the watchdog last"
+        "${compose[@]}" up -d "${others[@]}"
+    ) </dev/null >&2 || die "${compose[*]} up failed in $MAILCOW_DIR after the load"
+    # The services' account logs in (not a ping: a ping passes on "Access denied").
+    waited=0
+    until MYSQL_PWD=$dbpass docker exec -e MYSQL_PWD "$container" \
+        sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -u"$1" "$2" -NBe "SELECT 1"' sh "$dbuser" "$dbname" \
+        </dev/null >/dev/null 2>&1; do
+        ((waited < MYSQL_WAIT)) || die "after the load, $dbuser cannot log into $dbname with $MAILCOW_CONF's password"
+        sleep 2
+        waited=$((waited + 2))
+        container=$(docker ps --filter name=mysql-mailcow --format '{{.Names}}' | head -n 1 || true)
+    done
+    if [[ $has_watchdog == true ]]; then
+        (cd "$MAILCOW_DIR" && "${compose[@]}" up -d watchdog-mailcow) </dev/null >&2 ||
+            log "warning: watchdog-mailcow did not start"
+    fi
+    dbs=("$dbname")
+}
+
+
 cmd_mysql_load() {
-    [[ $# -eq 1 ]] || die_usage "usage: mysql-load DUMPFILE"
-    local dump=$1 dbroot container client
+    [[ $# -eq 1 || $# -eq 2 ]] || die_usage "usage: mysql-load DUMPFILE [DIR]"
+    local dump=$1 dir=${2-} client
+    [[ -z $dir ]] || check_run_dir "$dir"
     local -a dbs=() auth=()
     check_dest "$dump" DUMPFILE
     [[ -f $dump && -r $dump ]] || die "$dump is not a readable file"
@@ -524,50 +692,7 @@ cmd_mysql_load() {
     # shellcheck disable=SC2016 # backquotes of SQL, not a command
     mapfile -t dbs < <(sed -n 's/^CREATE DATABASE .*`\([^`]*\)`.*/\1/p' "$dump")
     if [[ -f $MAILCOW_CONF ]]; then
-        command -v docker >/dev/null 2>&1 || die "mailcow host ($MAILCOW_CONF) without docker: cannot reach its database"
-        dbroot=$(sed -n 's/^DBROOT=//p' "$MAILCOW_CONF" | tail -n 1)
-        dbroot=${dbroot#[\"\']} && dbroot=${dbroot%[\"\']}
-        [[ -n $dbroot ]] || die "no DBROOT in $MAILCOW_CONF"
-        export MYSQL_PWD=$dbroot
-        # Just started (services-start) it may need a moment: up to MYSQL_WAIT seconds for
-        # the container to run and its server to answer.
-        local waited=0
-        while :; do
-            container=$(docker ps --filter name=mysql-mailcow --format '{{.Names}}' | head -n 1) ||
-                die "docker ps failed: cannot find mailcow's mysql container"
-            # shellcheck disable=SC2016 # expanded by the container's sh
-            if [[ -n $container ]] && docker exec -e MYSQL_PWD "$container" \
-                sh -c 'a=$(command -v mariadb-admin || command -v mysqladmin) && exec "$a" -uroot ping' \
-                </dev/null >/dev/null 2>&1; then
-                break
-            fi
-            ((waited < MYSQL_WAIT)) ||
-                die "mailcow's mysql container (name *mysql-mailcow*) is not running or does not answer after ${MYSQL_WAIT}s: start it (services-start mailcow) and retry"
-            sleep 2
-            waited=$((waited + 2))
-        done
-        log "loading $dump into mailcow's database (container $container), client in sandbox mode"
-        # The client of the container, in its sandbox mode, or nothing is loaded (exit 97).
-        # shellcheck disable=SC2016 # expanded by the container's sh
-        local rc=0
-        docker exec -i -e MYSQL_PWD "$container" sh -c '
-            c=$(command -v mariadb || command -v mysql) || exit 98
-            h=$("$c" --help 2>/dev/null)
-            case $h in
-                *--sandbox*) exec "$c" --sandbox -uroot ;;
-                *--commands*) exec "$c" --commands=OFF -uroot ;;
-            esac
-            exit 97' <"$dump" || rc=$?
-        case $rc in
-            0) ;;
-            97) die "$container's mysql client has no sandbox mode (--sandbox, MariaDB 10.5.25/10.6.18/10.11.8 and later; --commands=OFF, MySQL 8.0.40 and later): a dump from the backup could run shell commands through it, so it is not loaded; update mailcow's images and retry" ;;
-            *) die "loading $dump into $container failed (a line the sandbox refuses, such as a client command in the dump, stops the load)" ;;
-        esac
-        # shellcheck disable=SC2016
-        docker exec -i -e MYSQL_PWD "$container" \
-            sh -c 'c=$(command -v mariadb || command -v mysql) && exec "$c" -uroot -e "FLUSH PRIVILEGES"' </dev/null ||
-            log "warning: FLUSH PRIVILEGES failed"
-        unset MYSQL_PWD
+        mailcow_load "$dump" "${dir:-}"
     else
         client=$(command -v mariadb || command -v mysql) ||
             die "no MySQL/MariaDB client on this host (and no mailcow): install and start the database server first"
@@ -613,6 +738,7 @@ case $mode in
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;
+    mailcow-save) cmd_mailcow_save "$@" ;;
     root-password) cmd_root_password "$@" ;;
     backup-state) cmd_backup_state "$@" ;;
     *) die_usage "unknown mode: $mode" ;;

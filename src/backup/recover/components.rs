@@ -128,15 +128,39 @@ pub async fn services(
     Ok(notes)
 }
 
-/// Loads the restored dump into the destination's database (a long step: a transfer).
-pub async fn load_database(hosts: &Hosts) -> Result<(), RecoverError> {
+/// Before anything is restored: on a mailcow destination, its database's root password as it
+/// is now (a restored mailcow.conf carries the backup's), kept in the key's directory for
+/// the load (`recover.sh mailcow-save`).
+pub async fn keep_database_login(hosts: &Hosts, key_dir: &str) -> Result<(), RecoverError> {
+    hosts
+        .on(
+            &hosts.dest,
+            "keeping the database's login",
+            |ctx| async move {
+                run_playbook::<crate::playbook::Acknowledged>(
+                    &ctx,
+                    "recover: mailcow-save",
+                    &crate::playbook::RECOVER,
+                    &["mailcow-save", key_dir],
+                )
+                .await
+            },
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Loads the restored dump into the destination's database (a long step: a transfer). On a
+/// mailcow destination: only mailcow's database, as its account, with the credentials of the
+/// destination's mailcow.conf as it is after the restore (`recover.sh mysql-load`).
+pub async fn load_database(hosts: &Hosts, key_dir: &str) -> Result<(), RecoverError> {
     hosts
         .on(&hosts.dest, "loading the database dump", |ctx| async move {
             run_playbook::<crate::playbook::Acknowledged>(
                 &ctx.for_transfers(),
                 "recover: mysql",
                 &crate::playbook::RECOVER,
-                &["mysql-load", MYSQL_DUMP],
+                &["mysql-load", MYSQL_DUMP, key_dir],
             )
             .await
         })

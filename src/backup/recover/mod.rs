@@ -414,6 +414,9 @@ impl Prepared {
         // Room for what the pull writes, on each file system, before anything is stopped,
         // deleted or written.
         space_check(hosts, &plan.writes).await?;
+        if plan.mysql_load {
+            components::keep_database_login(hosts, &server.key_dir).await?;
+        }
         if let Some(w) = &plan.whole {
             // A new machine is made ready first (rsync, cron, the charms, the vps helper and
             // what the backed-up host had installed), and keeps its root password.
@@ -466,7 +469,7 @@ impl Prepared {
         // The dump goes into the running database: after the services are back (mailcow's
         // database runs in one of its containers, which the `mailcow` component stops).
         if plan.mysql_load && pulled.is_ok() {
-            if let Err(e) = components::load_database(hosts).await {
+            if let Err(e) = components::load_database(hosts, &server.key_dir).await {
                 notes.push(e.to_string());
                 return Err(e);
             }

@@ -302,6 +302,16 @@ fn print_plan(ui: &Ui, spec: &RecoverSpec, plan: &Plan) {
             "  the database dump {} is loaded into the destination's MySQL/MariaDB",
             crate::backup::recover::plan::MYSQL_DUMP
         ));
+        // Which credentials win on a mailcow destination: those of its mailcow.conf as it is
+        // after the restore.
+        let conf = if plan.components.iter().any(|c| c == "mailcow") {
+            "the backup's mailcow.conf, restored with the mailcow component"
+        } else {
+            "its own mailcow.conf, kept"
+        };
+        ui.out(&format!(
+            "  on a mailcow host: only mailcow's database (DBNAME), loaded as its account; the database's accounts take the credentials of {conf}; the watchdog stops first, the stack goes down and comes back, the watchdog last"
+        ));
     }
 }
 
