@@ -59,6 +59,19 @@ impl Planning<'_> {
         } else {
             Vec::new()
         };
+        // rspamd's volume asked for across CPU architectures: refused before anything.
+        if let Selection::Components(names) = &self.spec.selection {
+            if names.iter().any(|n| n == "rspamd") {
+                let lists = self.lists().await?;
+                let source = super::ready::System::parse(&lists.system);
+                let dest = super::ready::System::parse(&self.made.system);
+                if let Some(why) = other_arch(source.as_ref(), dest.as_ref()) {
+                    return Err(RecoverError::Plan(format!(
+                        "not restored: {why}; restore the other components without rspamd"
+                    )));
+                }
+            }
+        }
         // Sizes from the archive, and every path must exist there.
         let info = match inspected {
             Some(info) => info,
@@ -265,16 +278,7 @@ impl Planning<'_> {
         &self,
     ) -> Result<(Vec<Item>, Vec<String>, plan::WholeHost), RecoverError> {
         let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
-        let lists: archive::Lists = self
-            .hosts
-            .on(
-                &self.hosts.archive,
-                "reading what the backup holds",
-                |ctx| async move {
-                    archive::call(&ctx, "archive: lists", &["lists", host, snapshot]).await
-                },
-            )
-            .await?;
+        let lists = self.lists().await?;
         // Every line: what is not a plain absolute path is shown as left out, not dropped.
         let listed: Vec<String> = lists
             .roots
@@ -313,7 +317,21 @@ impl Planning<'_> {
         if differs {
             identity.extend(plan::RELEASE_EXCLUDES);
         }
-        let (kept, left_roots) = roots::safe_roots(&listed, &identity);
+        let (mut kept, mut left_roots) = roots::safe_roots(&listed, &identity);
+        // rspamd's volume across CPU architectures: its cache crashes rspamd (upstream's
+        // restore skips it too).
+        if let Some(why) = other_arch(source.as_ref(), dest.as_ref()) {
+            kept.retain(|r| {
+                let rspamd = is_rspamd_volume(r);
+                if rspamd {
+                    left_roots.push(roots::LeftRoot {
+                        root: r.clone(),
+                        why: why.clone(),
+                    });
+                }
+                !rspamd
+            });
+        }
         if kept.is_empty() {
             return Err(RecoverError::Plan(format!(
                 "nothing to restore: every directory the snapshot {snapshot} of {host} lists is the destination's own or not a plain path ({})",
@@ -336,6 +354,21 @@ impl Planning<'_> {
             left_roots,
         };
         Ok((roots, plan::list_lines(&lists.excludes.join("\n")), whole))
+    }
+
+    /// What the backup carries about itself (the archive's `lists`): its roots, what it left
+    /// out, its release and architecture, its packages.
+    async fn lists(&self) -> Result<archive::Lists, RecoverError> {
+        let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
+        self.hosts
+            .on(
+                &self.hosts.archive,
+                "reading what the backup holds",
+                |ctx| async move {
+                    archive::call(&ctx, "archive: lists", &["lists", host, snapshot]).await
+                },
+            )
+            .await
     }
 
     /// The archive's `inspect` of these paths in the snapshot.
@@ -379,4 +412,26 @@ pub(super) fn scope_paths(items: &[Item], whole: bool) -> Vec<String> {
     paths.sort();
     paths.dedup();
     paths
+}
+
+/// Why rspamd's volume is not restored, when the backed-up host and the destination have
+/// different CPU architectures (both known).
+fn other_arch(
+    source: Option<&super::ready::System>,
+    dest: Option<&super::ready::System>,
+) -> Option<String> {
+    match (source, dest) {
+        (Some(s), Some(d)) if !s.arch.is_empty() && !d.arch.is_empty() && s.arch != d.arch => {
+            Some(format!(
+                "rspamd's volume of a {} host onto a {} one (its cache crashes rspamd; it builds its state again)",
+                s.arch, d.arch
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// A path that is mailcow's rspamd volume (`..._rspamd-vol-1`, whatever the project).
+fn is_rspamd_volume(path: &str) -> bool {
+    path.trim_end_matches('/').ends_with("_rspamd-vol-1")
 }
