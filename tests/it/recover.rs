@@ -893,3 +893,56 @@ fn rspamd_is_not_restored_across_architectures() {
         "absent"
     );
 }
+
+/// `:vmail` alone onto a mailcow whose mail encryption keys differ would leave unreadable
+/// mail: refused, with the fix; `:vmail,crypt` brings both (real Docker engine and stacks).
+#[test]
+fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
+    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
+    archive_setup(&lab);
+    crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
+    crate::support::mailcow_stack(&lab, "vps2", "mailcowdockerized");
+    // (each host's keys made on its own day, as dovecot makes them at its first start)
+    for (host, day) in [("vps1", "2026-01-01"), ("vps2", "2026-02-01")] {
+        sh(
+            &lab,
+            host,
+            &format!(
+                "docker exec $(docker ps -qf name=dovecot-mailcow) sh -c 'echo key-of-{host} > /mail_crypt/ecprivkey.pem && \
+                 touch -d {day} /mail_crypt/ecprivkey.pem && \
+                 mkdir -p /var/vmail/example.test/alice/cur && echo mail-on-{host} > /var/vmail/example.test/alice/cur/1'"
+            ),
+        );
+    }
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let out = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:vmail",
+            "vps2",
+        ])
+        .run();
+    assert!(!out.ok(), "{}", out.all());
+    assert!(
+        out.all().contains("vmail without crypt: vps2's mail encryption keys are not the ones vps1's mail was written with")
+            && out.all().contains("#vps1:vmail,crypt"),
+        "{}",
+        out.all()
+    );
+    let inside = "docker exec $(docker ps -qf name=dovecot-mailcow) sh -c 'cat /var/vmail/example.test/alice/cur/1 /mail_crypt/ecprivkey.pem'";
+    assert_eq!(sh(&lab, "vps2", inside), "mail-on-vps2\nkey-of-vps2");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:vmail,crypt",
+        "vps2",
+    ])
+    .run()
+    .success();
+    assert_eq!(sh(&lab, "vps2", inside), "mail-on-vps1\nkey-of-vps1");
+}

@@ -102,6 +102,12 @@ impl Planning<'_> {
                 .map(|c| c.name.clone())
                 .collect(),
         };
+        // vmail alone needs the crypt keys its mail was written with on the destination.
+        if let Selection::Components(names) = &self.spec.selection {
+            if names.iter().any(|n| n == "vmail") && !names.iter().any(|n| n == "crypt") {
+                self.vmail_needs_its_crypt(&server).await?;
+            }
+        }
         // A path or components recover: the backup's setuid/setgid bits and device nodes are
         // left out unless asked for (the backup is the source host's word); the plan says
         // which. A whole host is restored as it was.
@@ -129,6 +135,41 @@ impl Planning<'_> {
         }
         self.count(&mut plan, items, fresh, &server).await?;
         Ok((plan, server))
+    }
+
+    /// `vmail` without `crypt`: dovecot reads mail with the keys it was written with (and makes
+    /// new ones when it finds none), so the destination's crypt must be the backup's. A dry
+    /// run of the backup's crypt onto the destination's tells: anything to create, overwrite
+    /// or delete, and the restore is refused with the fix. A backup without crypt passes.
+    async fn vmail_needs_its_crypt(&self, server: &Server) -> Result<(), RecoverError> {
+        let crypt = components::find("crypt").map_err(RecoverError::Plan)?;
+        let info = self.inspect(&crypt.paths).await?;
+        let mut items: Vec<Item> = crypt.paths.iter().map(|p| Item::same_place(p)).collect();
+        plan::apply_inspect(&info, &mut items);
+        if items.is_empty() {
+            return Ok(());
+        }
+        let dry: Vec<DryRun> = pull::pull_all(
+            self.hosts,
+            server,
+            self.snapshot,
+            &items,
+            &[],
+            PullMode::Plan,
+            0,
+        )
+        .await?;
+        let differs: u64 = dry.iter().map(|d| d.create + d.update + d.delete).sum();
+        if differs > 0 {
+            return Err(RecoverError::Plan(format!(
+                "vmail without crypt: {}'s mail encryption keys are not the ones {}'s mail was written with ({differs} difference(s) in {}), so the restored mail would be unreadable; restore both: #{}:vmail,crypt",
+                self.hosts.dest.name,
+                self.spec.host,
+                crypt.paths.join(", "),
+                self.spec.host
+            )));
+        }
+        Ok(())
     }
 
     /// The setuid/setgid files and device nodes of the items, from a listing of the archive
@@ -399,7 +440,8 @@ impl Planning<'_> {
 }
 
 /// The paths a recover reads, relative to the snapshot, for the key's scope: the items'
-/// sources; none for a whole host (all of the snapshot).
+/// sources (and crypt's, which vmail's plan compares); none for a whole host (all of the
+/// snapshot).
 pub(super) fn scope_paths(items: &[Item], whole: bool) -> Vec<String> {
     if whole {
         return Vec::new();
@@ -409,6 +451,12 @@ pub(super) fn scope_paths(items: &[Item], whole: bool) -> Vec<String> {
         .map(|i| i.source.trim_matches('/').to_string())
         .filter(|p| !p.is_empty())
         .collect();
+    // vmail's plan compares the backup's crypt with the destination's (dry run only).
+    if paths.iter().any(|p| p.ends_with("_vmail-vol-1")) {
+        if let Ok(crypt) = components::find("crypt") {
+            paths.extend(crypt.paths.iter().map(|p| p.trim_matches('/').to_string()));
+        }
+    }
     paths.sort();
     paths.dedup();
     paths
