@@ -946,3 +946,45 @@ fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
     .success();
     assert_eq!(sh(&lab, "vps2", inside), "mail-on-vps1\nkey-of-vps1");
 }
+
+/// The manual's `:postfix`: the mail queue of the source into the destination's postfix
+/// volume, the service stopped before and started after (real Docker engine and stacks).
+#[test]
+fn postfix_queue_recovers_into_a_running_stack() {
+    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
+    archive_setup(&lab);
+    crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
+    crate::support::mailcow_stack(&lab, "vps2", "mailcowdockerized");
+    sh(
+        &lab,
+        "vps1",
+        "docker exec $(docker ps -qf name=postfix-mailcow) sh -c 'mkdir -p /var/spool/postfix/deferred/A && echo queued-mail > /var/spool/postfix/deferred/A/1'",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:postfix",
+        "vps2",
+    ])
+    .run()
+    .success()
+    .stdout_has("services of postfix stopped before and started after");
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "docker exec $(docker ps -qf name=postfix-mailcow) cat /var/spool/postfix/deferred/A/1"
+        ),
+        "queued-mail"
+    );
+    // The service runs again, and nothing else of vps2 changed: its own database is there.
+    assert!(
+        sh(&lab, "vps2", "docker ps --format '{{.Names}} {{.Status}}'")
+            .lines()
+            .any(|l| l.contains("postfix-mailcow") && l.contains(" Up "))
+    );
+}
