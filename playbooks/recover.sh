@@ -532,6 +532,59 @@ compose_cmd() {
     fi
 }
 
+# cmd_mailcow_volumes [--create] PROJECT NAME...: where Docker keeps the volumes PROJECT_NAME
+# (PROJECT `-`: COMPOSE_PROJECT_NAME of this host's mailcow.conf, mailcowdockerized without
+# one): a volume it knows, the parent of its Mountpoint; one it does not, where it would be
+# (DockerRootDir/volumes/PROJECT_NAME), or with --create, created now (with compose's labels,
+# so that compose takes it as its own). Without Docker, the default place.
+# 0km-result {"changed":bool,"project":"P","volumes":[{"name":"N","dir":"D","exists":bool}]}
+cmd_mailcow_volumes() {
+    local create=false project name vol mp root out="" changed=false exists
+    if [[ ${1-} == --create ]]; then
+        create=true
+        shift
+    fi
+    [[ $# -ge 2 ]] || die_usage "usage: mailcow-volumes [--create] PROJECT NAME..."
+    project=$1
+    shift
+    if [[ $project == - ]]; then
+        project=mailcowdockerized
+        [[ -f $MAILCOW_CONF ]] && project=$(conf_value COMPOSE_PROJECT_NAME)
+        [[ -n $project ]] || project=mailcowdockerized
+    fi
+    [[ $project =~ ^[a-z0-9][a-z0-9_-]{0,62}$ ]] || die_usage "not a compose project name: $(json_str "$project")"
+    root=/var/lib/docker
+    if command -v docker >/dev/null 2>&1; then
+        root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
+        [[ $root == /* ]] || root=/var/lib/docker
+    fi
+    for name in "$@"; do
+        [[ $name =~ ^[a-z0-9][a-z0-9_.-]{0,62}$ ]] || die_usage "not a volume name: $(json_str "$name")"
+        vol=${project}_$name
+        mp=""
+        if command -v docker >/dev/null 2>&1; then
+            mp=$(docker volume inspect --format '{{.Mountpoint}}' "$vol" 2>/dev/null || true)
+            if [[ -z $mp && $create == true ]]; then
+                docker volume create --label "com.docker.compose.project=$project" \
+                    --label "com.docker.compose.volume=$name" "$vol" >/dev/null ||
+                    die "docker volume create $vol failed"
+                changed=true
+                log "created the volume $vol (Docker knows it before the restore copies into it)"
+                mp=$(docker volume inspect --format '{{.Mountpoint}}' "$vol" 2>/dev/null || true)
+            fi
+        fi
+        if [[ $mp == /*/_data ]]; then
+            exists=true
+            mp=${mp%/_data}
+        else
+            exists=false
+            mp=$root/volumes/$vol
+        fi
+        out+="${out:+,}{\"name\":$(json_str "$name"),\"dir\":$(json_str "$mp"),\"exists\":$exists}"
+    done
+    printf '0km-result {"changed":%s,"project":%s,"volumes":[%s]}\n' "$changed" "$(json_str "$project")" "$out"
+}
+
 # cmd_mailcow_save DIR: keeps mailcow's database root password as it is now, before anything
 # is restored (a restored mailcow.conf carries the backup's), in DIR (0600): mysql-load logs
 # in with it. 0km-result {"changed":bool}
@@ -739,6 +792,7 @@ case $mode in
     services-start) cmd_services start "$@" ;;
     mysql-load) cmd_mysql_load "$@" ;;
     mailcow-save) cmd_mailcow_save "$@" ;;
+    mailcow-volumes) cmd_mailcow_volumes "$@" ;;
     root-password) cmd_root_password "$@" ;;
     backup-state) cmd_backup_state "$@" ;;
     *) die_usage "unknown mode: $mode" ;;

@@ -895,13 +895,16 @@ fn rspamd_is_not_restored_across_architectures() {
 }
 
 /// `:vmail` alone onto a mailcow whose mail encryption keys differ would leave unreadable
-/// mail: refused, with the fix; `:vmail,crypt` brings both (real Docker engine and stacks).
+/// mail: refused, with the fix; `:vmail,crypt` brings both (real Docker engine and stacks,
+/// each host with a compose project of its own).
 #[test]
 fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
     let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
     archive_setup(&lab);
-    crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
-    crate::support::mailcow_stack(&lab, "vps2", "mailcowdockerized");
+    // (other compose projects than the stock one, and not the same on both: the volumes are
+    // found where Docker keeps them, on each side)
+    crate::support::mailcow_stack(&lab, "vps1", "mc1");
+    crate::support::mailcow_stack(&lab, "vps2", "mc2");
     // (each host's keys made on its own day, as dovecot makes them at its first start)
     for (host, day) in [("vps1", "2026-01-01"), ("vps2", "2026-02-01")] {
         sh(

@@ -143,8 +143,18 @@ impl Planning<'_> {
     /// or delete, and the restore is refused with the fix. A backup without crypt passes.
     async fn vmail_needs_its_crypt(&self, server: &Server) -> Result<(), RecoverError> {
         let crypt = components::find("crypt").map_err(RecoverError::Plan)?;
-        let info = self.inspect(&crypt.paths).await?;
+        // Where the crypt volume is on both sides (another project, another data root).
         let mut items: Vec<Item> = crypt.paths.iter().map(|p| Item::same_place(p)).collect();
+        super::volumes::locate(
+            self.hosts,
+            &self.spec.host,
+            self.snapshot,
+            &["crypt".to_string()],
+            &mut items,
+        )
+        .await?;
+        let sources: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
+        let info = self.inspect(&sources).await?;
         plan::apply_inspect(&info, &mut items);
         if items.is_empty() {
             return Ok(());
@@ -165,7 +175,11 @@ impl Planning<'_> {
                 "vmail without crypt: {}'s mail encryption keys are not the ones {}'s mail was written with ({differs} difference(s) in {}), so the restored mail would be unreadable; restore both: #{}:vmail,crypt",
                 self.hosts.dest.name,
                 self.spec.host,
-                crypt.paths.join(", "),
+                items
+                    .iter()
+                    .map(|i| i.dest.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 self.spec.host
             )));
         }
@@ -451,12 +465,16 @@ pub(super) fn scope_paths(items: &[Item], whole: bool) -> Vec<String> {
         .map(|i| i.source.trim_matches('/').to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    // vmail's plan compares the backup's crypt with the destination's (dry run only).
-    if paths.iter().any(|p| p.ends_with("_vmail-vol-1")) {
-        if let Ok(crypt) = components::find("crypt") {
-            paths.extend(crypt.paths.iter().map(|p| p.trim_matches('/').to_string()));
-        }
-    }
+    // vmail's plan compares the backup's crypt with the destination's (dry run only): the
+    // crypt volume next to vmail's, in the same project.
+    let crypt: Vec<String> = paths
+        .iter()
+        .filter_map(|p| {
+            p.strip_suffix("_vmail-vol-1")
+                .map(|b| format!("{b}_crypt-vol-1"))
+        })
+        .collect();
+    paths.extend(crypt);
     paths.sort();
     paths.dedup();
     paths
