@@ -946,7 +946,8 @@ fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
         "vps2",
     ])
     .run()
-    .success();
+    .success()
+    .stdout_has("doveadm force-resync -A '*'");
     assert_eq!(sh(&lab, "vps2", inside), "mail-on-vps1\nkey-of-vps1");
 }
 

@@ -101,6 +101,11 @@ pub async fn services(
             n => format!("{n}: no container to {action}"),
         })
         .collect();
+    // As mailcow's own restore offers after vmail: dovecot's indexes of the restored
+    // mailboxes are rebuilt on demand.
+    if action == "start" && names.iter().any(|n| n == "vmail") {
+        notes.push("vmail restored: if a mailbox looks stale, have dovecot rebuild its indexes: cd /opt/mailcow-dockerized && docker compose exec dovecot-mailcow doveadm force-resync -A '*' (mailcow's restore offers the same)".into());
+    }
     let services = services_of(names);
     if services.is_empty() {
         return Ok(notes);
