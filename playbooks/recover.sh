@@ -554,15 +554,17 @@ cmd_mailcow_volumes() {
     fi
     [[ $project =~ ^[a-z0-9][a-z0-9_-]{0,62}$ ]] || die_usage "not a compose project name: $(json_str "$project")"
     root=/var/lib/docker
-    if command -v docker >/dev/null 2>&1; then
-        root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
-        [[ $root == /* ]] || root=/var/lib/docker
+    local answers=false
+    if command -v docker >/dev/null 2>&1 && root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null); then
+        answers=true
     fi
+    [[ $root == /* ]] || root=/var/lib/docker
     for name in "$@"; do
         [[ $name =~ ^[a-z0-9][a-z0-9_.-]{0,62}$ ]] || die_usage "not a volume name: $(json_str "$name")"
         vol=${project}_$name
         mp=""
-        if command -v docker >/dev/null 2>&1; then
+        # (a Docker that does not answer, or none: the default place, nothing created)
+        if [[ $answers == true ]]; then
             mp=$(docker volume inspect --format '{{.Mountpoint}}' "$vol" 2>/dev/null || true)
             if [[ -z $mp && $create == true ]]; then
                 docker volume create --label "com.docker.compose.project=$project" \

@@ -2,7 +2,7 @@
 //! checked against the source; the plan and its confirmation; the temporary read key gone from
 //! the archive on success, on failure and on Ctrl-C; malformed specs refused.
 
-use crate::support::{archive_setup, sh, Lab};
+use crate::support::{archive_setup, sh, snapshots, Lab};
 use std::time::Duration;
 
 /// Path, type, mode, owner, link target and content hash of every entry under DIR.
@@ -843,6 +843,8 @@ fn rspamd_is_not_restored_across_architectures() {
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()
         .success();
+    // (a second apart: the hand-made snapshot is its own, named by its own second)
+    std::thread::sleep(Duration::from_millis(1100));
     sh(
         &lab,
         "vps1",
@@ -857,12 +859,16 @@ fn rspamd_is_not_restored_across_architectures() {
             -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
             ./srv ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\"",
     );
+    let snap = snapshots(&lab, "myadmin@archive", "vps1").last().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = lab
         .zerokm([
             "--yes",
             "vps-backup",
             "recover",
-            "myadmin@archive#vps1:rspamd",
+            &format!("myadmin@archive#vps1@{snap}:rspamd"),
             "vps2",
         ])
         .run();
@@ -877,7 +883,7 @@ fn rspamd_is_not_restored_across_architectures() {
         "--yes",
         "vps-backup",
         "recover",
-        "myadmin@archive#vps1",
+        &format!("myadmin@archive#vps1@{snap}"),
         "vps2",
     ])
     .run()
