@@ -244,29 +244,42 @@ cmd_cleanup() {
     printf '0km-result {"changed":%s,"dir":%s}\n' "$changed" "$(json_str "$dir")"
 }
 
-# probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: reads SOURCE's entry on the
-# archive with the key of DIR (a listing, through the plan's connection): the archive then
-# knows the address this host reads from (grant-read --from-seen binds the key to it).
-cmd_probe() {
-    [[ $# -eq 5 ]] || die_usage "usage: probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE"
-    local dir=$1 kh_b64=$4 source=$5 kh
-    pull_host=$2 pull_port=$3
+# archive_args DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64: the arguments naming the key's
+# directory and the archive, checked (exit 2 on a bad one); sets pull_host, pull_port and kh
+# (the known_hosts lines).
+archive_args() {
+    dir=$1 pull_host=$2 pull_port=$3
     check_run_dir "$dir"
     [[ ${#pull_host} -le 253 && $pull_host =~ $PULL_HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
     [[ $pull_port =~ ^[1-9][0-9]{0,4}$ && $pull_port -le 65535 ]] || die_usage "SERVER_PORT is not a port: $pull_port"
-    kh=$(printf '%s' "$kh_b64" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
+    kh=$(printf '%s' "$4" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
     check_known_hosts "$kh"
-    check_source "$source"
+}
+
+# use_key CTL: the key of $dir (made by keygen) for the archive, through the connection CTL
+# (a socket in $dir), with the known_hosts lines $kh written next to it.
+use_key() {
     [[ -d $dir && ! -L $dir && -f $dir/id_ed25519 ]] || die "$dir/id_ed25519 is missing: run keygen first (or it was cleaned up)"
     pull_key=$dir/id_ed25519
     pull_known_hosts=$dir/known_hosts
-    pull_ctl=$dir/ctl-plan
+    pull_ctl=$1
     local tmp
     tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
     tmpfiles+=("$tmp")
     printf '%s\n' "$kh" >"$tmp"
     chmod 0600 "$tmp"
     mv -f "$tmp" "$pull_known_hosts"
+}
+
+# probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: reads SOURCE's entry on the
+# archive with the key of DIR (a listing, through the plan's connection): the archive then
+# knows the address this host reads from (grant-read --from-seen binds the key to it).
+cmd_probe() {
+    [[ $# -eq 5 ]] || die_usage "usage: probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE"
+    local dir kh source=$5
+    archive_args "$@"
+    check_source "$source"
+    use_key "$dir/ctl-plan"
     if command -v rsync >/dev/null 2>&1; then
         # (what it answers does not matter here: a path the snapshot lacks is said by the
         # plan, from the archive's inspection)
@@ -285,25 +298,11 @@ cmd_probe() {
 # DIR, through the plan's connection), which a path or components recover leaves out.
 cmd_privileged() {
     [[ $# -ge 5 ]] || die_usage "usage: privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE..."
-    local dir=$1 kh_b64=$4 kh src out errf code devices=0 setid=0 sample="" n=0 line mode name
-    pull_host=$2 pull_port=$3
+    local dir kh src out errf code devices=0 setid=0 sample="" n=0 line mode name
+    archive_args "$@"
     shift 4
-    check_run_dir "$dir"
-    [[ ${#pull_host} -le 253 && $pull_host =~ $PULL_HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
-    [[ $pull_port =~ ^[1-9][0-9]{0,4}$ && $pull_port -le 65535 ]] || die_usage "SERVER_PORT is not a port: $pull_port"
-    kh=$(printf '%s' "$kh_b64" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
-    check_known_hosts "$kh"
-    [[ -d $dir && ! -L $dir && -f $dir/id_ed25519 ]] || die "$dir/id_ed25519 is missing: run keygen first (or it was cleaned up)"
+    use_key "$dir/ctl-plan"
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
-    pull_key=$dir/id_ed25519
-    pull_known_hosts=$dir/known_hosts
-    pull_ctl=$dir/ctl-plan
-    local tmp
-    tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
-    tmpfiles+=("$tmp")
-    printf '%s\n' "$kh" >"$tmp"
-    chmod 0600 "$tmp"
-    mv -f "$tmp" "$pull_known_hosts"
     pull_connect
     out=$(mktemp)
     errf=$(mktemp)
@@ -370,14 +369,9 @@ cmd_space() {
 
 cmd_pull() {
     [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]..."
-    local dir=$1 kh_b64=$4 source=$5 dest=$6 mode=pull delete=0 no_links=0 kh started
-    pull_host=$2 pull_port=$3
+    local dir kh source=$5 dest=$6 mode=pull delete=0 no_links=0 started
+    archive_args "$@"
     shift 6
-    check_run_dir "$dir"
-    [[ ${#pull_host} -le 253 && $pull_host =~ $PULL_HOSTNAME_RE ]] || die_usage "SERVER_HOST is not a host name or IPv4 address: $pull_host"
-    [[ $pull_port =~ ^[1-9][0-9]{0,4}$ && $pull_port -le 65535 ]] || die_usage "SERVER_PORT is not a port: $pull_port"
-    kh=$(printf '%s' "$kh_b64" | base64 -d 2>/dev/null) || die_usage "KNOWN_HOSTS_B64 is not valid base64"
-    check_known_hosts "$kh"
     check_source "$source"
     check_dest "$dest"
     pull_opts=()
@@ -414,22 +408,12 @@ cmd_pull() {
     if [[ $no_links == 1 && $(realpath -m -- "$dest") != "${dest%/}" && $dest != / ]]; then
         die "$dest goes through a symbolic link on this host (to $(realpath -m -- "$dest")): not restored there"
     fi
-    [[ -d $dir && ! -L $dir && -f $dir/id_ed25519 ]] || die "$dir/id_ed25519 is missing: run keygen first (or it was cleaned up)"
-    command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
-    pull_key=$dir/id_ed25519
-    pull_known_hosts=$dir/known_hosts
     # A connection of its own for the plan: the archive's key line is read once per
     # connection, and the plan's is the key's before the confirmation (dry runs only); the
     # restore's connection starts after it was granted again (scripts/0km-archive grant-read).
-    pull_ctl=$dir/ctl
-    [[ $mode != plan ]] || pull_ctl=$dir/ctl-plan
+    if [[ $mode == plan ]]; then use_key "$dir/ctl-plan"; else use_key "$dir/ctl"; fi
+    command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_progress=$dir/progress
-    local tmp
-    tmp=$(mktemp "$dir/.known_hosts.XXXXXX")
-    tmpfiles+=("$tmp")
-    printf '%s\n' "$kh" >"$tmp"
-    chmod 0600 "$tmp"
-    mv -f "$tmp" "$pull_known_hosts"
 
     started=$(date +%s)
     pull_run "$source" "$dest" "$mode"

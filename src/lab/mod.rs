@@ -9,6 +9,7 @@
 //! namespace, nothing is left behind. The per-host part is the shell script `host.sh`.
 //! Linux and root only.
 
+mod cgroup;
 mod image;
 mod process;
 mod render;
@@ -544,43 +545,13 @@ fn slot_run_dir(slot: u8) -> PathBuf {
 
 /// Stops `hosts`, checks that no mount of the slot is left, removes the slot's mount points,
 /// releases the slot and removes the lab files. Returns how many processes were running.
-/// The control group under which a lab host's Docker engine puts its containers.
-pub(super) fn docker_cgroup(slot: u8, host: &str) -> String {
-    format!("0km-lab-{slot}-{host}")
-}
-
-/// Removes `/sys/fs/cgroup/[CONTROLLER/]NAME` and what is below it, deepest first: empty
-/// control groups (their processes are gone) are removed with rmdir.
-fn remove_cgroups(name: &str) {
-    fn rmdir_tree(p: &Path) {
-        if let Ok(entries) = fs::read_dir(p) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rmdir_tree(&e.path());
-                }
-            }
-        }
-        let _ = fs::remove_dir(p);
-    }
-    let root = Path::new("/sys/fs/cgroup");
-    rmdir_tree(&root.join(name));
-    if let Ok(entries) = fs::read_dir(root) {
-        for e in entries.flatten() {
-            let p = e.path().join(name);
-            if p.is_dir() {
-                rmdir_tree(&p);
-            }
-        }
-    }
-}
-
 fn teardown(dir: &Path, slot: u8, hosts: &[HostRecord]) -> Result<usize, LabError> {
     let processes: Vec<ProcessId> = hosts.iter().map(HostRecord::process).collect();
     let stopped = process::stop(&processes).map_err(|pids| LabError::StopFailed { pids })?;
     // A host's Docker engine died with it (SIGKILL, as the rest of its namespace): the control
     // groups it made for its containers are empty now; they go too.
     for h in hosts.iter().filter(|h| h.docker) {
-        remove_cgroups(&docker_cgroup(slot, &h.name));
+        cgroup::remove(&cgroup::docker(slot, &h.name));
     }
 
     // Mounts are made in the hosts' private mount namespaces only, so none should ever show

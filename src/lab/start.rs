@@ -140,7 +140,7 @@ fn spawn_all(
                 Some(Docker {
                     data,
                     image: image.to_path_buf(),
-                    cgroup: super::docker_cgroup(slot, &host.name),
+                    cgroup: super::cgroup::docker(slot, &host.name),
                 })
             }
             _ => None,

@@ -15,7 +15,9 @@
 //! 5. [`Install::backup_now`]: every VPS whose key the archive holds backs up now.
 //!
 //! Pass 2 on one VPS is in `vps.rs`; the edits of a VPS's result (steps, notes, failures)
-//! in `results.rs`.
+//! in `results.rs`. The passes themselves stay together in this file (about 600 lines): each
+//! reads and narrows the one `Prepared` the question was asked about, in order, and split
+//! apart they would pass its fields back and forth.
 
 mod results;
 mod vps;
