@@ -354,27 +354,7 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
     // And the same when 0km is stopped by a service manager (SIGTERM) or its terminal closes
     // (SIGHUP).
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
-        let mut child = lab
-            .zerokm([
-                "--yes",
-                "vps-backup",
-                "recover",
-                "myadmin@archive#vps1:/srv/datastore/big",
-                "vps2:/big",
-            ])
-            .cmd
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut granted = false;
-        for _ in 0..200 {
-            if read_keys_on_archive(&lab) > 0 && sh(&lab, "vps2", "pgrep -c rsync || true") != "0" {
-                granted = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (mut child, granted) = big_recover_in_transfer(&lab, std::process::Stdio::null);
         assert!(
             granted,
             "SIG{signal}: the recover never started its transfer"
@@ -393,25 +373,7 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
 
     // A revoke that fails (the admin account lost its sudo rule meanwhile) is not silent: the
     // run fails, says the key is still valid, and prints the command that revokes it.
-    let child = lab
-        .zerokm([
-            "--yes",
-            "vps-backup",
-            "recover",
-            "myadmin@archive#vps1:/srv/datastore/big",
-            "vps2:/big",
-        ])
-        .cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if read_keys_on_archive(&lab) > 0 && sh(&lab, "vps2", "pgrep -c rsync || true") != "0" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, _) = big_recover_in_transfer(&lab, std::process::Stdio::piped);
     sh(
         &lab,
         "archive",
@@ -447,6 +409,35 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
         .unwrap();
     assert!(st.success(), "{by_hand}");
     assert_eq!(read_keys_on_archive(&lab), 0, "revoked by hand");
+}
+
+/// A recover of vps1's /srv/datastore/big onto vps2:/big, started in the background with
+/// its stdout and stderr made by `stdio`; returns once its key is granted and its transfer
+/// runs (10 s at most), and whether it got there.
+fn big_recover_in_transfer(
+    lab: &Lab,
+    stdio: fn() -> std::process::Stdio,
+) -> (std::process::Child, bool) {
+    let child = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/big",
+            "vps2:/big",
+        ])
+        .cmd
+        .stdout(stdio())
+        .stderr(stdio())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if read_keys_on_archive(lab) > 0 && sh(lab, "vps2", "pgrep -c rsync || true") != "0" {
+            return (child, true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, false)
 }
 
 #[test]
