@@ -521,7 +521,8 @@ compose_cmd() {
 # one): a volume it knows, the parent of its Mountpoint; one it does not, where it would be
 # (DockerRootDir/volumes/PROJECT_NAME), or with --create, created now (with compose's labels,
 # so that compose takes it as its own). Without Docker, the default place.
-# 0km-result {"changed":bool,"project":"P","volumes":[{"name":"N","dir":"D","exists":bool}]}
+# 0km-result {"changed":bool,"docker":bool,"root":"DockerRootDir","project":"P",
+#   "volumes":[{"name":"N","dir":"D","exists":bool}]}   (docker: whether a Docker answered)
 cmd_mailcow_volumes() {
     local create=false project name vol mp root out="" changed=false exists
     if [[ ${1-} == --create ]]; then
@@ -568,7 +569,8 @@ cmd_mailcow_volumes() {
         fi
         out+="${out:+,}{\"name\":$(json_str "$name"),\"dir\":$(json_str "$mp"),\"exists\":$exists}"
     done
-    printf '0km-result {"changed":%s,"project":%s,"volumes":[%s]}\n' "$changed" "$(json_str "$project")" "$out"
+    printf '0km-result {"changed":%s,"docker":%s,"root":%s,"project":%s,"volumes":[%s]}\n' \
+        "$changed" "$answers" "$(json_str "$root")" "$(json_str "$project")" "$out"
 }
 
 # cmd_mailcow_save DIR: keeps mailcow's database root password as it is now, before anything

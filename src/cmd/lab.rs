@@ -43,9 +43,10 @@ pub struct UpArgs {
     #[arg(long, value_name = "HOST")]
     pub cloud: Vec<String>,
     /// Run a Docker engine on HOST (a machine-image host), with Debian's MariaDB and redis as
-    /// a local image `0km-lab/debian:bookworm`; no registry is used (repeat for more)
-    #[arg(long, value_name = "HOST")]
-    pub docker: Vec<String>,
+    /// a local image `0km-lab/debian:bookworm`; no registry is used. `HOST:/DATA/ROOT` keeps
+    /// its data elsewhere than /var/lib/docker (daemon.json's data-root) (repeat for more)
+    #[arg(long, value_name = "HOST[:DATA_ROOT]", value_parser = parse_docker)]
+    pub docker: Vec<(String, Option<String>)>,
     #[command(flatten)]
     pub dir: DirArgs,
 }
@@ -59,6 +60,15 @@ fn parse_host_image(s: &str) -> Result<(String, crate::lab::Image), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{s}`: expected HOST=IMAGE, e.g. vps3=trixie"))?;
     Ok((host.to_string(), crate::lab::Image::parse(image)?))
+}
+
+fn parse_docker(s: &str) -> Result<(String, Option<String>), String> {
+    match s.split_once(':') {
+        None => Ok((s.to_string(), None)),
+        Some((host, root)) => crate::lab::docker_data_root(root)
+            .map(|r| (host.to_string(), Some(r)))
+            .map_err(|why| format!("`{s}`: {why}, e.g. vps2:/srv/docker")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +104,12 @@ pub async fn run(app: &App, cmd: &LabCommand) -> anyhow::Result<Status> {
                 image: Some(a.image),
                 host_images: a.host_images.clone(),
                 cloud: a.cloud.clone(),
-                docker: a.docker.clone(),
+                docker: a.docker.iter().map(|(h, _)| h.clone()).collect(),
+                docker_roots: a
+                    .docker
+                    .iter()
+                    .filter_map(|(h, r)| r.clone().map(|r| (h.clone(), r)))
+                    .collect(),
             };
             let lab = up(dir.clone(), opts).await?;
             describe(app, &lab);

@@ -29,6 +29,8 @@
 #                       user ..." (exit 142), as cloud-init writes it
 #   LAB_DOCKER_DATA     optional: run a Docker engine, its data root (/var/lib/docker) this
 #                       directory of the machine's disk (overlay2 refuses an overlay root)
+#   LAB_DOCKER_ROOT     with it: where the data root is on the host (default /var/lib/docker;
+#                       another is written in /etc/docker/daemon.json, as an admin would)
 #   LAB_DOCKER_IMAGE    with it: a root directory imported as the image 0km-lab/debian:bookworm
 #   LAB_DOCKER_CGROUP   with it: the control group of its containers (removed by `lab down`)
 set -euo pipefail
@@ -57,6 +59,7 @@ lower=${LAB_LOWER:-/}
 stock_sshd=${LAB_STOCK_SSHD:-}
 cloud_user=${LAB_CLOUD_USER:-}
 docker_data=${LAB_DOCKER_DATA:-}
+docker_root=${LAB_DOCKER_ROOT:-/var/lib/docker}
 docker_image=${LAB_DOCKER_IMAGE:-}
 docker_cgroup=${LAB_DOCKER_CGROUP:-0km-lab}
 
@@ -127,8 +130,12 @@ if [[ -z $root_password ]] && grep -q '^root:!' "$root/etc/shadow"; then
 fi
 
 if [[ -n $docker_data ]]; then
-	mkdir -p "$root/var/lib/docker" "$root/var/lib/0km-lab-image"
-	mount --bind "$docker_data" "$root/var/lib/docker"
+	mkdir -p "$root$docker_root" "$root/var/lib/0km-lab-image"
+	mount --bind "$docker_data" "$root$docker_root"
+	if [[ $docker_root != /var/lib/docker ]]; then
+		mkdir -p "$root/etc/docker"
+		printf '{\n  "data-root": "%s"\n}\n' "$docker_root" >"$root/etc/docker/daemon.json"
+	fi
 	mount --bind "$docker_image" "$root/var/lib/0km-lab-image"
 	mount -o remount,bind,ro "$root/var/lib/0km-lab-image"
 fi

@@ -86,6 +86,32 @@ pub struct Options {
     pub cloud: Vec<String>,
     /// Hosts that run a Docker engine, by name.
     pub docker: Vec<String>,
+    /// `(host, data root)`: Docker engines that keep their data elsewhere than
+    /// /var/lib/docker.
+    pub docker_roots: Vec<(String, String)>,
+}
+
+/// Where Docker keeps its data unless told otherwise.
+pub const DOCKER_DATA_ROOT: &str = "/var/lib/docker";
+
+/// A Docker data root for a lab host: an absolute, plain path (no `.`, `..` or empty part),
+/// not `/` and not in what the host gets from elsewhere (/proc, /sys, /dev, /run, /tmp).
+pub fn docker_data_root(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.strip_prefix('/').unwrap_or("").split('/').collect();
+    let plain = s.starts_with('/')
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && *p != "." && *p != "..");
+    if !plain || s.len() > 200 {
+        return Err("expected an absolute path with no `.`, `..` or doubled `/`".into());
+    }
+    if ["proc", "sys", "dev", "run", "tmp"].contains(&parts[0]) {
+        return Err(format!(
+            "/{} is not the host's own disk: choose a path under /srv, /var or /opt",
+            parts[0]
+        ));
+    }
+    Ok(s.to_string())
 }
 
 impl Options {
@@ -96,6 +122,13 @@ impl Options {
             .map(|(_, i)| *i)
             .or(self.image)
             .unwrap_or(Image::Machine)
+    }
+
+    fn docker_root_of(&self, name: &str) -> &str {
+        self.docker_roots
+            .iter()
+            .find(|(h, _)| h == name)
+            .map_or(DOCKER_DATA_ROOT, |(_, r)| r.as_str())
     }
 
     fn access_of(&self, name: &str) -> Access {
@@ -351,6 +384,11 @@ pub fn up(dir: &Path, opts: &Options) -> Result<Lab, LabError> {
             return Err(LabError::NoSuchHost { name: h.clone() });
         }
     }
+    for (h, _) in &opts.docker_roots {
+        if !opts.docker.contains(h) {
+            return Err(LabError::NoSuchHost { name: h.clone() });
+        }
+    }
     for h in &opts.docker {
         if !names.contains(h) {
             return Err(LabError::NoSuchHost { name: h.clone() });
@@ -582,4 +620,29 @@ fn teardown(dir: &Path, slot: u8, hosts: &[HostRecord]) -> Result<usize, LabErro
     let _ = fs::remove_file(dir.join(LOCK));
     let _ = fs::remove_dir(dir);
     Ok(stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::docker_data_root;
+
+    #[test]
+    fn a_docker_data_root_is_an_absolute_plain_path_of_the_hosts_own_disk() {
+        assert_eq!(
+            docker_data_root("/srv/docker").as_deref(),
+            Ok("/srv/docker")
+        );
+        for bad in [
+            "srv/docker",
+            "/",
+            "/srv//docker",
+            "/srv/../etc",
+            "/srv/./docker",
+            "/srv/docker/",
+        ] {
+            assert!(docker_data_root(bad).is_err(), "{bad}");
+        }
+        let e = docker_data_root("/tmp/docker").unwrap_err();
+        assert!(e.contains("/tmp is not the host's own disk"), "{e}");
+    }
 }

@@ -59,7 +59,7 @@ pub(super) fn start(
         &hosts,
         &public_key,
         root_of,
-        container_root,
+        container_root.map(|image| (image, opts)),
         started,
     )?;
     wait_all(dir, &mut children, &hosts)?;
@@ -110,7 +110,7 @@ fn spawn_all(
     hosts: &[LabHost],
     public_key: &str,
     root_of: &dyn Fn(Image, Access) -> PathBuf,
-    container_root: Option<&Path>,
+    docker_hosts: Option<(&Path, &Options)>,
     started: &mut Vec<HostRecord>,
 ) -> Result<Vec<Child>, LabError> {
     let hosts_dir = dir.join(HOSTS);
@@ -132,13 +132,14 @@ fn spawn_all(
         } else {
             None
         };
-        let docker = match (host.docker, container_root) {
-            (true, Some(image)) => {
+        let docker = match (host.docker, docker_hosts) {
+            (true, Some((image, opts))) => {
                 let data = hosts_dir.join(&host.name).join("docker");
                 fs::create_dir_all(&data)
                     .map_err(io_error(format!("cannot create {}", data.display())))?;
                 Some(Docker {
                     data,
+                    root: opts.docker_root_of(&host.name).to_string(),
                     image: image.to_path_buf(),
                     cgroup: super::cgroup::docker(slot, &host.name),
                 })
@@ -354,6 +355,7 @@ fn spawn_host(
     }
     if let Some(d) = docker {
         cmd.env("LAB_DOCKER_DATA", &d.data)
+            .env("LAB_DOCKER_ROOT", &d.root)
             .env("LAB_DOCKER_IMAGE", &d.image)
             .env("LAB_DOCKER_CGROUP", &d.cgroup);
     }
@@ -364,6 +366,8 @@ fn spawn_host(
 /// own overlay root), the image root it imports, the control group of its containers.
 struct Docker {
     data: PathBuf,
+    /// Where it is on the host: /var/lib/docker, or daemon.json's data-root.
+    root: String,
     image: PathBuf,
     cgroup: String,
 }

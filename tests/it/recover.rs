@@ -712,7 +712,8 @@ fn a_recover_without_room_changes_nothing_and_says_how_much_is_missing() {
 /// live mailcow.conf, and the rows are the source's.
 #[test]
 fn mailcow_database_recovers_between_stacks_with_different_passwords() {
-    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
+    // (vps2's Docker keeps its data in /srv/docker, set in its daemon.json)
+    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2:/srv/docker"]);
     archive_setup(&lab);
     let one = crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
     let two = crate::support::mailcow_stack(&lab, "vps2", "mc2");
@@ -808,6 +809,8 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
     .run()
     .success()
     .stdout_has("is loaded into the destination's MySQL/MariaDB")
+    .stdout_has("Docker's volumes go where vps2's Docker keeps its data (/srv/docker), not where vps1's did (/var/lib/docker); vps2's /etc/docker/daemon.json is kept")
+    .stdout_has("/var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/ -> vps2:/srv/docker/volumes/mailcowdockerized_postfix-vol-1")
     .stdout_has("Verified: ");
     assert_eq!(
         sh(
@@ -816,6 +819,17 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
             "docker exec $(docker ps -qf name=postfix-mailcow) cat /var/spool/postfix/queued"
         ),
         "queued-on-vps1"
+    );
+    // vps2's Docker stays where its disk is: its daemon.json is its own, nothing of the
+    // volumes went where no Docker reads them.
+    assert!(sh(&lab, "vps2", "cat /etc/docker/daemon.json").contains("\"/srv/docker\""));
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "ls /var/lib/docker/volumes 2>/dev/null | grep -c mailcowdockerized_ || true"
+        ),
+        "0"
     );
     assert_eq!(
         sql("vps2", &one.dbpass, &one.dbuser, rows),
@@ -896,10 +910,11 @@ fn rspamd_is_not_restored_across_architectures() {
 /// each host with a compose project of its own).
 #[test]
 fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
-    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
+    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2:/srv/docker"]);
     archive_setup(&lab);
-    // (other compose projects than the stock one, and not the same on both: the volumes are
-    // found where Docker keeps them, on each side)
+    // (other compose projects than the stock one, and not the same on both, and vps2's Docker
+    // keeps its data in /srv/docker: the volumes are found where Docker keeps them, on each
+    // side)
     crate::support::mailcow_stack(&lab, "vps1", "mc1");
     crate::support::mailcow_stack(&lab, "vps2", "mc2");
     // (each host's keys made on its own day, as dovecot makes them at its first start)
@@ -944,6 +959,9 @@ fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
     ])
     .run()
     .success()
+    .stdout_has(
+        "/var/lib/docker/volumes/mc1_vmail-vol-1/ -> vps2:/srv/docker/volumes/mc2_vmail-vol-1",
+    )
     .stdout_has("doveadm force-resync -A '*'");
     assert_eq!(sh(&lab, "vps2", inside), "mail-on-vps1\nkey-of-vps1");
 }
@@ -952,7 +970,8 @@ fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
 /// volume, the service stopped before and started after (real Docker engine and stacks).
 #[test]
 fn postfix_queue_recovers_into_a_running_stack() {
-    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2"]);
+    // (vps1's Docker keeps its data in /srv/docker: the backup finds its volumes there)
+    let lab = Lab::up_with(2, &["--docker", "vps1:/srv/docker", "--docker", "vps2"]);
     archive_setup(&lab);
     crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
     crate::support::mailcow_stack(&lab, "vps2", "mailcowdockerized");
@@ -973,6 +992,7 @@ fn postfix_queue_recovers_into_a_running_stack() {
     ])
     .run()
     .success()
+    .stdout_has("/srv/docker/volumes/mailcowdockerized_postfix-vol-1/ -> vps2:/var/lib/docker/volumes/mailcowdockerized_postfix-vol-1")
     .stdout_has("services of postfix stopped before and started after");
     assert_eq!(
         sh(

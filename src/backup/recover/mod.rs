@@ -19,7 +19,7 @@ pub mod ready;
 pub mod roots;
 pub mod spec;
 pub mod verify;
-pub(super) mod volumes;
+pub mod volumes;
 
 use crate::backup::archive::{self, Inspect};
 use crate::fleet::{Cleanups, Done, Fleet, HostCtx, RunLog, StepFailure};
@@ -113,9 +113,6 @@ pub struct Prepared {
     key: TempKey,
     /// The paths the key reads (relative to the snapshot; none: all of it).
     scope: Vec<String>,
-    /// Docker volumes the destination does not have yet: created before the pull, with the
-    /// compose project they are for.
-    volumes_to_create: (String, Vec<String>),
     /// The archive as the user named it, for the commands said afterwards.
     archive_spec: crate::backup::ArchiveSpec,
 }
@@ -167,11 +164,11 @@ impl Recover {
         let wanted = spec.snapshot.clone().unwrap_or_else(|| "latest".into());
         // Docker volumes where they really are, on both sides (volumes.rs).
         let mut items = items;
-        let (volume_project, missing_volumes) = match &spec.selection {
+        let new_volumes = match &spec.selection {
             Selection::Components(names) => {
                 volumes::locate(&hosts, &spec.host, &wanted, names, &mut items).await?
             }
-            _ => (String::new(), Vec::new()),
+            _ => None,
         };
         // The archive: which snapshot (`latest` resolved), and what it holds of the paths to
         // restore (a whole host: of the lists each backup carries). Meanwhile on the
@@ -209,7 +206,14 @@ impl Recover {
                         allow_release_change,
                         keep_privileged,
                     };
-                    ctx.plan(items, inspected, &fresh).await
+                    ctx.plan(items, inspected, &fresh)
+                        .await
+                        .map(|(mut plan, server)| {
+                            if !whole {
+                                plan.new_volumes = new_volumes;
+                            }
+                            (plan, server)
+                        })
                 }
                 None => Err(no_snapshot(&hosts, &spec, &wanted).await),
             },
@@ -224,7 +228,6 @@ impl Recover {
                 server,
                 key,
                 scope,
-                volumes_to_create: (volume_project, missing_volumes),
                 archive_spec: spec.archive.clone(),
             }),
             (Ok(_), None) => unreachable!("a plan needs a key"),
@@ -430,10 +433,9 @@ impl Prepared {
         if plan.mysql_load {
             components::keep_database_login(hosts, &server.key_dir).await?;
         }
-        let (project, missing) = &self.volumes_to_create;
-        if !missing.is_empty() {
-            let names: Vec<&str> = missing.iter().map(String::as_str).collect();
-            volumes::volumes(hosts, project, &names, true).await?;
+        if let Some(new) = &plan.new_volumes {
+            let names: Vec<&str> = new.names.iter().map(String::as_str).collect();
+            volumes::volumes(hosts, &new.project, &names, true).await?;
         }
         if let Some(w) = &plan.whole {
             // A new machine is made ready first (rsync, cron, the charms, the vps helper and

@@ -114,6 +114,8 @@ pub struct Plan {
     /// What a path or components recover leaves out of the backup's files (setuid/setgid
     /// bits, device nodes); `None` when it restores them as they are.
     pub privileged: Option<Privileged>,
+    /// Docker volumes the destination's Docker does not have yet: created before the pull.
+    pub new_volumes: Option<super::volumes::NewVolumes>,
 }
 
 /// The setuid/setgid files and device nodes of the restored paths, left out (`recover.sh
@@ -143,6 +145,8 @@ pub struct WholeHost {
     pub no_dry_run: bool,
     /// Roots the backup lists that are not restored: the destination's own, or not plain.
     pub left_roots: Vec<super::roots::LeftRoot>,
+    /// Docker's volumes go to the destination's data root, not the backed-up host's.
+    pub docker_move: Option<super::volumes::DockerMove>,
 }
 
 impl Plan {
@@ -156,10 +160,11 @@ impl Plan {
 
     /// The excludes that are the destination's identity, and those the backup left out.
     pub fn kept(&self) -> (Vec<&str>, Vec<&str>) {
-        self.excludes
-            .iter()
-            .map(String::as_str)
-            .partition(|e| WHOLE_HOST_EXCLUDES.contains(e) || RELEASE_EXCLUDES.contains(e))
+        self.excludes.iter().map(String::as_str).partition(|e| {
+            WHOLE_HOST_EXCLUDES.contains(e)
+                || RELEASE_EXCLUDES.contains(e)
+                || *e == super::volumes::DOCKER_CONFIG
+        })
     }
 
     /// Adds items that do not exist on the destination yet: all is created.

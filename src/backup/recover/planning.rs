@@ -45,8 +45,9 @@ impl Planning<'_> {
         let mut whole_host = None;
         // A whole host's charm components (mailcow's): whichever the backup holds are
         // restored as components are. Their paths are inspected with the roots.
+        let mut new_volumes = None;
         let candidates = if whole {
-            let (roots, left_out, w) = self.whole_host_items().await?;
+            let (roots, left_out, mut w) = self.whole_host_items().await?;
             items = roots;
             excludes.extend(WHOLE_HOST_EXCLUDES.iter().map(|s| s.to_string()));
             if w.release_change {
@@ -54,8 +55,23 @@ impl Planning<'_> {
             }
             // What the backup left out stays as it is on the destination (not deleted).
             excludes.extend(left_out);
+            // Docker's volumes where the destination's Docker keeps them.
+            let (new, moved) = super::volumes::whole_host(hosts, &mut items).await?;
+            new_volumes = new;
+            if moved.is_some() {
+                excludes.push(super::volumes::DOCKER_CONFIG.to_string());
+            }
+            w.docker_move = moved;
             whole_host = Some(w);
+            // The components' volumes as the backup has them (its project, its data root).
+            let roots: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
             components::whole_host_candidates()
+                .into_iter()
+                .map(|mut c| {
+                    c.paths = super::volumes::as_in_backup(&roots, &c.paths);
+                    c
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -128,6 +144,7 @@ impl Planning<'_> {
             components,
             excludes: excludes.clone(),
             whole: whole_host,
+            new_volumes,
             ..Plan::default()
         };
         if unprivileged {
@@ -407,6 +424,7 @@ impl Planning<'_> {
             packages: ready::from_backup(&lists.packages),
             no_dry_run: !self.made.rsync,
             left_roots,
+            docker_move: None,
         };
         Ok((roots, plan::list_lines(&lists.excludes.join("\n")), whole))
     }

@@ -18,6 +18,12 @@ const STOCK: &str = "/var/lib/docker/volumes/mailcowdockerized_";
 /// `recover.sh mailcow-volumes`'s answer.
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct DestVolumes {
+    /// Whether a Docker answered on the destination.
+    #[serde(default)]
+    pub docker: bool,
+    /// Its data root (DockerRootDir).
+    #[serde(default)]
+    pub root: String,
     #[serde(default)]
     pub project: String,
     #[serde(default)]
@@ -32,12 +38,110 @@ pub struct DestVolume {
     pub exists: bool,
 }
 
-/// The volume name (`vmail-vol-1`) of an item of the stock table, if it is one.
-fn stock_volume(item: &Item) -> Option<String> {
-    item.source
-        .strip_prefix(STOCK)
+/// Docker volumes the destination does not have yet, created (with compose's labels) after
+/// the confirmation and before the pull.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NewVolumes {
+    pub project: String,
+    pub names: Vec<String>,
+}
+
+/// A whole host's Docker volumes, moved from the backed-up host's data root to the
+/// destination's.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DockerMove {
+    pub from: String,
+    pub to: String,
+}
+
+/// The destination's Docker configuration, kept when a whole host's volumes move to its data
+/// root (the data root is where the destination's disks are, as /etc/fstab says).
+pub const DOCKER_CONFIG: &str = "/etc/docker/daemon.json";
+
+/// The volume name (`vmail-vol-1`) of a path of the stock table, if it is one.
+fn stock_volume(path: &str) -> Option<String> {
+    path.strip_prefix(STOCK)
         .filter(|n| !n.contains('/'))
         .map(str::to_string)
+}
+
+/// Paths of the stock table as the backup has them (its project, its data root): each
+/// stock volume path the backup's roots hold under another name is replaced by that name.
+pub fn as_in_backup(roots: &[String], paths: &[String]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| {
+            stock_volume(p)
+                .and_then(|n| source_volume(roots, &n))
+                .map_or_else(|| p.clone(), |(path, _)| path)
+        })
+        .collect()
+}
+
+/// A whole host: mailcow's volumes among the backup's roots go where the destination's Docker
+/// keeps them, for the backup's project (its mailcow.conf comes back with the host). Where the
+/// destination's Docker keeps its data elsewhere than the backed-up host did, the volumes move
+/// there (returned: from where to where) and the destination's daemon.json is to be kept.
+/// Without a Docker that answers on the destination they stay where they were: Docker comes
+/// with the host's own configuration. Returns the volumes to create too.
+pub async fn whole_host(
+    hosts: &Hosts,
+    items: &mut [Item],
+) -> Result<(Option<NewVolumes>, Option<DockerMove>), RecoverError> {
+    let roots: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
+    let mut names: Vec<String> = Vec::new();
+    for c in super::components::all() {
+        for n in c.paths.iter().filter_map(|p| stock_volume(p)) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+    }
+    let mut project: Option<String> = None;
+    let mut found: Vec<(String, String)> = Vec::new();
+    for name in names {
+        if let Some((path, p)) = source_volume(&roots, &name) {
+            // (one project: another's volumes are restored where they were)
+            if *project.get_or_insert_with(|| p.clone()) == p {
+                found.push((name, path));
+            }
+        }
+    }
+    let Some(project) = project else {
+        return Ok((None, None));
+    };
+    let vols: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    let answer = volumes(hosts, &project, &vols, false).await?;
+    if !answer.docker {
+        return Ok((None, None));
+    }
+    let mut moved = None;
+    let mut missing = Vec::new();
+    for (name, path) in &found {
+        let Some(v) = answer.volumes.iter().find(|v| &v.name == name) else {
+            continue;
+        };
+        if !v.exists {
+            missing.push(name.clone());
+        }
+        if v.dir != *path {
+            if let Some(it) = items.iter_mut().find(|i| i.source == *path) {
+                it.dest = v.dir.clone();
+            }
+            moved.get_or_insert_with(|| DockerMove {
+                from: path
+                    .rsplit_once("/volumes/")
+                    .map_or(path.as_str(), |(r, _)| r)
+                    .to_string(),
+                to: answer.root.clone(),
+            });
+        }
+    }
+    let new = (!missing.is_empty()).then(|| NewVolumes {
+        project: answer.project,
+        names: missing,
+    });
+    Ok((new, moved))
 }
 
 /// In the backup's roots, the one volume directory that ends in `_NAME`: (its path, its
@@ -70,14 +174,14 @@ pub async fn locate(
     snapshot: &str,
     names: &[String],
     items: &mut [Item],
-) -> Result<(String, Vec<String>), RecoverError> {
+) -> Result<Option<NewVolumes>, RecoverError> {
     let wanted: Vec<(usize, String)> = items
         .iter()
         .enumerate()
-        .filter_map(|(i, it)| stock_volume(it).map(|n| (i, n)))
+        .filter_map(|(i, it)| stock_volume(&it.source).map(|n| (i, n)))
         .collect();
     if wanted.is_empty() {
-        return Ok((String::new(), Vec::new()));
+        return Ok(None);
     }
     let lists: archive::Lists =
         hosts
@@ -113,7 +217,10 @@ pub async fn locate(
             }
         }
     }
-    Ok((answer.project, missing))
+    Ok((!missing.is_empty()).then(|| NewVolumes {
+        project: answer.project,
+        names: missing,
+    }))
 }
 
 /// `recover.sh mailcow-volumes [--create] PROJECT NAME...` on the destination.
@@ -165,11 +272,26 @@ mod tests {
             Some(("/srv/docker/volumes/mc1_crypt-vol-1".into(), "mc1".into()))
         );
         assert_eq!(source_volume(&roots, "redis-vol-1"), None);
-        let it = Item::same_place("/var/lib/docker/volumes/mailcowdockerized_vmail-vol-1");
-        assert_eq!(stock_volume(&it).as_deref(), Some("vmail-vol-1"));
         assert_eq!(
-            stock_volume(&Item::same_place("/opt/mailcow-dockerized")),
-            None
+            stock_volume("/var/lib/docker/volumes/mailcowdockerized_vmail-vol-1").as_deref(),
+            Some("vmail-vol-1")
+        );
+        assert_eq!(stock_volume("/opt/mailcow-dockerized"), None);
+        // The table's paths as the backup has them: its project, its data root.
+        assert_eq!(
+            as_in_backup(
+                &roots,
+                &[
+                    "/var/lib/docker/volumes/mailcowdockerized_crypt-vol-1".into(),
+                    "/var/lib/docker/volumes/mailcowdockerized_redis-vol-1".into(),
+                    "/opt/mailcow-dockerized".into()
+                ]
+            ),
+            [
+                "/srv/docker/volumes/mc1_crypt-vol-1",
+                "/var/lib/docker/volumes/mailcowdockerized_redis-vol-1",
+                "/opt/mailcow-dockerized"
+            ]
         );
     }
 }

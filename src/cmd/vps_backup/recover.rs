@@ -362,6 +362,17 @@ fn print_whole_host(ui: &Ui, plan: &Plan, w: &crate::backup::recover::plan::Whol
             plan.dest
         ));
     }
+    if let Some(m) = &w.docker_move {
+        ui.out(&format!(
+            "  Docker's volumes go where {}'s Docker keeps its data ({}), not where {}'s did ({}); {}'s {} is kept",
+            plan.dest,
+            m.to,
+            plan.host,
+            m.from,
+            plan.dest,
+            crate::backup::recover::volumes::DOCKER_CONFIG
+        ));
+    }
 }
 
 fn confirm(plan: &Plan) -> bool {
