@@ -46,6 +46,17 @@ pub struct NewVolumes {
     pub names: Vec<String>,
 }
 
+impl NewVolumes {
+    /// `None` when there is nothing to create.
+    fn some(project: String, names: Vec<String>) -> Option<Self> {
+        if names.is_empty() {
+            None
+        } else {
+            Some(Self { project, names })
+        }
+    }
+}
+
 /// A whole host's Docker volumes, moved from the backed-up host's data root to the
 /// destination's.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -137,11 +148,7 @@ pub async fn whole_host(
             });
         }
     }
-    let new = (!missing.is_empty()).then(|| NewVolumes {
-        project: answer.project,
-        names: missing,
-    });
-    Ok((new, moved))
+    Ok((NewVolumes::some(answer.project, missing), moved))
 }
 
 /// In the backup's roots, the one volume directory that ends in `_NAME`: (its path, its
@@ -217,10 +224,7 @@ pub async fn locate(
             }
         }
     }
-    Ok((!missing.is_empty()).then(|| NewVolumes {
-        project: answer.project,
-        names: missing,
-    }))
+    Ok(NewVolumes::some(answer.project, missing))
 }
 
 /// `recover.sh mailcow-volumes [--create] PROJECT NAME...` on the destination.
