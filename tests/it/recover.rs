@@ -738,21 +738,7 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
         .run()
         .success();
     let rows = "SELECT GROUP_CONCAT(username ORDER BY username) FROM mailbox";
-    let login_ok = |host: &str| {
-        let mut last = String::new();
-        for _ in 0..20 {
-            last = sh(
-                &lab,
-                host,
-                "docker exec $(docker ps -qf name=dovecot-mailcow) cat /tmp/db-login 2>/dev/null || true",
-            );
-            if last == "ok" {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        last
-    };
+    let login_ok = |host: &str| crate::support::services_log_in(&lab, host);
 
     // :mysql alone: vps2 keeps its mailcow.conf; its services still log in; the rows are vps1's.
     lab.zerokm([
@@ -797,7 +783,8 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
     sh(
         &lab,
         "vps1",
-        "docker exec $(docker ps -qf name=postfix-mailcow) sh -c 'echo queued-on-vps1 > /var/spool/postfix/queued' && vps backup",
+        "docker exec $(docker ps -qf name=postfix-mailcow) sh -c 'echo queued-on-vps1 > /var/spool/postfix/queued' && \
+         docker exec $(docker ps -qf name=redis-mailcow) redis-cli set dkim-key-of-vps1 secret-dkim >/dev/null && vps backup",
     );
     lab.zerokm([
         "--yes",
@@ -836,6 +823,16 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
         "alice@example.test,bob@example.test"
     );
     assert_eq!(login_ok("vps2"), "ok");
+    // The DKIM keys live in redis: vps1's, saved just before its backup, loaded by vps2's
+    // redis when the stack came back.
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "docker exec $(docker ps -qf name=redis-mailcow) redis-cli get dkim-key-of-vps1"
+        ),
+        "secret-dkim"
+    );
 }
 
 /// rspamd's volume is not restored onto another CPU architecture (its cache crashes rspamd;
@@ -964,6 +961,8 @@ fn vmail_without_its_crypt_is_refused_and_with_it_restored() {
     )
     .stdout_has("doveadm force-resync -A '*'");
     assert_eq!(sh(&lab, "vps2", inside), "mail-on-vps1\nkey-of-vps1");
+    // vps2's services came back and still log into vps2's own database.
+    assert_eq!(crate::support::services_log_in(&lab, "vps2"), "ok");
 }
 
 /// The manual's `:postfix`: the mail queue of the source into the destination's postfix
@@ -1002,10 +1001,12 @@ fn postfix_queue_recovers_into_a_running_stack() {
         ),
         "queued-mail"
     );
-    // The service runs again, and nothing else of vps2 changed: its own database is there.
+    // The service runs again, and nothing else of vps2 changed: its services log into its
+    // own database.
     assert!(
         sh(&lab, "vps2", "docker ps --format '{{.Names}} {{.Status}}'")
             .lines()
             .any(|l| l.contains("postfix-mailcow") && l.contains(" Up "))
     );
+    assert_eq!(crate::support::services_log_in(&lab, "vps2"), "ok");
 }

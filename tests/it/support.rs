@@ -440,3 +440,21 @@ pub fn mailcow_stack(lab: &Lab, host: &str, project: &str) -> MailcowStack {
     );
     stack
 }
+
+/// What the stack's services say of their database login on `host` (`ok` once dovecot's
+/// stand-in logged in with the credentials it was started with), waiting up to 10 s for it.
+pub fn services_log_in(lab: &Lab, host: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..20 {
+        last = sh(
+            lab,
+            host,
+            "docker exec $(docker ps -qf name=dovecot-mailcow) cat /tmp/db-login 2>/dev/null || true",
+        );
+        if last == "ok" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    last
+}
