@@ -135,12 +135,17 @@ impl HostCtx {
                 );
             }
         };
+        let started = std::time::Instant::now();
         let res = self
             .conn
             .run_spilling(command_line, stdin, self.step_timeout, Some(&spill_to_log))
             .await;
         if let Some(log) = &self.log {
-            log.write(&self.target.name, &render_log(step, command_line, &res));
+            let took = started.elapsed();
+            log.write(
+                &self.target.name,
+                &render_log(step, took, command_line, &res),
+            );
         }
         match res {
             Ok(out) => Ok(out),
@@ -250,10 +255,17 @@ where
     }
 }
 
-fn render_log(step: &str, command_line: &str, res: &Result<Output, ExecError>) -> String {
+/// A step in the run log: when it ended, how long it took, the command and what it said.
+fn render_log(
+    step: &str,
+    took: std::time::Duration,
+    command_line: &str,
+    res: &Result<Output, ExecError>,
+) -> String {
     let mut s = format!(
-        "== {} step {step}\n$ {command_line}\n",
-        utc_stamp(std::time::SystemTime::now())
+        "== {} step {step} ({:.3} s)\n$ {command_line}\n",
+        utc_stamp(std::time::SystemTime::now()),
+        took.as_secs_f64()
     );
     match res {
         Ok(o) => {
