@@ -58,12 +58,14 @@
 #         with --delete); same: existing regular files with the archived size and time,
 #         which only --checksum compares by content; bytes: size of the files that would be
 #         transferred; sample: up to 20 paths of each, relative to DEST.
-#       --verify: after a pull, every entry of DEST against the archive, content included
-#         (rsync --checksum on both sides), nothing changes;
+#       --verify: after a pull, every entry of DEST against the archive, nothing changes:
+#         type, size, time, mode, owner, group, ACLs, xattrs, missing and extraneous entries
+#         (content was checked by the pull's whole-file checksums as each file was written);
+#         with --checksum, content too (read again and hashed on both sides);
 #         {"changed":false,"verified":bool,"files":N,"entries":N,"differ":N,"sample":[...]}
 #         files: regular files compared; differ: entries missing, extraneous, or whose
-#         content, size, type, mode, owner, group, ACL or xattrs differ; sample: up to 20
-#         "WHAT PATH" (WHAT: missing, extra, or a comma list such as content,mode).
+#         content, time, size, type, mode, owner, group, ACL or xattrs differ; sample: up
+#         to 20 "WHAT PATH" (WHAT: missing, extra, or a comma list such as content,mode).
 #       else:
 #         {"changed":bool,"files":N,"entries":N,"bytes":N,"transferred_bytes":N,"deleted":N,
 #          "checksum":bool,"duration_s":N}

@@ -380,6 +380,7 @@ async fn demo_backups(app: &App, lab_app: &App) -> anyhow::Result<Status> {
             dry_run: false,
             allow_release_change: false,
             keep_setuid_and_devices: false,
+            verify_content: false,
         }),
     )
     .await

@@ -27,7 +27,8 @@ FILES=${FILES:-100000}
 FILE_SIZE=${FILE_SIZE:-2048}
 SCALE=${SCALE:-"10000 100000 300000"}
 SCALE_RUNS=${SCALE_RUNS:-3}
-# What to measure: daily (and the expiry and recover that follow it), scale, or both.
+# What to measure: daily (and the expiry and recover that follow it), recover (after the
+# first backups only), scale; any of them.
 PARTS=${PARTS:-"daily scale"}
 # shellcheck source=tests/bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -202,21 +203,25 @@ expire_borg=$(timed on vps1 "$borg_env borg prune --keep-last $((n_borg - 1)) $b
 n_restic=$(on vps1 "$restic_env restic $restic_repo snapshots --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'")
 expire_restic=$(timed on vps1 "$restic_env restic $restic_repo forget -q --keep-last $((n_restic - 1)) --prune >/dev/null")
 
+fi
+
 # Recover onto an empty path: 0km's whole command (plan, pull, verification) from each
 # archive, a bare rsync pull of the same snapshot, restic restore; the bytes compared.
+if [[ $PARTS == *daily* || $PARTS == *recover* ]]; then
 echo "== recover, $RUNS runs each" >&2
 snap_hl=$(on archive 'readlink /srv/backup/vps1/current')
 for ((r = 1; r <= RUNS; r++)); do
-    on vps1 'rm -rf /srv/r-hl /srv/r-bt /srv/r-rsync /srv/r-restic'
+    on vps1 'rm -rf /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-restic'
     rec[hl]+="$(timed km --yes vps-backup recover myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hl) "
+    rec[hlc]+="$(timed km --yes vps-backup recover --verify-content myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hlc) "
     rec[bt]+="$(timed km --yes vps-backup recover myadmin@vps2#vps1:/srv/datastore/data/maildir vps1:/srv/r-bt) "
     rec[rsync]+="$(timed on vps1 "rsync -a -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-rsync/") "
     rec[restic]+="$(timed on vps1 "$restic_env restic $restic_repo restore -q latest --target /srv/r-restic >/dev/null") "
-    echo "   recover run $r: $(last "${rec[hl]}") $(last "${rec[bt]}") $(last "${rec[rsync]}") $(last "${rec[restic]}")" >&2
+    echo "   recover run $r: $(last "${rec[hl]}") $(last "${rec[hlc]}") $(last "${rec[bt]}") $(last "${rec[rsync]}") $(last "${rec[restic]}")" >&2
 done
 sum() { on vps1 "cd $1 && find . -type f -print0 | sort -z | xargs -0 cat | sha256sum"; }
 want=$(sum /srv/datastore/data/maildir)
-for d in /srv/r-hl /srv/r-bt /srv/r-rsync /srv/r-restic/srv/datastore/data/maildir; do
+for d in /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-restic/srv/datastore/data/maildir; do
     [[ $(sum "$d") == "$want" ]] || {
         echo "$d differs from the source" >&2
         exit 1
@@ -254,13 +259,17 @@ done
         printf '  %-34s %8.3f s\n' "0km, btrfs mode (subvolume delete)" "$expire_bt"
         printf '  %-34s %8.3f s   (of %s)\n' "borg prune + compact" "$expire_borg" "$n_borg"
         printf '  %-34s %8.3f s   (of %s)\n' "restic forget --prune" "$expire_restic" "$n_restic"
+    fi
+    if [[ $PARTS == *daily* || $PARTS == *recover* ]]; then
         echo
         echo "recover of $FILES files onto an empty path (median of $RUNS runs; bytes checked)"
         printf '  %-34s %8.2f s\n' "0km recover, hard-link archive" "$(recmed hl)"
+        printf '  %-34s %8.2f s\n' "0km recover --verify-content" "$(recmed hlc)"
         printf '  %-34s %8.2f s\n' "0km recover, btrfs archive" "$(recmed bt)"
         printf '  %-34s %8.2f s\n' "rsync -a pull of the snapshot" "$(recmed rsync)"
         printf '  %-34s %8.2f s\n' "restic restore" "$(recmed restic)"
-        printf '  0km (hard-link) / rsync pull: %.2fx (goal <= 1.3x)\n' "$(calc "$(recmed hl) / $(recmed rsync)")"
+        printf '  0km (hard-link) / rsync pull: %.2fx (goal <= 1.3x); / restic restore: %.2fx (goal < 1)\n' \
+            "$(calc "$(recmed hl) / $(recmed rsync)")" "$(calc "$(recmed hl) / $(recmed restic)")"
     fi
     if [[ $PARTS == *scale* ]]; then
         echo
@@ -278,5 +287,5 @@ done
     echo
     echo "every run (seconds):"
     for k in "${!times[@]}"; do echo "  $k: ${times[$k]}"; done | sort
-    for k in hl bt rsync restic; do echo "  recover $k: ${rec[$k]-}"; done
+    for k in hl hlc bt rsync restic; do echo "  recover $k: ${rec[$k]-}"; done
 }

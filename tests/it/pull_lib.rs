@@ -90,6 +90,72 @@ fn the_check_after_a_restore_names_every_difference_but_times() {
     assert_eq!(counts["files"], 6, "{out}");
 }
 
+/// The default check after a restore: every attribute, not content (which the transfer's
+/// whole-file checksums checked as each file was written): a time that differs is a
+/// difference (the file was changed since), a same-size same-time rewrite is not seen.
+#[test]
+fn the_check_without_content_names_every_difference_of_attributes() {
+    let t = trees();
+    let out = run(
+        "rsync -aH --no-s --numeric-ids --stats --dry-run -i --delete s/ d/ | pull_tally verify 0",
+        t.path(),
+    );
+    let (counts, samples) = parse(&out);
+    let differ: Vec<&str> = samples
+        .iter()
+        .filter_map(|s| s.strip_prefix("differ "))
+        .collect();
+    let owner = if is_root() {
+        "owner owner.txt"
+    } else {
+        "mode owner.txt"
+    };
+    for want in [
+        "extra extra.txt",
+        "content link",
+        "missing missing file",
+        "mode mode.txt",
+        "time time.txt",
+        owner,
+    ] {
+        assert!(differ.contains(&want), "{want} not in {differ:?}");
+    }
+    assert!(
+        !differ
+            .iter()
+            .any(|d| d.contains("content.txt") || d.contains("same.txt")),
+        "{differ:?}"
+    );
+    assert_eq!(counts["differ"], 6, "{out}");
+}
+
+/// A pull itemizes nothing: what it created, rewrote and deleted comes from its stats.
+#[test]
+fn a_pull_counts_from_its_stats() {
+    let t = trees();
+    let out = run(
+        "rsync -aH --no-s --numeric-ids --stats --delete s/ d/ | pull_tally pull",
+        t.path(),
+    );
+    let (counts, _) = parse(&out);
+    // created: the missing file; rewritten: time.txt (its time differs; content.txt has the
+    // archived size and time: only --checksum rewrites it); deleted: extra.txt.
+    assert_eq!(counts["create"], 1, "{out}");
+    assert_eq!(counts["update"], 1, "{out}");
+    assert_eq!(counts["delete"], 1, "{out}");
+    assert_eq!(counts["files"], 6, "{out}");
+    let again = run(
+        "rsync -aH --no-s --numeric-ids --stats --delete s/ d/ | pull_tally pull",
+        t.path(),
+    );
+    let (counts, _) = parse(&again);
+    assert_eq!(
+        (counts["create"], counts["update"], counts["delete"]),
+        (0, 0, 0),
+        "{again}"
+    );
+}
+
 #[test]
 fn a_plan_counts_creations_overwrites_deletions_and_unchecked_files() {
     let t = trees();

@@ -162,7 +162,8 @@ fn a_path_recovers_to_another_destination_path() {
         // xattrs).
         .stdout_has(" 34 files), files not in the backup deleted")
         // Nothing there yet: everything is created, no dry run was needed to say so.
-        .stdout_has("on vps2: 34 files created, 0 overwritten, 0 deleted");
+        .stdout_has("on vps2: 34 files created, 0 overwritten, 0 deleted")
+        .stdout_has("Verified: 34 files on vps2 match the archive (size, time, mode, owner; content by the transfer's checksums)");
     assert!(!first.stderr.contains("recover: plan"), "{}", first.all());
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/app"),
@@ -192,13 +193,15 @@ fn a_path_recovers_to_another_destination_path() {
         "myadmin@archive#vps1:/srv/datastore/data/app",
         "vps2:/restore/app",
     ];
+    // (--verify-content: the check reads every file again on both sides)
     lab.zerokm(again)
+        .arg("--verify-content")
         .run()
         .success()
         .stderr_has("recover: plan")
         .stdout_has("have the archived size and time: compared by content")
         .stdout_has("0 files created, 0 overwritten, 0 deleted")
-        .stdout_has("Verified: 34 files on vps2 match the archive");
+        .stdout_has("Verified: 34 files on vps2 match the archive (content read again, size, time, mode, owner)");
     // A process still writing into the restored directory: the check says what differs.
     sh(
         &lab,
@@ -209,7 +212,7 @@ fn a_path_recovers_to_another_destination_path() {
     sh(&lab, "vps2", "rm -f /tmp/writing");
     out.code(1)
         .stdout_has("NOT verified: 1 difference(s):")
-        .stdout_has("  /restore/app/sub/f3.txt: content, size differ");
+        .stdout_has("  /restore/app/sub/f3.txt: size differs");
     // A single file too.
     lab.zerokm([
         "--yes",

@@ -190,13 +190,14 @@ pull_list() {
     done <"$out"
 }
 
-# pull_tally MODE < rsync output: counts rsync's itemized lines (--itemize-changes:
+# pull_tally MODE [CONTENT] < rsync output (CONTENT 1: a verify compared content): counts rsync's itemized lines (--itemize-changes:
 # YXcstpoguax PATH, or `*deleting PATH`) and its --stats, keeps --info=progress2's last
 # figures in the file pull_progress (if set), and prints `NAME VALUE` lines:
 #   create N, update N, delete N, same N, differ N; bytes, transferred, files (regular),
 #   entries, deleted (from the stats); then up to 20 `sample-KIND PATH` lines per kind.
 # create: not on this host yet; update: existing files, links and devices that change
-# (directories whose only change is a time or a mode are not counted); delete: extraneous;
+# (directories whose only change is a time or a mode are not counted; in a pull, which
+# itemizes nothing, the regular files rewritten, from its stats); delete: extraneous;
 # same (plan, -ii): existing regular files of the same size and time, whose content the quick
 # check does not compare; differ (verify): entries whose content, size, type, permissions,
 # owner, group, ACL or xattrs differ, are missing, or are extraneous (times alone are not a
@@ -211,7 +212,7 @@ pull_tally() {
         awk+=(-W interactive)
     fi
     # shellcheck disable=SC2016 # an awk program
-    stdbuf -oL tr '\r' '\n' | "${awk[@]}" -v mode="$1" -v progress="$pull_progress" '
+    stdbuf -oL tr '\r' '\n' | "${awk[@]}" -v mode="$1" -v content="${2:-0}" -v progress="$pull_progress" '
     BEGIN { shown = -1 }
     function num(s) { gsub(/[^0-9]/, "", s); return s + 0 }
     # --info=progress2: "   380,000,000  37%   50.12MB/s    0:00:07 (xfr#12, to-chk=...)"
@@ -247,7 +248,11 @@ pull_tally() {
         }
         if (mode == "verify" && !unchanged) {
             what = ""
-            if (y == "<" || y == ">" || substr(rest, 1, 1) == "c") what = what ",content"
+            if (y == "<" || y == ">" || substr(rest, 1, 1) == "c") {
+                # (without --checksum, a file is sent when its size or time differs: say which)
+                if (content == 1 || substr(rest, 1, 1) == "c") what = what ",content"
+                else if (substr(rest, 2, 1) != "s") what = what ",time"
+            }
             if (substr(rest, 2, 1) == "s") what = what ",size"
             if (substr(rest, 4, 1) == "p") what = what ",mode"
             if (substr(rest, 5, 1) == "o") what = what ",owner"
@@ -264,10 +269,21 @@ pull_tally() {
         if (match($0, /reg: [0-9,.]+/)) st["files"] += num(substr($0, RSTART + 5, RLENGTH - 5))
         next
     }
+    /^Number of created files: / {
+        st["created"] += num($5)
+        if (match($0, /reg: [0-9,.]+/)) st["created_reg"] += num(substr($0, RSTART + 5, RLENGTH - 5))
+        next
+    }
     /^Number of deleted files: / { st["deleted"] += num($5); next }
+    /^Number of regular files transferred: / { st["xfer"] += num($6); next }
     /^Total file size: / { st["bytes"] += num($4); next }
     /^Total transferred file size: / { st["transferred"] += num($5); next }
     END {
+        # (a pull itemizes nothing: what it created, rewrote and deleted, from its stats)
+        if (mode == "pull") {
+            n["create"] = st["created"]; n["delete"] = st["deleted"]
+            n["update"] = st["xfer"] > st["created_reg"] ? st["xfer"] - st["created_reg"] : 0
+        }
         split("create update delete same differ", k, " ")
         for (i = 1; i <= 5; i++) print k[i], n[k[i]] + 0
         split("bytes transferred files entries deleted", k, " ")
@@ -325,14 +341,19 @@ pull_run() {
     # file of this host with the same size and time as the archived one but other content
     # (a config written at the same second on a fresh machine) must not be kept. A verify
     # always compares content.
+    # A pull itemizes nothing: its counts come from --stats (a line per file through awk cost
+    # as much as a tenth of the pull of many small files). A verify compares what rsync's
+    # quick check compares, every attribute but content (each file's content was checked by
+    # the transfer's whole-file checksum as it was written); with pull_checksum=1 content
+    # too, read again on both sides.
     local -a mode_opts=(--stats)
     case $mode in
         plan) mode_opts+=(--dry-run -ii) ;;
-        pull) mode_opts+=(-i) ;;
-        verify) mode_opts+=(--dry-run -i --checksum) ;;
+        pull) ;;
+        verify) mode_opts+=(--dry-run -i) ;;
         *) die_usage "pull_run: unknown mode $mode" ;;
     esac
-    [[ $mode != pull || $pull_checksum != 1 ]] || mode_opts+=(--checksum)
+    [[ $mode == plan || $pull_checksum != 1 ]] || mode_opts+=(--checksum)
     if [[ $mode == pull && -n $pull_progress ]]; then
         mode_opts+=(--info=progress2)
         rm -f "$pull_progress"
@@ -348,7 +369,7 @@ pull_run() {
         # -A -X: ACLs and extended attributes, as the backup has them (-X unless pull_xattrs=0).
         rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
             -e "$(pull_ssh)" "$pull_user@$pull_host:${jobs[i]}" "${jobs[i + 1]}" 2>"$errf" |
-            pull_tally "$mode" >>"$out" || code=${PIPESTATUS[0]}
+            pull_tally "$mode" "$pull_checksum" >>"$out" || code=${PIPESTATUS[0]}
         if [[ $code -ne 0 && $code -ne 24 ]]; then
             sed 's/^/    /' "$errf" >&2
             die "pulling ${jobs[i]} failed: $(pull_explain "$errf" "$code")"

@@ -102,6 +102,8 @@ pub struct Recover {
     pub allow_release_change: bool,
     /// A path or components recover keeps setuid/setgid bits and device nodes.
     pub keep_privileged: bool,
+    /// The check after the restore compares contents too, read again on both sides.
+    pub verify_content: bool,
 }
 
 /// A recover planned and ready: the plan to show, and what executing it needs. Dropping it
@@ -134,6 +136,7 @@ impl Recover {
             spec,
             allow_release_change,
             keep_privileged,
+            verify_content,
         } = self;
         if hosts.archive.name == hosts.dest.name || same_machine(&hosts).await {
             return Err(RecoverError::Plan(format!(
@@ -212,6 +215,7 @@ impl Recover {
                             if !whole {
                                 plan.new_volumes = new_volumes;
                             }
+                            plan.verify_content = verify_content;
                             (plan, server)
                         })
                 }
@@ -516,7 +520,7 @@ impl Prepared {
         })
     }
 
-    /// Every restored entry against the archive, content included.
+    /// Every restored entry against the archive (content too with `--verify-content`).
     async fn verify(&self) -> Result<Verified, RecoverError> {
         let plan = &self.plan;
         // The key again, for minutes more (the restore may have taken longer).
@@ -529,7 +533,9 @@ impl Prepared {
             &plan.snapshot,
             &plan.items,
             &plan.excludes,
-            PullMode::Verify,
+            PullMode::Verify {
+                content: plan.verify_content,
+            },
             0,
         )
         .await?;

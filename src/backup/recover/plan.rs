@@ -116,6 +116,8 @@ pub struct Plan {
     pub privileged: Option<Privileged>,
     /// Docker volumes the destination's Docker does not have yet: created before the pull.
     pub new_volumes: Option<super::volumes::NewVolumes>,
+    /// The check after the restore reads every file again and compares contents too.
+    pub verify_content: bool,
 }
 
 /// The setuid/setgid files and device nodes of the restored paths, left out (`recover.sh

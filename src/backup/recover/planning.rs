@@ -40,7 +40,13 @@ impl Planning<'_> {
         let scope = scope_paths(&items, whole);
         self.key.grant(hosts, Stage::Plan, snapshot, &scope).await?;
         let server = self.server().await?;
-        self.probe(&server, &scope).await?;
+        // One read with the key before the restore's grant, which binds the key to the
+        // address it came from: the listing of setuid files and devices of a path or
+        // components recover is one; otherwise a probe.
+        let unprivileged = !whole && !self.keep_privileged;
+        if !unprivileged {
+            self.probe(&server, &scope).await?;
+        }
         let mut excludes: Vec<String> = Vec::new();
         let mut whole_host = None;
         // A whole host's charm components (mailcow's): whichever the backup holds are
@@ -127,7 +133,6 @@ impl Planning<'_> {
         // A path or components recover: the backup's setuid/setgid bits and device nodes are
         // left out unless asked for (the backup is the source host's word); the plan says
         // which. A whole host is restored as it was.
-        let unprivileged = !whole && !self.keep_privileged;
         if unprivileged {
             for it in items.iter_mut() {
                 it.unprivileged = true;
@@ -148,7 +153,7 @@ impl Planning<'_> {
             ..Plan::default()
         };
         if unprivileged {
-            plan.privileged = Some(self.privileged(&server, &plan.items).await?);
+            plan.privileged = Some(self.privileged(&server, &plan.items, &scope).await?);
         }
         self.count(&mut plan, items, fresh, &server).await?;
         Ok((plan, server))
@@ -204,16 +209,19 @@ impl Planning<'_> {
     }
 
     /// The setuid/setgid files and device nodes of the items, from a listing of the archive
-    /// made on the destination (`recover.sh privileged`).
+    /// made on the destination with the key (`recover.sh privileged`), which is the plan's
+    /// read with the key (a probe when there is nothing to list).
     async fn privileged(
         &self,
         server: &Server,
         items: &[Item],
+        scope: &[String],
     ) -> Result<Privileged, RecoverError> {
         let sources: Vec<String> = pull::moved(items)
             .map(|i| pull::archive_path(self.snapshot, &i.source))
             .collect();
         if sources.is_empty() {
+            self.probe(server, scope).await?;
             return Ok(Privileged::default());
         }
         let mut args = vec![

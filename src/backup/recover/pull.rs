@@ -32,8 +32,10 @@ pub enum PullMode {
     /// The restore; `checksum`: existing files of the same size and time are compared by
     /// content (the plan found some).
     Pull { checksum: bool },
-    /// A dry run after the pull comparing everything, content included, with the archive.
-    Verify,
+    /// A dry run after the pull comparing every entry with the archive: type, size, time,
+    /// mode, owner, ACLs, xattrs (content was checked by the transfer's whole-file
+    /// checksums); `content`: read again and compared by content too.
+    Verify { content: bool },
 }
 
 /// A dry run's counts (`--dry-run`).
@@ -116,7 +118,12 @@ impl Server {
         ];
         match mode {
             PullMode::Plan => a.push("--dry-run"),
-            PullMode::Verify => a.push("--verify"),
+            PullMode::Verify { content } => {
+                a.push("--verify");
+                if content {
+                    a.push("--checksum");
+                }
+            }
             PullMode::Pull { checksum: true } => a.push("--checksum"),
             PullMode::Pull { checksum: false } => {}
         }
@@ -180,7 +187,7 @@ where
     let (what, step) = match mode {
         PullMode::Plan => ("planning (dry run)", "recover: plan"),
         PullMode::Pull { .. } => ("restoring", "recover: pull"),
-        PullMode::Verify => ("verifying against the archive", "recover: verify"),
+        PullMode::Verify { .. } => ("verifying against the archive", "recover: verify"),
     };
     hosts
         .on(&hosts.dest, what, |ctx| {
@@ -309,8 +316,12 @@ mod tests {
             "--checksum --exclude /cache/"
         );
         assert_eq!(
-            args(PullMode::Verify, Some(true), true),
+            args(PullMode::Verify { content: false }, Some(true), true),
             "--verify --kind d --delete --exclude /cache/"
+        );
+        assert_eq!(
+            args(PullMode::Verify { content: true }, None, false),
+            "--verify --checksum --exclude /cache/"
         );
     }
 

@@ -74,6 +74,11 @@ pub struct RecoverArgs {
     /// backup has them (left out otherwise: the backup is the source host's word)
     #[arg(long)]
     pub keep_setuid_and_devices: bool,
+    /// The check after the restore reads every file again on both sides and compares
+    /// contents too (by default it compares every other attribute: each file's content was
+    /// checked by the transfer's own whole-file checksum as it was written)
+    #[arg(long)]
+    pub verify_content: bool,
 }
 
 #[derive(Debug, Args)]

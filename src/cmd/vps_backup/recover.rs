@@ -42,6 +42,7 @@ pub async fn run(app: &App, a: &RecoverArgs) -> anyhow::Result<Status> {
         spec: spec.clone(),
         allow_release_change: a.allow_release_change,
         keep_privileged: a.keep_setuid_and_devices,
+        verify_content: a.verify_content,
     };
     let result = match recover.prepare().await {
         Ok(prepared) => {
@@ -136,9 +137,14 @@ fn report(ui: &Ui, plan: &Plan, applied: Applied) -> HostResult {
     let (status, failure, verify_json) = match &verify {
         Ok(v) if v.ok() => {
             ui.out(&format!(
-                "Verified: {} files on {} match the archive (content, size, mode, owner){}{}.",
+                "Verified: {} files on {} match the archive ({}){}{}.",
                 v.files,
                 plan.dest,
+                if plan.verify_content {
+                    "content read again, size, time, mode, owner"
+                } else {
+                    "size, time, mode, owner; content by the transfer's checksums"
+                },
                 if plan.excludes.is_empty() {
                     ""
                 } else {
