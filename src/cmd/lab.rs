@@ -42,9 +42,11 @@ pub struct UpArgs {
     /// "Please login as the user debian" (repeat for more)
     #[arg(long, value_name = "HOST")]
     pub cloud: Vec<String>,
-    /// Run a Docker engine on HOST (a machine-image host), with Debian's MariaDB and redis as
-    /// a local image `0km-lab/debian:bookworm`; no registry is used. `HOST:/DATA/ROOT` keeps
-    /// its data elsewhere than /var/lib/docker (daemon.json's data-root) (repeat for more)
+    /// Run a Docker engine on HOST, with Debian's MariaDB and redis as a local image
+    /// `0km-lab/debian:bookworm`; no registry is used. A host of the machine image starts it
+    /// at once; a pristine Debian host once Docker is installed (`vps-setup`), by running
+    /// `0km-lab-dockerd` on it. `HOST:/DATA/ROOT` keeps its data elsewhere than
+    /// /var/lib/docker (daemon.json's data-root) (repeat for more)
     #[arg(long, value_name = "HOST[:DATA_ROOT]", value_parser = parse_docker)]
     pub docker: Vec<(String, Option<String>)>,
     #[command(flatten)]

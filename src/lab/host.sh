@@ -27,8 +27,10 @@
 #   LAB_CLOUD_USER      optional: a cloud-image style host: this user (debian) has the lab key
 #                       and passwordless sudo; root's key is forced to "Please login as the
 #                       user ..." (exit 142), as cloud-init writes it
-#   LAB_DOCKER_DATA     optional: run a Docker engine, its data root (/var/lib/docker) this
-#                       directory of the machine's disk (overlay2 refuses an overlay root)
+#   LAB_DOCKER_DATA     optional: run a Docker engine (dockerd.sh, next to this script), its
+#                       data root (/var/lib/docker) this directory of the machine's disk
+#                       (overlay2 refuses an overlay root); started now if the host has
+#                       Docker, else by 0km-lab-dockerd once it is installed
 #   LAB_DOCKER_ROOT     with it: where the data root is on the host (default /var/lib/docker;
 #                       another is written in /etc/docker/daemon.json, as an admin would)
 #   LAB_DOCKER_IMAGE    with it: a root directory imported as the image 0km-lab/debian:bookworm
@@ -136,30 +138,13 @@ if [[ -n $docker_data ]]; then
 		mkdir -p "$root/etc/docker"
 		printf '{\n  "data-root": "%s"\n}\n' "$docker_root" >"$root/etc/docker/daemon.json"
 	fi
+	# The engine's starter (dockerd.sh, next to this script), and its containers' cgroup.
+	install -m 755 "${BASH_SOURCE[0]%/*}/dockerd.sh" "$root/usr/local/sbin/0km-lab-dockerd"
+	mkdir -p "$root/etc/0km-lab"
+	printf '%s\n' "$docker_cgroup" >"$root/etc/0km-lab/docker-cgroup"
 	mount --bind "$docker_image" "$root/var/lib/0km-lab-image"
 	mount -o remount,bind,ro "$root/var/lib/0km-lab-image"
 fi
-
-# start_docker: (in the host's root) dockerd as on a Debian VPS, at its default socket, data
-# root and exec root, without touching the machine's network: no iptables rules, no bridge
-# (containers use the host's network or none). Waits for it, then imports the image.
-start_docker() {
-	dockerd --iptables=false --ip6tables=false --bridge=none --cgroup-parent="/$docker_cgroup" \
-		>/var/log/dockerd.log 2>&1 </dev/null &
-	local i
-	for ((i = 0; i < 150; i++)); do
-		docker version >/dev/null 2>&1 && break
-		sleep 0.2
-	done
-	if ! docker version >/dev/null 2>&1; then
-		echo "0km lab: dockerd did not start on $name:" >&2
-		tail -n 20 /var/log/dockerd.log >&2
-		exit 1
-	fi
-	tar -C /var/lib/0km-lab-image -c . | docker import - 0km-lab/debian:bookworm >/dev/null
-	umount /var/lib/0km-lab-image
-	rmdir /var/lib/0km-lab-image
-}
 
 # enter_root: the host's root becomes the root of its mount namespace (pivot_root, the old
 # root detached), as on a real machine. Not chroot: a chrooted process may not create user
@@ -209,5 +194,7 @@ EOF
 # namespace; and when it exits the kernel kills whatever is left in the
 # namespace, which tears down all the mounts above. One process per host.
 enter_root
-[[ -z $docker_data ]] || start_docker
+if [[ -n $docker_data ]] && command -v dockerd >/dev/null; then
+	/usr/local/sbin/0km-lab-dockerd
+fi
 exec /usr/sbin/sshd -D -e -f /etc/ssh/sshd_config

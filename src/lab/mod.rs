@@ -235,8 +235,6 @@ pub enum LabError {
     Io { what: String, source: io::Error },
     #[error("the lab has no host `{name}` (archive, vps1, vps2, ...)")]
     NoSuchHost { name: String },
-    #[error("--docker {name}: a Docker engine runs on hosts of the machine image only (this machine's docker.io); drop --host-image/--image for {name}")]
-    DockerNeedsMachine { name: String },
 }
 
 /// A closure for `map_err` that wraps an `io::Error` with what was being done.
@@ -253,6 +251,8 @@ const MAX_VPS: usize = 253;
 /// For all hosts together to accept connections; 50 take a few seconds on 2 cores.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const HOST_SH: &str = include_str!("host.sh");
+/// A lab host's Docker engine starter (`0km-lab-dockerd` in the host).
+const DOCKERD_SH: &str = include_str!("dockerd.sh");
 
 // The files `up` writes into the lab directory: `up` accepts a directory holding nothing else,
 // and `down` removes exactly these.
@@ -264,8 +264,9 @@ const KNOWN_HOSTS: &str = "known_hosts";
 const SSH_CONFIG: &str = "ssh_config";
 const CONFIG_YML: &str = "config.yml";
 const SCRIPT: &str = "host.sh";
+const DOCKERD_SCRIPT: &str = "dockerd.sh";
 const HOSTS: &str = "hosts";
-const LAB_FILES: [&str; 9] = [
+const LAB_FILES: [&str; 10] = [
     STATE,
     LOCK,
     CLIENT_KEY,
@@ -274,6 +275,7 @@ const LAB_FILES: [&str; 9] = [
     SSH_CONFIG,
     CONFIG_YML,
     SCRIPT,
+    DOCKERD_SCRIPT,
     HOSTS,
 ];
 
@@ -392,9 +394,6 @@ pub fn up(dir: &Path, opts: &Options) -> Result<Lab, LabError> {
     for h in &opts.docker {
         if !names.contains(h) {
             return Err(LabError::NoSuchHost { name: h.clone() });
-        }
-        if opts.image_of(h) != Image::Machine {
-            return Err(LabError::DockerNeedsMachine { name: h.clone() });
         }
     }
     // The containers' image (Debian with MariaDB and redis), built once like the hosts'.

@@ -5,7 +5,8 @@ use super::process::{self, ProcessId};
 use super::{
     io_error, render, slot_run_dir, write_state, Access, HostRecord, Image, LabError, LabHost,
     Options, State, ARCHIVE, ARCHIVE_PORT, CLIENT_KEY, CLIENT_KEY_PUB, CLOUD_USER, CONFIG_YML,
-    HOSTS, HOST_SH, KNOWN_HOSTS, SCRIPT, SSH_CONFIG, START_TIMEOUT, VPS_PORT,
+    DOCKERD_SCRIPT, DOCKERD_SH, HOSTS, HOST_SH, KNOWN_HOSTS, SCRIPT, SSH_CONFIG, START_TIMEOUT,
+    VPS_PORT,
 };
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -99,6 +100,7 @@ fn write_files(dir: &Path, slot: u8, hosts: &[LabHost]) -> Result<String, LabErr
     write(SSH_CONFIG, render::ssh_config(dir, hosts))?;
     write(CONFIG_YML, render::config_yml(dir, &public_key, hosts))?;
     write(SCRIPT, HOST_SH.to_string())?;
+    write(DOCKERD_SCRIPT, DOCKERD_SH.to_string())?;
 
     Ok(public_key)
 }

@@ -4,7 +4,7 @@
 //! `backup-server setup` and backups need must be installed by them, not found on a copy of
 //! this workstation.
 
-use crate::support::{sh, Lab};
+use crate::support::{mailcow_sql, mailcow_stack, services_log_in, sh, Lab};
 
 #[test]
 fn vps_setup_on_pristine_debian_12_and_13_installs_what_the_charms_run() {
@@ -305,4 +305,84 @@ fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
         .run()
         .success();
     sh(&lab, "vps3", "vps backup");
+}
+
+/// The manual's `#src:mailcow,mysql` between pristine hosts running Debian's own Docker, as
+/// `vps-setup` installs it: vps1 a Debian 12 (docker.io 20.10, docker-compose), vps2 a Debian
+/// 13 (docker.io, docker-cli and Compose v2 as `docker compose`); each runs its own stack with
+/// its own passwords and project, and the hosts are named as the manual names them
+/// (addresses, the archive's port).
+#[test]
+fn mailcow_recovers_between_pristine_debian_12_and_13_on_debians_own_docker() {
+    let lab = Lab::up_with(
+        2,
+        &[
+            "--image",
+            "bookworm",
+            "--host-image",
+            "vps2=trixie",
+            "--docker",
+            "vps1",
+            "--docker",
+            "vps2",
+        ],
+    );
+    let net = lab.net();
+    let archive = format!("myadmin@{net}.1:10023");
+    let (vps1, vps2) = (format!("root@{net}.2"), format!("root@{net}.3"));
+    lab.zerokm(["vps-setup", &vps1, &vps2]).run().success();
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        &format!("root@{net}.1:10023"),
+        "--admin",
+        "myadmin",
+    ])
+    .run()
+    .success();
+    // (no service manager in a lab host: its Docker is started as systemd would)
+    for h in ["vps1", "vps2"] {
+        sh(&lab, h, "0km-lab-dockerd");
+    }
+    let one = mailcow_stack(&lab, "vps1", "mailcowdockerized");
+    let two = mailcow_stack(&lab, "vps2", "mc2");
+    mailcow_sql(
+        &lab,
+        "vps1",
+        &one.dbpass,
+        &one.dbuser,
+        "CREATE TABLE mailbox (username VARCHAR(64) PRIMARY KEY); INSERT INTO mailbox VALUES ('alice@example.test');",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", &archive, &vps1])
+        .run()
+        .success();
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &format!("{archive}#{net}.2:mailcow,mysql"),
+        &vps2,
+    ])
+    .run()
+    .success()
+    .stdout_has("the backup's mailcow.conf, restored with the mailcow component")
+    .stdout_has("Verified: ");
+    assert_eq!(
+        mailcow_sql(
+            &lab,
+            "vps2",
+            &one.dbpass,
+            &one.dbuser,
+            "SELECT GROUP_CONCAT(username) FROM mailbox"
+        ),
+        "alice@example.test"
+    );
+    assert_eq!(services_log_in(&lab, "vps2"), "ok");
+    assert_ne!(one.dbpass, two.dbpass);
+    // Debian 13's stack is run by Compose v2 now, under the backup's project.
+    assert!(
+        sh(&lab, "vps2", "docker compose ls").contains("mailcowdockerized"),
+        "{}",
+        sh(&lab, "vps2", "docker compose ls")
+    );
 }

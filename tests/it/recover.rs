@@ -722,13 +722,7 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
     let two = crate::support::mailcow_stack(&lab, "vps2", "mc2");
     assert_ne!(one.dbpass, two.dbpass);
     let sql = |host: &str, pass: &str, user: &str, query: &str| {
-        sh(
-            &lab,
-            host,
-            &format!(
-                "docker exec -e MYSQL_PWD='{pass}' $(docker ps -qf name=mysql-mailcow) mariadb -u{user} mailcow -NBe \"{query}\""
-            ),
-        )
+        crate::support::mailcow_sql(&lab, host, pass, user, query)
     };
     sql(
         "vps1",

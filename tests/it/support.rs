@@ -425,7 +425,9 @@ pub fn mailcow_stack(lab: &Lab, host: &str, project: &str) -> MailcowStack {
         &format!(
             "set -e; mkdir -p /opt/mailcow-dockerized && tar -C /opt/mailcow-dockerized -x && cd /opt/mailcow-dockerized && \
              printf 'MAILCOW_HOSTNAME={host}.example.test\\nDBNAME={}\\nDBUSER={}\\nDBPASS={}\\nDBROOT={}\\nCOMPOSE_PROJECT_NAME={project}\\n' > mailcow.conf && \
-             ln -sfn mailcow.conf .env && docker-compose up -d >/dev/null 2>&1 && \
+             ln -sfn mailcow.conf .env && \
+             if docker compose version >/dev/null 2>&1; then dc='docker compose'; else dc=docker-compose; fi && \
+             $dc up -d >/dev/null 2>&1 && \
              for i in $(seq 1 150); do \
                docker exec -e MYSQL_PWD={} $(docker ps -qf name=mysql-mailcow) mariadb -u{} {} -e 'SELECT 1' >/dev/null 2>&1 && exit 0; sleep 0.2; \
              done; echo 'the database never took the account' >&2; exit 1",
@@ -457,4 +459,16 @@ pub fn services_log_in(lab: &Lab, host: &str) -> String {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     last
+}
+
+/// Runs `query` in the stack's database `mailcow` on `host` as `user` with `pass`, inside its
+/// mysql-mailcow container; its output (`-NB`).
+pub fn mailcow_sql(lab: &Lab, host: &str, pass: &str, user: &str, query: &str) -> String {
+    sh(
+        lab,
+        host,
+        &format!(
+            "docker exec -e MYSQL_PWD='{pass}' $(docker ps -qf name=mysql-mailcow) mariadb -u{user} mailcow -NBe \"{query}\""
+        ),
+    )
 }
