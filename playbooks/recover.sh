@@ -116,7 +116,10 @@ die() {
 }
 
 tmpfiles=()
-cleanup_tmp() { [[ ${#tmpfiles[@]} -eq 0 ]] || rm -f "${tmpfiles[@]}"; }
+cleanup_tmp() {
+    pull_stop_watch
+    [[ ${#tmpfiles[@]} -eq 0 ]] || rm -f "${tmpfiles[@]}"
+}
 trap cleanup_tmp EXIT
 
 [[ $EUID -eq 0 ]] || die "must run as root"
