@@ -94,21 +94,33 @@ pub struct Options {
 /// Where Docker keeps its data unless told otherwise.
 pub const DOCKER_DATA_ROOT: &str = "/var/lib/docker";
 
-/// A Docker data root for a lab host: an absolute, plain path (no `.`, `..` or empty part),
-/// not `/` and not in what the host gets from elsewhere (/proc, /sys, /dev, /run, /tmp).
+/// A Docker data root for a lab host: an absolute, plain path (no `.`, `..` or empty part; only
+/// letters, digits, `.`, `_`, `-`), below /srv, /opt, /var/lib, /home or /mnt (a place of the
+/// host's own, not a system directory it runs from).
 pub fn docker_data_root(s: &str) -> Result<String, String> {
     let parts: Vec<&str> = s.strip_prefix('/').unwrap_or("").split('/').collect();
     let plain = s.starts_with('/')
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && *p != "." && *p != "..");
-    if !plain || s.len() > 200 {
-        return Err("expected an absolute path with no `.`, `..` or doubled `/`".into());
+        && s.len() <= 200
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        });
+    if !plain {
+        return Err(
+            "expected an absolute path of letters, digits, `.`, `_` and `-`, with no `.`, `..` or doubled `/`"
+                .into(),
+        );
     }
-    if ["proc", "sys", "dev", "run", "tmp"].contains(&parts[0]) {
+    let under = matches!(
+        parts.as_slice(),
+        ["srv" | "opt" | "home" | "mnt", _, ..] | ["var", "lib", _, ..]
+    );
+    if !under {
         return Err(format!(
-            "/{} is not the host's own disk: choose a path under /srv, /var or /opt",
-            parts[0]
+            "{s} is not a place of the host's own: choose a path below /srv, /opt, /var/lib, /home or /mnt"
         ));
     }
     Ok(s.to_string())
@@ -641,7 +653,19 @@ mod tests {
         ] {
             assert!(docker_data_root(bad).is_err(), "{bad}");
         }
-        let e = docker_data_root("/tmp/docker").unwrap_err();
-        assert!(e.contains("/tmp is not the host's own disk"), "{e}");
+        for bad in [
+            "/tmp/docker",
+            "/etc",
+            "/usr/lib/docker",
+            "/var/run/docker",
+            "/srv",
+        ] {
+            let e = docker_data_root(bad).unwrap_err();
+            assert!(e.contains("is not a place of the host's own"), "{bad}: {e}");
+        }
+        for bad in ["/srv/my docker", "/srv/\"x\"", "/srv/a\\b"] {
+            assert!(docker_data_root(bad).is_err(), "{bad}");
+        }
+        assert!(docker_data_root("/var/lib/docker2").is_ok());
     }
 }

@@ -715,8 +715,12 @@ fn a_recover_without_room_changes_nothing_and_says_how_much_is_missing() {
 /// live mailcow.conf, and the rows are the source's.
 #[test]
 fn mailcow_database_recovers_between_stacks_with_different_passwords() {
-    // (vps2's Docker keeps its data in /srv/docker, set in its daemon.json)
-    let lab = Lab::up_with(2, &["--docker", "vps1", "--docker", "vps2:/srv/docker"]);
+    // (vps2's Docker keeps its data in /srv/datastore/docker, set in its daemon.json: inside a
+    // directory the whole host restores)
+    let lab = Lab::up_with(
+        2,
+        &["--docker", "vps1", "--docker", "vps2:/srv/datastore/docker"],
+    );
     archive_setup(&lab);
     let one = crate::support::mailcow_stack(&lab, "vps1", "mailcowdockerized");
     let two = crate::support::mailcow_stack(&lab, "vps2", "mc2");
@@ -781,7 +785,10 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
         &lab,
         "vps1",
         "docker exec $(docker ps -qf name=postfix-mailcow) sh -c 'echo queued-on-vps1 > /var/spool/postfix/queued' && \
-         docker exec $(docker ps -qf name=redis-mailcow) redis-cli set dkim-key-of-vps1 secret-dkim >/dev/null && vps backup",
+         docker exec $(docker ps -qf name=redis-mailcow) redis-cli set dkim-key-of-vps1 secret-dkim >/dev/null && \
+         docker volume create other_data >/dev/null && echo other > /var/lib/docker/volumes/other_data/_data/f && \
+         mkdir -p /srv/datastore/data && echo d > /srv/datastore/data/f && \
+         printf '/var/lib/docker/volumes/other_data:\n' >> /etc/mirror-dir/config.yml && vps backup",
     );
     lab.zerokm([
         "--yes",
@@ -793,8 +800,9 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
     .run()
     .success()
     .stdout_has("is loaded into the destination's MySQL/MariaDB")
-    .stdout_has("Docker's volumes go where vps2's Docker keeps its data (/srv/docker), not where vps1's did (/var/lib/docker); vps2's /etc/docker/daemon.json is kept")
-    .stdout_has("/var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/ -> vps2:/srv/docker/volumes/mailcowdockerized_postfix-vol-1")
+    .stdout_has("Docker's volumes go where vps2's Docker keeps its data (/srv/datastore/docker), not where vps1's did (/var/lib/docker); vps2's /etc/docker/daemon.json is kept")
+    .stdout_has("/var/lib/docker/volumes/mailcowdockerized_postfix-vol-1/ -> vps2:/srv/datastore/docker/volumes/mailcowdockerized_postfix-vol-1")
+    .stdout_has("/var/lib/docker/volumes/other_data/ -> vps2:/srv/datastore/docker/volumes/other_data")
     .stdout_has("Verified: ");
     assert_eq!(
         sh(
@@ -806,7 +814,18 @@ fn mailcow_database_recovers_between_stacks_with_different_passwords() {
     );
     // vps2's Docker stays where its disk is: its daemon.json is its own, nothing of the
     // volumes went where no Docker reads them.
-    assert!(sh(&lab, "vps2", "cat /etc/docker/daemon.json").contains("\"/srv/docker\""));
+    assert!(sh(&lab, "vps2", "cat /etc/docker/daemon.json").contains("\"/srv/datastore/docker\""));
+    // /srv/datastore came back around vps2's Docker, which it did not delete; a volume that
+    // is not mailcow's moved too.
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "cat /srv/datastore/data/f /srv/datastore/docker/volumes/other_data/_data/f"
+        ),
+        "d\nother"
+    );
+    assert!(sh(&lab, "vps2", "docker images").contains("0km-lab/debian"));
     assert_eq!(
         sh(
             &lab,

@@ -257,7 +257,8 @@ pull_stop_watch() {
 #   entries, deleted (from the stats); then up to 20 `sample-KIND PATH` lines per kind.
 # create: not on this host yet; update: existing files, links and devices that change
 # (directories whose only change is a time or a mode are not counted; in a pull, which
-# itemizes nothing, the regular files rewritten, from its stats); delete: extraneous;
+# itemizes nothing, the regular files rewritten, from its stats: a change of mode or owner
+# alone, or a file made as a hard link, is not counted there); delete: extraneous;
 # same (plan, -ii): existing regular files of the same size and time, whose content the quick
 # check does not compare; differ (verify): entries whose content, size, type, permissions,
 # owner, group, ACL or xattrs differ, are missing, or are extraneous (times alone are not a
@@ -399,9 +400,11 @@ pull_run() {
     local out errf code i key value
     if [[ $mode == pull && -n $pull_progress ]]; then
         rm -f "$pull_progress"
-        # ($BASHPID read here: in the background job it would be the job's own)
+        # ($BASHPID read here: in the background job it would be the job's own. Its output
+        # away: its `sleep` would hold this script's, and the ssh session with it, a second
+        # after the pull.)
         local me=$BASHPID
-        pull_watch "$me" "$pull_progress" &
+        pull_watch "$me" "$pull_progress" >/dev/null 2>&1 &
         pull_watcher=$!
     fi
     local -a xattrs=(-X)

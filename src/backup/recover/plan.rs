@@ -162,10 +162,16 @@ impl Plan {
 
     /// The excludes that are the destination's identity, and those the backup left out.
     pub fn kept(&self) -> (Vec<&str>, Vec<&str>) {
+        let docker_root = self
+            .whole
+            .as_ref()
+            .and_then(|w| w.docker_move.as_ref())
+            .map(|m| m.to.as_str());
         self.excludes.iter().map(String::as_str).partition(|e| {
             WHOLE_HOST_EXCLUDES.contains(e)
                 || RELEASE_EXCLUDES.contains(e)
                 || *e == super::volumes::DOCKER_CONFIG
+                || Some(*e) == docker_root
         })
     }
 

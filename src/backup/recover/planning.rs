@@ -64,8 +64,24 @@ impl Planning<'_> {
             // Docker's volumes where the destination's Docker keeps them.
             let (new, moved) = super::volumes::whole_host(hosts, &mut items).await?;
             new_volumes = new;
-            if moved.is_some() {
-                excludes.push(super::volumes::DOCKER_CONFIG.to_string());
+            if let Some(m) = &moved {
+                // The destination's Docker stays as it is: its configuration, and its data
+                // root out of every other root's pull (and deletions).
+                let config = super::volumes::DOCKER_CONFIG;
+                excludes.extend([config.to_string(), m.to.clone()]);
+                items.retain(|i| {
+                    let own = super::roots::covered_by(&i.source, config);
+                    if own {
+                        w.left_roots.push(super::roots::LeftRoot {
+                            root: i.source.clone(),
+                            why: format!(
+                                "{}'s Docker keeps its data elsewhere: its {config} is kept",
+                                hosts.dest.name
+                            ),
+                        });
+                    }
+                    !own
+                });
             }
             w.docker_move = moved;
             whole_host = Some(w);

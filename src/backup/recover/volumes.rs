@@ -90,11 +90,13 @@ pub fn as_in_backup(roots: &[String], paths: &[String]) -> Vec<String> {
 }
 
 /// A whole host: mailcow's volumes among the backup's roots go where the destination's Docker
-/// keeps them, for the backup's project (its mailcow.conf comes back with the host). Where the
-/// destination's Docker keeps its data elsewhere than the backed-up host did, the volumes move
-/// there (returned: from where to where) and the destination's daemon.json is to be kept.
-/// Without a Docker that answers on the destination they stay where they were: Docker comes
-/// with the host's own configuration. Returns the volumes to create too.
+/// keeps them, for the backup's project (its mailcow.conf comes back with the host; the project
+/// with the most of mailcow's volumes when the backup holds several). Where the destination's
+/// Docker keeps its data elsewhere than the backed-up host did, every volume directory under
+/// the backup's data root moves to the destination's (returned: from where to where), so none
+/// is left where no Docker reads it; the caller keeps the destination's daemon.json and data
+/// root out of the pull. Without a Docker that answers on the destination they stay where they
+/// were: Docker comes with the host's own configuration. Returns the volumes to create too.
 pub async fn whole_host(
     hosts: &Hosts,
     items: &mut [Item],
@@ -108,26 +110,42 @@ pub async fn whole_host(
             }
         }
     }
-    let mut project: Option<String> = None;
-    let mut found: Vec<(String, String)> = Vec::new();
-    for name in names {
-        if let Some((path, p)) = source_volume(&roots, &name) {
-            // (one project: another's volumes are restored where they were)
-            if *project.get_or_insert_with(|| p.clone()) == p {
-                found.push((name, path));
-            }
+    // (name, path, project) of every candidate; the project that has the most of them.
+    let found: Vec<(String, String, String)> = names
+        .iter()
+        .flat_map(|n| {
+            volumes_named(&roots, n)
+                .into_iter()
+                .map(move |(path, project)| (n.clone(), path, project))
+        })
+        .collect();
+    let mut projects: Vec<(&str, usize)> = Vec::new();
+    for (_, _, p) in &found {
+        match projects.iter_mut().find(|(q, _)| *q == p.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => projects.push((p, 1)),
         }
     }
-    let Some(project) = project else {
+    let Some(project) = projects
+        .iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(p, _)| p.to_string())
+    else {
         return Ok((None, None));
     };
+    let found: Vec<(String, String)> = found
+        .into_iter()
+        .filter(|(_, _, p)| *p == project)
+        .map(|(n, path, _)| (n, path))
+        .collect();
     let vols: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
     let answer = volumes(hosts, &project, &vols, false).await?;
     if !answer.docker {
         return Ok((None, None));
     }
-    let mut moved = None;
     let mut missing = Vec::new();
+    let mut moved = None;
+    let mut dests: Vec<(&str, &str)> = Vec::new();
     for (name, path) in &found {
         let Some(v) = answer.volumes.iter().find(|v| &v.name == name) else {
             continue;
@@ -136,38 +154,65 @@ pub async fn whole_host(
             missing.push(name.clone());
         }
         if v.dir != *path {
-            if let Some(it) = items.iter_mut().find(|i| i.source == *path) {
-                it.dest = v.dir.clone();
+            dests.push((path, &v.dir));
+            let from = path.rsplit_once("/volumes/").map_or("", |(r, _)| r);
+            if from != answer.root {
+                moved.get_or_insert_with(|| DockerMove {
+                    from: from.to_string(),
+                    to: answer.root.clone(),
+                });
             }
-            moved.get_or_insert_with(|| DockerMove {
-                from: path
-                    .rsplit_once("/volumes/")
-                    .map_or(path.as_str(), |(r, _)| r)
-                    .to_string(),
-                to: answer.root.clone(),
-            });
+        }
+    }
+    if let Some(m) = &moved {
+        // Every volume of the backup's data root, mailcow's or not, to the destination's.
+        let prefix = format!("{}/volumes/", m.from);
+        for it in items.iter_mut() {
+            if let Some(rest) = it.source.strip_prefix(&prefix).filter(|r| !r.contains('/')) {
+                it.dest = format!("{}/volumes/{rest}", m.to);
+            }
+        }
+    }
+    // mailcow's where the destination's Docker says (its own place for a volume it has).
+    for it in items.iter_mut() {
+        if let Some((_, d)) = dests.iter().find(|(p, _)| *p == it.source) {
+            it.dest = d.to_string();
         }
     }
     Ok((NewVolumes::some(answer.project, missing), moved))
 }
 
+/// A compose project name as Docker and recover.sh take it.
+fn is_project(p: &str) -> bool {
+    let mut c = p.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_lowercase() || f.is_ascii_digit())
+        && p.len() <= 63
+        && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-')
+}
+
+/// The backup's volume directories that end in `_NAME` (`.../volumes/PROJECT_NAME`, PROJECT a
+/// compose project name): (path, project) each. The roots are the backup's word: anything
+/// else is not taken for a volume.
+fn volumes_named(roots: &[String], name: &str) -> Vec<(String, String)> {
+    let suffix = format!("_{name}");
+    roots
+        .iter()
+        .filter_map(|r| {
+            let path = r.trim_end_matches('/');
+            let (parent, base) = path.rsplit_once('/')?;
+            let project = base.strip_suffix(&suffix)?;
+            (parent.ends_with("/volumes") && is_project(project))
+                .then(|| (path.to_string(), project.to_string()))
+        })
+        .collect()
+}
+
 /// In the backup's roots, the one volume directory that ends in `_NAME`: (its path, its
 /// project).
 fn source_volume(roots: &[String], name: &str) -> Option<(String, String)> {
-    let suffix = format!("_{name}");
-    let found: Vec<&String> = roots
-        .iter()
-        .filter(|r| {
-            let base = r.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-            r.contains("/volumes/") && base.ends_with(&suffix) && base.len() > suffix.len()
-        })
-        .collect();
-    match found.as_slice() {
-        [one] => {
-            let path = one.trim_end_matches('/').to_string();
-            let base = path.rsplit('/').next().unwrap_or("");
-            Some((path.clone(), base[..base.len() - suffix.len()].to_string()))
-        }
+    match volumes_named(roots, name).as_slice() {
+        [one] => Some(one.clone()),
         _ => None,
     }
 }
@@ -276,6 +321,20 @@ mod tests {
             Some(("/srv/docker/volumes/mc1_crypt-vol-1".into(), "mc1".into()))
         );
         assert_eq!(source_volume(&roots, "redis-vol-1"), None);
+        // Not a compose project (the backup's word): not a volume.
+        let odd: Vec<String> = ["/x/volumes/Foo_crypt-vol-1", "/x/volumes/_crypt-vol-1"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(source_volume(&odd, "crypt-vol-1"), None);
+        // Two projects: not one volume.
+        let two: Vec<String> = [
+            "/var/lib/docker/volumes/a_vmail-vol-1",
+            "/var/lib/docker/volumes/b_vmail-vol-1",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(source_volume(&two, "vmail-vol-1"), None);
+        assert_eq!(volumes_named(&two, "vmail-vol-1").len(), 2);
         assert_eq!(
             stock_volume("/var/lib/docker/volumes/mailcowdockerized_vmail-vol-1").as_deref(),
             Some("vmail-vol-1")
