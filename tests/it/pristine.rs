@@ -250,6 +250,17 @@ fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
     let whole = format!("{archive}#{net}.2");
     let shadow_before = sh(&lab, "vps3", "grep ^root: /etc/shadow");
     assert_eq!(lab.ssh("vps3", "command -v rsync").status.code(), Some(1));
+    // A path onto it needs rsync there first: said, with the fix, before any key is granted.
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &format!("{archive}#{net}.2:/srv/datastore/data/app"),
+        &new,
+    ])
+    .run()
+    .code(1)
+    .stdout_has("has no rsync, which a restore needs: set it up first (`0km vps-setup ");
     lab.zerokm(["--yes", "vps-backup", "recover", &whole, &new])
         .run()
         .code(1)

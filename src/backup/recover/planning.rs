@@ -35,6 +35,11 @@ impl Planning<'_> {
     ) -> Result<(Plan, Server), RecoverError> {
         let (hosts, host, snapshot) = (self.hosts, self.spec.host.as_str(), self.snapshot);
         let whole = matches!(self.spec.selection, Selection::WholeHost);
+        // A path or components recover needs rsync on the destination from its first read
+        // (a whole host installs it first): said before any key is granted.
+        if !whole && !self.made.rsync {
+            return Err(self.no_rsync());
+        }
         // Until the confirmation the key plans only (dry runs, listings), in this snapshot and
         // these paths only; one read now shows the archive where the destination reads from.
         let scope = scope_paths(&items, whole);
@@ -173,6 +178,14 @@ impl Planning<'_> {
         }
         self.count(&mut plan, items, fresh, &server).await?;
         Ok((plan, server))
+    }
+
+    /// A path or components recover onto a destination without rsync.
+    fn no_rsync(&self) -> RecoverError {
+        RecoverError::Plan(format!(
+            "{} has no rsync, which a restore needs: set it up first (`0km vps-setup {}` installs it)",
+            self.hosts.dest.name, self.hosts.dest.selector
+        ))
     }
 
     /// `vmail` without `crypt`: dovecot reads mail with the keys it was written with (and makes
@@ -339,10 +352,7 @@ impl Planning<'_> {
         // and the archive's counts are what the restore writes.
         let no_rsync = !self.made.rsync;
         if no_rsync && !whole {
-            return Err(RecoverError::Plan(format!(
-                "{} has no rsync, which a restore needs: set it up first (`0km vps-setup {}` installs it)",
-                hosts.dest.name, hosts.dest.selector
-            )));
+            return Err(self.no_rsync());
         }
         let (new, existing): (Vec<Item>, Vec<Item>) = items
             .into_iter()
