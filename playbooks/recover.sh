@@ -226,20 +226,26 @@ cmd_cleanup() {
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
         pull_key=$dir/id_ed25519
         # What still works in DIR (a pull, a listing of an interrupted recover) stops first:
-        # it could write into DIR while it is removed.
-        local pid
-        for pid in $(pgrep -f -- " (pull|probe|privileged) $dir " || true); do
-            [[ $pid != "$$" ]] && kill "$pid" 2>/dev/null
-        done
-        pull_ctl=$dir/ctl-plan
-        pull_disconnect
-        pull_ctl=$dir/ctl
-        pull_disconnect
-        local tries=0
-        until rm -rf -- "$dir" 2>/dev/null || [[ ! -e $dir ]]; do
-            tries=$((tries + 1))
-            [[ $tries -lt 10 ]] || die "$dir could not be removed"
+        # it could write into DIR while it is removed. Again until nothing uses the key and
+        # DIR is gone: a step of the recover cut short may still be starting its connection
+        # (`ssh -f` forks once connected, under a new process id).
+        local pid tries=0
+        while :; do
+            for pid in $(pgrep -f -- " (pull|probe|privileged) $dir " || true); do
+                [[ $pid != "$$" ]] && kill "$pid" 2>/dev/null
+            done
+            pull_ctl=$dir/ctl-plan
+            pull_disconnect
+            pull_ctl=$dir/ctl
+            pull_disconnect
+            rm -rf -- "$dir" 2>/dev/null || true
             sleep 0.2
+            if [[ ! -e $dir ]] && ! pgrep -f -- "-i $pull_key " >/dev/null &&
+                ! pgrep -f -- " (pull|probe|privileged) $dir " >/dev/null; then
+                break
+            fi
+            tries=$((tries + 1))
+            [[ $tries -lt 25 ]] || die "$dir could not be removed, or something still uses its key"
         done
         changed=true
         log "removed $dir"

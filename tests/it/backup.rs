@@ -420,17 +420,9 @@ fn the_manuals_syntax_with_addresses_and_ports_works_everywhere() {
         format!("root@{net}.3"),
         format!("root@{net}.4"),
     );
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        &format!("root@{net}.1:10023"),
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success()
-    .stdout_has(&format!("0km vps-install backup {archive} VPS..."))
-    .stdout_has(&format!("0km vps-backup list {archive}"));
+    crate::support::archive_setup_at(&lab, &format!("root@{net}.1:10023"))
+        .stdout_has(&format!("0km vps-install backup {archive} VPS..."))
+        .stdout_has(&format!("0km vps-backup list {archive}"));
     seed_data(&lab, "vps1");
     seed_data(&lab, "vps2");
     // Two VPSes by address and a third that does not answer, at once.

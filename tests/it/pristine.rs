@@ -4,7 +4,7 @@
 //! `backup-server setup` and backups need must be installed by them, not found on a copy of
 //! this workstation.
 
-use crate::support::{mailcow_sql, mailcow_stack, services_log_in, sh, Lab};
+use crate::support::{archive_setup_at, mailcow_sql, mailcow_stack, services_log_in, sh, Lab};
 
 #[test]
 fn vps_setup_on_pristine_debian_12_and_13_installs_what_the_charms_run() {
@@ -209,15 +209,7 @@ fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
     lab.zerokm(["vps-setup", &vps1, &vps2, "--no-docker"])
         .run()
         .success();
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        &format!("root@{net}.1:10023"),
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success();
+    archive_setup_at(&lab, &format!("root@{net}.1:10023"));
     sh(
         &lab,
         "vps1",
@@ -342,15 +334,7 @@ fn mailcow_recovers_between_pristine_debian_12_and_13_on_debians_own_docker() {
     let archive = format!("myadmin@{net}.1:10023");
     let (vps1, vps2) = (format!("root@{net}.2"), format!("root@{net}.3"));
     lab.zerokm(["vps-setup", &vps1, &vps2]).run().success();
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        &format!("root@{net}.1:10023"),
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success();
+    archive_setup_at(&lab, &format!("root@{net}.1:10023"));
     // (no service manager in a lab host: its Docker is started as systemd would)
     for h in ["vps1", "vps2"] {
         sh(&lab, h, "0km-lab-dockerd");

@@ -190,16 +190,16 @@ pub fn sh(lab: &Lab, host: &str, cmd: &str) -> String {
 
 /// The lab's `archive` host made an archive server, admin account `myadmin`.
 pub fn archive_setup(lab: &Lab) {
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-    ])
-    .run()
-    .success()
-    .stdout_has("is an archive server");
+    archive_setup_at(lab, "root@archive");
+}
+
+/// `backup-server setup TARGET --admin myadmin` (TARGET as the user writes it, an address and
+/// port for instance), which must succeed; its output.
+pub fn archive_setup_at(lab: &Lab, target: &str) -> Done {
+    lab.zerokm(["backup-server", "setup", target, "--admin", "myadmin"])
+        .run()
+        .success()
+        .stdout_has("is an archive server")
 }
 
 /// Every snapshot of `host` on `archive` (`vps-backup snapshots --json`), oldest first.
