@@ -10,13 +10,17 @@
 //! Linux and root only.
 
 mod cgroup;
+mod docker;
 mod image;
 mod process;
 mod render;
 mod slot;
 mod start;
+mod state;
 
+pub use docker::{docker_data_root, DOCKER_DATA_ROOT};
 pub use image::Image;
+use state::{read_state, write_state, HostRecord, State};
 
 use start::start;
 
@@ -89,41 +93,6 @@ pub struct Options {
     /// `(host, data root)`: Docker engines that keep their data elsewhere than
     /// /var/lib/docker.
     pub docker_roots: Vec<(String, String)>,
-}
-
-/// Where Docker keeps its data unless told otherwise.
-pub const DOCKER_DATA_ROOT: &str = "/var/lib/docker";
-
-/// A Docker data root for a lab host: an absolute, plain path (no `.`, `..` or empty part; only
-/// letters, digits, `.`, `_`, `-`), below /srv, /opt, /var/lib, /home or /mnt (a place of the
-/// host's own, not a system directory it runs from).
-pub fn docker_data_root(s: &str) -> Result<String, String> {
-    let parts: Vec<&str> = s.strip_prefix('/').unwrap_or("").split('/').collect();
-    let plain = s.starts_with('/')
-        && s.len() <= 200
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && *p != "."
-                && *p != ".."
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        });
-    if !plain {
-        return Err(
-            "expected an absolute path of letters, digits, `.`, `_` and `-`, with no `.`, `..` or doubled `/`"
-                .into(),
-        );
-    }
-    let under = matches!(
-        parts.as_slice(),
-        ["srv" | "opt" | "home" | "mnt", _, ..] | ["var", "lib", _, ..]
-    );
-    if !under {
-        return Err(format!(
-            "{s} is not a place of the host's own: choose a path below /srv, /opt, /var/lib, /home or /mnt"
-        ));
-    }
-    Ok(s.to_string())
 }
 
 impl Options {
@@ -290,75 +259,6 @@ const LAB_FILES: [&str; 10] = [
     DOCKERD_SCRIPT,
     HOSTS,
 ];
-
-/// `lab.json`: what `status` and `down` work from.
-#[derive(Serialize, Deserialize)]
-struct State {
-    slot: u8,
-    hosts: Vec<HostRecord>,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-struct HostRecord {
-    name: String,
-    address: Ipv4Addr,
-    port: u16,
-    pid: u32,
-    start_time: u64,
-    #[serde(default = "machine")]
-    image: Image,
-    #[serde(default)]
-    access: Access,
-    #[serde(default)]
-    docker: bool,
-}
-
-fn machine() -> Image {
-    Image::Machine
-}
-
-impl HostRecord {
-    fn process(&self) -> ProcessId {
-        ProcessId {
-            pid: self.pid,
-            start_time: self.start_time,
-        }
-    }
-
-    fn lab_host(&self) -> LabHost {
-        LabHost {
-            name: self.name.clone(),
-            address: self.address,
-            port: self.port,
-            pid: self.pid,
-            image: self.image,
-            access: self.access,
-            docker: self.docker,
-        }
-    }
-}
-
-/// The lab directory's state, or `None` when it has no `lab.json`.
-fn read_state(dir: &Path) -> Result<Option<State>, LabError> {
-    let path = dir.join(STATE);
-    match fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| LabError::State { path, source }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(format!("cannot read {}", path.display()))(e)),
-    }
-}
-
-/// Writes `lab.json` through a temporary file, so a reader never sees half of it.
-fn write_state(dir: &Path, state: &State) -> Result<(), LabError> {
-    let path = dir.join(STATE);
-    let temporary = dir.join(format!("{STATE}.tmp"));
-    let json = serde_json::to_string_pretty(state).expect("state serializes");
-    fs::write(&temporary, json + "\n")
-        .and_then(|()| fs::rename(&temporary, &path))
-        .map_err(io_error(format!("cannot write {}", path.display())))
-}
 
 /// Where the lab lives unless told otherwise: `$XDG_STATE_HOME/0km/lab`, or
 /// `~/.local/state/0km/lab`.
@@ -631,41 +531,4 @@ fn teardown(dir: &Path, slot: u8, hosts: &[HostRecord]) -> Result<usize, LabErro
     let _ = fs::remove_file(dir.join(LOCK));
     let _ = fs::remove_dir(dir);
     Ok(stopped)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::docker_data_root;
-
-    #[test]
-    fn a_docker_data_root_is_an_absolute_plain_path_of_the_hosts_own_disk() {
-        assert_eq!(
-            docker_data_root("/srv/docker").as_deref(),
-            Ok("/srv/docker")
-        );
-        for bad in [
-            "srv/docker",
-            "/",
-            "/srv//docker",
-            "/srv/../etc",
-            "/srv/./docker",
-            "/srv/docker/",
-        ] {
-            assert!(docker_data_root(bad).is_err(), "{bad}");
-        }
-        for bad in [
-            "/tmp/docker",
-            "/etc",
-            "/usr/lib/docker",
-            "/var/run/docker",
-            "/srv",
-        ] {
-            let e = docker_data_root(bad).unwrap_err();
-            assert!(e.contains("is not a place of the host's own"), "{bad}: {e}");
-        }
-        for bad in ["/srv/my docker", "/srv/\"x\"", "/srv/a\\b"] {
-            assert!(docker_data_root(bad).is_err(), "{bad}");
-        }
-        assert!(docker_data_root("/var/lib/docker2").is_ok());
-    }
 }
