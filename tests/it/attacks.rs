@@ -4,7 +4,7 @@
 //! told. Where a stock rsync client would refuse to send what an attacker sends, the attack
 //! speaks the protocol itself (tests/tools/rsync_raw_client.py, run on the VPS).
 
-use crate::support::{archive_setup, sh, snapshots, Lab};
+use crate::support::{archive_setup, push_as_backup, sh, snapshots, Lab};
 use serde_json::Value;
 
 const RAW_CLIENT: &[u8] = include_bytes!("../tools/rsync_raw_client.py");
@@ -376,13 +376,10 @@ fn a_whole_host_recover_keeps_the_destinations_identity_whatever_the_backup_list
                 /etc/../root/.ssh > var/lib/rsync-backup/backup-roots && \
              cp /var/lib/rsync-backup/backup-system var/lib/rsync-backup/ && \
              : > var/lib/rsync-backup/backup-packages && : > var/lib/rsync-backup/backup-excludes && \
-             : > var/lib/rsync-backup/backup-state && \
-             . /etc/rsync-backup/target.conf && \
-             rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
-                -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
-                ./root ./etc ./srv ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\""
+             : > var/lib/rsync-backup/backup-state"
         ),
     );
+    push_as_backup(&lab, "vps1", "/tmp/evil", "./root ./etc ./srv ./var");
     let identity = "sha256sum /etc/ssh/ssh_host_ed25519_key /etc/hostname /etc/ssh/sshd_config /root/.ssh/authorized_keys; ls /etc/ssh/sshd_config.d/";
     let before = sh(&lab, "vps2", identity);
     let done = lab
@@ -430,12 +427,9 @@ fn a_whole_host_recover_keeps_the_destinations_identity_whatever_the_backup_list
         &lab,
         "vps1",
         "cd /tmp/evil && mkdir -p opt/app && echo '{attacker_key}' > opt/app/authorized_keys && \
-         printf '%s\\n' /opt/app > var/lib/rsync-backup/backup-roots && \
-         . /etc/rsync-backup/target.conf && \
-         rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
-            -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
-            ./opt ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\"",
+         printf '%s\\n' /opt/app > var/lib/rsync-backup/backup-roots",
     );
+    push_as_backup(&lab, "vps1", "/tmp/evil", "./opt ./var");
     sh(&lab, "vps2", "mkdir -p /opt && ln -sfn /root/.ssh /opt/app");
     let out = lab
         .zerokm([
@@ -462,12 +456,9 @@ fn a_whole_host_recover_keeps_the_destinations_identity_whatever_the_backup_list
         "vps1",
         "cd /tmp/evil && rm -rf etc/ssh && mkdir -p etc/ssh /tmp/evil-conf && echo 'PermitRootLogin yes' > /tmp/evil-conf/evil.conf && \
          ln -s /tmp/evil-conf etc/ssh/sshd_config.d && echo legit > etc/ssh/legit && \
-         printf '%s\\n' /etc/ssh > var/lib/rsync-backup/backup-roots && \
-         . /etc/rsync-backup/target.conf && \
-         rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
-            -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
-            ./etc/ssh ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\"",
+         printf '%s\\n' /etc/ssh > var/lib/rsync-backup/backup-roots",
     );
+    push_as_backup(&lab, "vps1", "/tmp/evil", "./etc/ssh ./var");
     lab.zerokm([
         "--yes",
         "vps-backup",

@@ -872,11 +872,9 @@ fn rspamd_is_not_restored_across_architectures() {
          printf '%s\\n' /srv/app /var/lib/docker/volumes/mailcowdockerized_rspamd-vol-1 > var/lib/rsync-backup/backup-roots && \
          sed 's/^ARCH=.*/ARCH=arm64/' /var/lib/rsync-backup/backup-system > var/lib/rsync-backup/backup-system && \
          : > var/lib/rsync-backup/backup-packages && : > var/lib/rsync-backup/backup-excludes && \
-         : > var/lib/rsync-backup/backup-state && . /etc/rsync-backup/target.conf && \
-         rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
-            -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
-            ./srv ./var \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\"",
+         : > var/lib/rsync-backup/backup-state",
     );
+    crate::support::push_as_backup(&lab, "vps1", "/tmp/arm", "./srv ./var");
     let snap = snapshots(&lab, "myadmin@archive", "vps1").last().unwrap()["name"]
         .as_str()
         .unwrap()

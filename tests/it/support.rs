@@ -472,3 +472,20 @@ pub fn mailcow_sql(lab: &Lab, host: &str, pass: &str, user: &str, query: &str) -
         ),
     )
 }
+
+/// Sends the tree in `dir` on `host` to the archive as the host's backup key does, by hand
+/// (rsync -aH --relative of `entries`, relative to `dir`): a backup the host made itself, as
+/// a compromised host (or a test of what the archive takes) can. The tree carries its own
+/// `var/lib/rsync-backup` lists.
+pub fn push_as_backup(lab: &Lab, host: &str, dir: &str, entries: &str) {
+    sh(
+        lab,
+        host,
+        &format!(
+            "cd {dir} && . /etc/rsync-backup/target.conf && \
+             rsync -aH --numeric-ids --relative -e \"ssh -i /var/lib/rsync-backup/id_ed25519 -p $BACKUP_SERVER_PORT \
+                -o UserKnownHostsFile=/etc/rsync-backup/known_hosts -o IdentitiesOnly=yes -o BatchMode=yes\" \
+                {entries} \"$BACKUP_USER@$BACKUP_SERVER_HOST:.\""
+        ),
+    );
+}
