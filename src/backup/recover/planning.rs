@@ -345,15 +345,12 @@ impl Planning<'_> {
         server: &Server,
     ) -> Result<(), RecoverError> {
         let (hosts, snapshot) = (self.hosts, self.snapshot);
-        let whole = plan.whole_host;
         // Where nothing exists on the destination yet, everything is created: the archive's
         // counts say it all, and a dry run would only repeat them. Without rsync on the
         // destination (a brand-new VPS) there is no dry run either: rsync is installed first,
         // and the archive's counts are what the restore writes.
+        // (a path or components recover without rsync there was refused before the grant)
         let no_rsync = !self.made.rsync;
-        if no_rsync && !whole {
-            return Err(self.no_rsync());
-        }
         let (new, existing): (Vec<Item>, Vec<Item>) = items
             .into_iter()
             .partition(|i| no_rsync || fresh.contains(&i.dest));
