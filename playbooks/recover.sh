@@ -22,14 +22,11 @@
 #   probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE
 #       lists SOURCE's entry on the archive with the key of DIR (the plan's connection), so
 #       that the archive has seen the address this host reads from. 0km-result {"changed":false}
-#   privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE...
-#       the setuid/setgid files and device nodes under each SOURCE on the archive:
-#       0km-result {"changed":false,"devices":N,"setid":N,"sample":["-rwsr-xr-x PATH",...]}
 #   space BYTES PATH [BYTES PATH]...
 #       each file system under the PATHs has room for the BYTES a restore writes there (plus
 #       5 % and 64 MiB), else exit 1 saying which lacks how much. 0km-result {"changed":false}
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
-#        [--checksum] [--kind d|f] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
+#        [--checksum] [--kind d|f] [--streams N] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
 #       one ssh connection kept in DIR/ctl for the next pulls (30 s idle at most). While it
 #       copies, DIR/progress holds `BYTES RATE` (bytes copied so far, rsync's rate).
@@ -40,6 +37,9 @@
 #       pulled one top-level entry at a time, so DEST itself (e.g. "/") keeps its owner and
 #       mode, and --delete never reaches outside those entries.
 #       --kind d|f: SOURCE is a directory / a file (saves listing it on the archive first).
+#       --streams N: a directory's top-level entries are shared among N rsyncs at once (a
+#         pull or a check, not a dry run; only for a directory whose top-level entries share
+#         no hard link: rsync keeps hard links within one run only). See pull_streamed.
 #       --delete: files in DEST that are not in the backup are deleted (excluded ones kept).
 #       --no-links-on-the-way: refused when DEST or a directory on its way is a symbolic link.
 #       --unprivileged: files lose their setuid/setgid bits, extended attributes (file
@@ -231,7 +231,7 @@ cmd_cleanup() {
         # (`ssh -f` forks once connected, under a new process id).
         local pid tries=0
         while :; do
-            for pid in $(pgrep -f -- " (pull|probe|privileged) $dir " || true); do
+            for pid in $(pgrep -f -- " (pull|probe) $dir " || true); do
                 [[ $pid != "$$" ]] && kill "$pid" 2>/dev/null
             done
             pull_ctl=$dir/ctl-plan
@@ -241,7 +241,7 @@ cmd_cleanup() {
             rm -rf -- "$dir" 2>/dev/null || true
             sleep 0.2
             if [[ ! -e $dir ]] && ! pgrep -f -- "-i $pull_key " >/dev/null &&
-                ! pgrep -f -- " (pull|probe|privileged) $dir " >/dev/null; then
+                ! pgrep -f -- " (pull|probe) $dir " >/dev/null; then
                 break
             fi
             tries=$((tries + 1))
@@ -304,48 +304,6 @@ cmd_probe() {
     printf '0km-result {"changed":false}\n'
 }
 
-# privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE...: the setuid/setgid files
-# and the device nodes under each SOURCE on the archive (a recursive listing with the key of
-# DIR, through the plan's connection), which a path or components recover leaves out.
-cmd_privileged() {
-    [[ $# -ge 5 ]] || die_usage "usage: privileged DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE..."
-    local dir kh src out errf code devices=0 setid=0 sample="" n=0 line mode name
-    archive_args "$@"
-    shift 4
-    use_key "$dir/ctl-plan"
-    command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
-    pull_connect
-    out=$(mktemp)
-    errf=$(mktemp)
-    tmpfiles+=("$out" "$errf")
-    for src in "$@"; do
-        check_source "$src"
-        code=0
-        # Lines: MODE SIZE DATE TIME NAME; only the privileged ones are kept.
-        rsync --no-s --list-only -r -e "$(pull_ssh)" "$pull_user@$pull_host:$src" 2>"$errf" |
-            awk '{ t = substr($1, 1, 1) } t == "c" || t == "b" || (t == "-" && (substr($1, 4, 1) ~ /[sS]/ || substr($1, 7, 1) ~ /[sS]/))' \
-                >>"$out" || code=$?
-        if [[ $code -ne 0 ]]; then
-            sed 's/^/    /' "$errf" >&2
-            die "cannot list ${src%/} on the archive: $(pull_explain "$errf" "$code")"
-        fi
-    done
-    while IFS= read -r line; do
-        case ${line:0:1} in
-            c | b) devices=$((devices + 1)) ;;
-            *) setid=$((setid + 1)) ;;
-        esac
-        n=$((n + 1))
-        if [[ $n -le 20 ]]; then
-            # MODE and NAME (the fields after size, date and time)
-            read -r mode _ _ _ name <<<"$line"
-            sample+="${sample:+,}$(json_str "$mode $name")"
-        fi
-    done <"$out"
-    log "privileged entries: $devices device node(s), $setid setuid/setgid file(s)"
-    printf '0km-result {"changed":false,"devices":%s,"setid":%s,"sample":[%s]}\n' "$devices" "$setid" "$sample"
-}
-
 # space BYTES PATH [BYTES PATH]...: each file system under the PATHs (their nearest existing
 # directory) has room for the BYTES written there, plus 5 % and 64 MiB; else exit 1, saying
 # which one lacks how much, before the recover changes anything.
@@ -379,7 +337,7 @@ cmd_space() {
 }
 
 cmd_pull() {
-    [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--delete] [--exclude PATTERN]..."
+    [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--streams N] [--delete] [--exclude PATTERN]..."
     local dir kh source=$5 dest=$6 mode=pull delete=0 no_links=0 started
     archive_args "$@"
     shift 6
@@ -394,6 +352,11 @@ cmd_pull() {
             --kind)
                 [[ $# -ge 2 && $2 =~ ^[df]$ ]] || die_usage "--kind needs d (a directory) or f (a file)"
                 pull_kind=$2
+                shift
+                ;;
+            --streams)
+                [[ $# -ge 2 && $2 =~ ^[1-8]$ ]] || die_usage "--streams needs a number from 1 to 8"
+                pull_streams=$2
                 shift
                 ;;
             --delete) delete=1 ;;
@@ -785,7 +748,6 @@ case $mode in
     cleanup) cmd_cleanup "$@" ;;
     pull) cmd_pull "$@" ;;
     probe) cmd_probe "$@" ;;
-    privileged) cmd_privileged "$@" ;;
     space) cmd_space "$@" ;;
     services-stop) cmd_services stop "$@" ;;
     services-start) cmd_services start "$@" ;;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The archive tools this 0km speaks to (`0km-archive version`); an older archive is refused
 /// with the command that upgrades it.
-pub const TOOLS_VERSION: u32 = 8;
+pub const TOOLS_VERSION: u32 = 9;
 
 /// Characters the server accepts in a word of an admin command.
 pub fn is_safe_word(w: &str) -> bool {
@@ -295,6 +295,18 @@ pub struct PathInfo {
     pub files: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// With `inspect --privileged`: its setuid/setgid regular files and device nodes, and
+    /// up to 20 of them as `MODE NAME` (the mode as `ls` shows it).
+    #[serde(default)]
+    pub setid: u64,
+    #[serde(default)]
+    pub devices: u64,
+    #[serde(default)]
+    pub privileged: Vec<String>,
+    /// With `inspect --links`: whether files under two of a directory's top-level entries
+    /// are hard links of each other (`None`: not asked).
+    #[serde(default)]
+    pub links_across: Option<bool>,
 }
 
 impl Inspect {

@@ -645,7 +645,7 @@ fn version_and_help_answer() {
     let a = Archive::new();
     assert_eq!(
         a.archive(&["version"]).success().result(),
-        json!({"changed": false, "version": "8"})
+        json!({"changed": false, "version": "9"})
     );
     let help = a.archive(&["help"]).success();
     assert!(
@@ -807,7 +807,7 @@ fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
     // An empty command is `help`.
     let help = a.admin("").success().result();
     assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
-    assert_eq!(a.admin("  version ").success().result()["version"], "8");
+    assert_eq!(a.admin("  version ").success().result()["version"], "9");
     let r = a
         .admin(&format!("authorize vps1 {t} {b}"))
         .success()
@@ -1659,4 +1659,91 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
         "{}",
         a.keys_file()
     );
+}
+
+/// `inspect --privileged`: the setuid/setgid files and device nodes a path recover leaves
+/// out, read from the real modes fake-super keeps in the xattrs, with the backed-up host's
+/// hostile values (a mode that is not octal, a name with a newline) only counted or shown.
+#[test]
+fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    bash(
+        a.dir(),
+        "mkdir -p src/etc src/data/bin 'src/data/we ird' src/data/tmp && echo x >src/etc/x && \
+         cp /bin/true src/data/bin/su && chmod 4755 src/data/bin/su && \
+         cp /bin/true src/data/bin/wall && chmod 2711 src/data/bin/wall && \
+         cp /bin/true src/data/bin/plain && chmod 1755 src/data/tmp && \
+         mknod src/data/mem c 1 1 && mknod src/data/sda b 8 0 && \
+         cp /bin/true $'src/data/we ird/a\\nb' && chmod 6755 $'src/data/we ird/a\\nb'",
+    );
+    a.backup("vps1").success();
+    let snap = a
+        .area("vps1")
+        .join("snapshots")
+        .join(newest(&a.area("vps1")));
+    // The backed-up host's word, made hostile afterwards: a value that is not a mode, and a
+    // stored file that is setuid itself without any xattr.
+    bash(
+        &snap,
+        "setfattr -n user.rsync.%stat -v '104755; rm -rf / 0,0 0:0' data/bin/plain && \
+         cp /bin/true data/bin/real && chmod 4755 data/bin/real",
+    );
+    let r = a
+        .archive(&[
+            "inspect",
+            "--privileged",
+            "vps1",
+            "latest",
+            "data",
+            "data/bin/su",
+            "etc",
+            "data/missing",
+        ])
+        .success()
+        .result();
+    let paths = r["paths"].as_array().unwrap();
+    let data = &paths[0];
+    assert_eq!(
+        (data["setid"].as_u64(), data["devices"].as_u64()),
+        (Some(4), Some(2)),
+        "{r}"
+    );
+    let mut listed: Vec<&str> = data["privileged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "-rwsr-sr-x data/we ird/a\\012b",
+            "-rwsr-xr-x data/bin/real",
+            "-rwsr-xr-x data/bin/su",
+            "-rwx--s--x data/bin/wall",
+            "brw-r--r-- data/sda",
+            "crw-r--r-- data/mem",
+        ],
+        "{r}"
+    );
+    assert_eq!(
+        paths[1],
+        json!({"path": "data/bin/su", "exists": true, "type": "file", "files": 1,
+               "bytes": paths[1]["bytes"], "setid": 1, "devices": 0,
+               "privileged": ["-rwsr-xr-x su"]})
+    );
+    assert_eq!(
+        (paths[2]["setid"].as_u64(), paths[2]["devices"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(paths[3]["exists"], false);
+    assert_eq!(paths[3]["privileged"], json!([]));
+    // Without the option, the answer is as before.
+    let r = a
+        .archive(&["inspect", "vps1", "latest", "data"])
+        .success()
+        .result();
+    assert!(r["paths"][0].get("setid").is_none(), "{r}");
 }

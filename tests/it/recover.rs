@@ -1024,3 +1024,99 @@ fn postfix_queue_recovers_into_a_running_stack() {
     );
     assert_eq!(crate::support::services_log_in(&lab, "vps2"), "ok");
 }
+
+/// The newest run log's text on `host` (its file in the newest run directory).
+fn newest_run_log(lab: &Lab, host: &str) -> String {
+    let runs = lab.state_dir().join("0km/runs");
+    let mut dirs: Vec<_> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    let dir = dirs.last().expect("a run log");
+    std::fs::read_to_string(dir.join(format!("{host}.log"))).unwrap_or_default()
+}
+
+/// A directory whose top-level entries share no hard link is pulled and checked in two
+/// streams: the restore is the archive's all the same (hard links within an entry, the
+/// names no filter rule can name, files at the top), and `--delete` still removes what the
+/// archive does not have, at the top and below. Once a hard link joins two entries, it is
+/// one rsync again, which keeps the link.
+#[test]
+fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "d=/srv/datastore/data/mail && mkdir -p $d/a $d/b $d/c \"$d/odd [name]\" && \
+         for e in a b c; do for i in 1 2 3; do echo \"$e$i\" >$d/$e/m$i; done; done && \
+         ln $d/a/m1 $d/a/hard && echo top >$d/top.txt && echo odd >\"$d/odd [name]/x\" && \
+         chmod 700 $d/c && chown -R www-data $d/b",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    // vps2 has stale things at the top and below, which the archive does not.
+    sh(
+        &lab,
+        "vps2",
+        "mkdir -p /restore/mail/stale /restore/mail/a && echo old >/restore/mail/a/old && \
+         echo old >/restore/mail/stale/x && echo old >/restore/mail/old.txt",
+    );
+    let recover = [
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data/mail",
+        "vps2:/restore/mail",
+    ];
+    lab.zerokm(recover)
+        .run()
+        .success()
+        .stdout_has("Verified: 12 files on vps2 match the archive");
+    let log = newest_run_log(&lab, "vps2");
+    assert!(log.contains("in 2 streams"), "{log}");
+    assert_eq!(
+        tree(&lab, "vps1", "/srv/datastore/data/mail"),
+        tree(&lab, "vps2", "/restore/mail")
+    );
+    let same_inode = "stat -c %i /restore/mail/a/m1 /restore/mail/a/hard | uniq | wc -l";
+    assert_eq!(
+        sh(&lab, "vps2", same_inode),
+        "1",
+        "the hard link within a/ is kept"
+    );
+    assert_eq!(
+        sh(&lab, "vps2", "stat -c '%y' /restore/mail"),
+        sh(&lab, "vps1", "stat -c '%y' /srv/datastore/data/mail"),
+        "the directory's own time is the archive's, set after the streams wrote into it"
+    );
+
+    // A hard link between two entries: one rsync, and the link comes back.
+    sh(
+        &lab,
+        "vps1",
+        "ln /srv/datastore/data/mail/a/m2 /srv/datastore/data/mail/b/joined && mirror-dir backup >/dev/null 2>&1",
+    );
+    sh(&lab, "vps2", "rm -rf /restore/mail");
+    lab.zerokm(recover)
+        .run()
+        .success()
+        .stdout_has("Verified: 13 files on vps2 match the archive");
+    let log = newest_run_log(&lab, "vps2");
+    assert!(!log.contains("streams"), "{log}");
+    assert_eq!(
+        tree(&lab, "vps1", "/srv/datastore/data/mail"),
+        tree(&lab, "vps2", "/restore/mail")
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "stat -c %i /restore/mail/a/m2 /restore/mail/b/joined | uniq | wc -l"
+        ),
+        "1",
+        "the link across a/ and b/ is kept"
+    );
+}

@@ -12,7 +12,10 @@
 # by every rsync of this and the next calls), pull_kind (d or f when the caller already
 # knows what SOURCE is: no listing), pull_checksum (1: compare existing files by content),
 # pull_progress (a file where a pull keeps `BYTES RATE`: the bytes written so far and the
-# rate, rewritten every second, see pull_watch), pull_refused_hint.
+# rate, rewritten every second, see pull_watch), pull_refused_hint, pull_streams (N > 1: a
+# directory's top-level entries are shared among N rsyncs at once, see pull_streamed; only
+# for a directory whose top-level entries share no hard link, which rsync keeps within one
+# run only).
 
 PULL_HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$'
 # A path on the archive: the snapshot, then the host's path. The characters are limited
@@ -77,6 +80,9 @@ pull_checksum=0
 pull_xattrs=1 # 0: extended attributes (file capabilities among them) are not restored
 pull_progress=""
 pull_refused_hint="" # appended to the message when the archive refuses the key
+pull_streams=1
+# The most top-level entries shared among streams (one filter rule each); more: one stream.
+PULL_STREAM_ENTRIES_MAX=2000
 
 # pull_ssh [MASTER]: the ssh command for rsync -e: through the shared connection when there
 # is one (ssh connects on its own when it is gone); MASTER=master: the command that starts it
@@ -159,7 +165,7 @@ pull_ls() {
 # not in the backup.
 pull_entries=()
 pull_list() {
-    local src=${1%/} out line first=1 name
+    local src=${1%/} out
     pull_entries=()
     out=$(mktemp)
     tmpfiles+=("$out")
@@ -178,7 +184,14 @@ pull_list() {
     # slash, which follows the link.
     pull_kind=d
     pull_ls "$src/" "$out"
-    # `MODE SIZE DATE TIME NAME`; the first line is "." itself.
+    pull_parse_entries "$out"
+}
+
+# pull_parse_entries FILE: pull_entries from rsync's listing of a directory in FILE (`MODE
+# SIZE DATE TIME NAME`; the first line is "." itself).
+pull_parse_entries() {
+    local line first=1 name
+    pull_entries=()
     while IFS= read -r line; do
         [[ $line =~ ^[-a-zA-Z]{10}[[:space:]]+[0-9,.]+[[:space:]]+[0-9/]+[[:space:]]+[0-9:]+[[:space:]](.*)$ ]] || continue
         name=${BASH_REMATCH[1]}
@@ -188,7 +201,7 @@ pull_list() {
             continue
         fi
         pull_entries+=("$name")
-    done <"$out"
+    done <"$1"
 }
 
 # pull_watch PARENT FILE: while PARENT runs, every second, writes `BYTES RATE` into FILE (a
@@ -411,6 +424,12 @@ pull_run() {
     [[ $pull_xattrs == 1 ]] || xattrs=()
     out=$(mktemp) errf=$(mktemp)
     tmpfiles+=("$out" "$errf")
+    # One directory (not a snapshot root), and streams asked for: its top-level entries
+    # shared among them.
+    if [[ $pull_streams -gt 1 && $mode != plan && ${#jobs[@]} -eq 2 && $pull_kind == d && ! $src =~ ^(current|snapshots/[^/]+)$ ]] &&
+        pull_streamed "${jobs[0]}" "${jobs[1]}" "$mode" "$out"; then
+        jobs=()
+    fi
     for ((i = 0; i < ${#jobs[@]}; i += 2)); do
         code=0
         log "pulling ${jobs[i]} into ${jobs[i + 1]}$([[ $mode == pull ]] || echo " ($mode, dry run)")"
@@ -446,6 +465,73 @@ pull_run() {
     if [[ $mode == pull && $((pull_create + pull_update + pull_delete)) -gt 0 ]]; then
         pull_changed=true
     fi
+}
+
+# pull_streamed SOURCE/ DEST/ MODE OUT: pull_run's rsync of a directory as pull_streams
+# rsyncs at once (the pull of many small files waits on each file's round of system calls
+# on both hosts more than on the network or the disks), their tallies into OUT. Returns 1,
+# having done nothing, when SOURCE has fewer than two top-level entries to share. The
+# entries with a plain name go to the streams in turn; the first stream takes everything
+# but the others' (the names it cannot name, the top-level files, and with --delete the
+# deletion of what the archive does not have at the top), each other one only its own:
+#   stream 0: --exclude=/E1 --exclude=/E3 ...     stream 1: --include=/E1 --include=/E3 ... --exclude=/*
+# With --delete each leaves the entries it excludes alone. A pull ends with the directory's
+# own owner, mode and time, set once the streams have written into it.
+pull_streamed() {
+    local source=$1 dest=$2 mode=$3 out=$4 lst e k n=0 failed="" code
+    local -a names=() pids=() filters=()
+    lst=$(mktemp)
+    tmpfiles+=("$lst")
+    pull_ls "$source" "$lst"
+    pull_parse_entries "$lst"
+    for e in "${pull_entries[@]+"${pull_entries[@]}"}"; do
+        [[ $e =~ ^[A-Za-z0-9._+@,:=-]+$ && $e != . && $e != .. ]] && names+=("$e")
+    done
+    if [[ ${#names[@]} -lt 2 || ${#names[@]} -gt $PULL_STREAM_ENTRIES_MAX ]]; then
+        return 1
+    fi
+    log "pulling $source into $dest$([[ $mode == pull ]] || echo " ($mode, dry run)") in $pull_streams streams"
+    for ((k = 0; k < pull_streams; k++)); do
+        filters=()
+        for ((n = 0; n < ${#names[@]}; n++)); do
+            if ((k == 0 && n % pull_streams != 0)); then
+                filters+=("--exclude=/${names[n]}")
+            elif ((k > 0 && n % pull_streams == k)); then
+                filters+=("--include=/${names[n]}")
+            fi
+        done
+        ((k == 0)) || filters+=("--exclude=/*")
+        touch "$out.$k" "$out.$k.err"
+        tmpfiles+=("$out.$k" "$out.$k.err" "$out.$k.code")
+        {
+            rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+                "${filters[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>"$out.$k.err" |
+                pull_tally "$mode" "$pull_checksum" >"$out.$k"
+            echo "${PIPESTATUS[0]}" >"$out.$k.code"
+        } &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    for ((k = 0; k < pull_streams; k++)); do
+        code=$(cat "$out.$k.code" 2>/dev/null || echo 255)
+        [[ -s $out.$k.err ]] && sed 's/^/    /' "$out.$k.err" >&2
+        if [[ $code -ne 0 && $code -ne 24 && -z $failed ]]; then
+            failed="pulling $source failed: $(pull_explain "$out.$k.err" "$code")"
+        fi
+        cat "$out.$k" >>"$out"
+    done
+    [[ -z $failed ]] || die "$failed"
+    if [[ $mode == pull ]]; then
+        # (the directory itself, and nothing under it)
+        code=0
+        rsync -aHA --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT --exclude='/*' -e "$(pull_ssh)" \
+            "$pull_user@$pull_host:$source" "$dest" 2>"$errf" || code=$?
+        if [[ $code -ne 0 && $code -ne 24 ]]; then
+            sed 's/^/    /' "$errf" >&2
+            die "pulling $source failed: $(pull_explain "$errf" "$code")"
+        fi
+    fi
+    return 0
 }
 
 # pull_result: the `0km-result` JSON of a pull_run.

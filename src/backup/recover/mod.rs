@@ -35,8 +35,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use verify::Verified;
 
-/// Paths per archive `inspect` call: the admin command takes 16 words, 3 of them before.
-const INSPECT_PATHS_PER_CALL: usize = 13;
+/// Paths per archive `inspect` call: the admin command takes 16 words, 5 of them before
+/// (`inspect --privileged --links HOST SNAPSHOT`).
+const INSPECT_PATHS_PER_CALL: usize = 11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
@@ -173,18 +174,10 @@ impl Recover {
             }
             _ => None,
         };
-        // The archive: which snapshot (`latest` resolved), and what it holds of the paths to
-        // restore (a whole host: of the lists each backup carries). Meanwhile on the
-        // destination: a temporary key, and which destination paths exist (those that do not
-        // need no dry run).
-        let paths: Vec<String> = if whole {
-            vec!["var/lib/rsync-backup".into()]
-        } else {
-            items
-                .iter()
-                .map(|i| i.source.trim_start_matches('/').to_string())
-                .collect()
-        };
+        // The archive: which snapshot (`latest` resolved; the paths are sized later, while
+        // the key is granted and read with). Meanwhile on the destination: a temporary key,
+        // and which destination paths exist (those that do not need no dry run).
+        let paths = vec!["var/lib/rsync-backup".to_string()];
         let dests: Vec<String> = items.iter().map(|i| i.dest.clone()).collect();
         let scope = planning::scope_paths(&items, whole);
         let (probe, made) = probe_and_keygen(&hosts, &spec, &wanted, &paths, &dests).await?;
@@ -199,7 +192,6 @@ impl Recover {
                         .into_iter()
                         .filter(|d| !made.existing.contains(d))
                         .collect();
-                    let inspected = (!whole).then_some(info);
                     let ctx = Planning {
                         hosts: &hosts,
                         spec: &spec,
@@ -209,15 +201,13 @@ impl Recover {
                         allow_release_change,
                         keep_privileged,
                     };
-                    ctx.plan(items, inspected, &fresh)
-                        .await
-                        .map(|(mut plan, server)| {
-                            if !whole {
-                                plan.new_volumes = new_volumes;
-                            }
-                            plan.verify_content = verify_content;
-                            (plan, server)
-                        })
+                    ctx.plan(items, &fresh).await.map(|(mut plan, server)| {
+                        if !whole {
+                            plan.new_volumes = new_volumes;
+                        }
+                        plan.verify_content = verify_content;
+                        (plan, server)
+                    })
                 }
                 None => Err(no_snapshot(&hosts, &spec, &wanted).await),
             },
@@ -315,8 +305,9 @@ fn selected_items(spec: &RecoverSpec) -> Result<Vec<Item>, RecoverError> {
     })
 }
 
-/// The archive's `inspect HOST WANTED PATH...` and the destination's `keygen`, at the same
-/// time, in one fleet run (so unknown host keys make one question). Each result on its own.
+/// The archive's `inspect HOST WANTED PATH...` (which snapshot WANTED is) and the
+/// destination's `keygen`, at the same time, in one fleet run (so unknown host keys make one
+/// question). Each result on its own.
 async fn probe_and_keygen(
     hosts: &Hosts,
     spec: &RecoverSpec,
@@ -324,8 +315,8 @@ async fn probe_and_keygen(
     paths: &[String],
     dests: &[String],
 ) -> Result<(Result<Inspect, RecoverError>, Result<KeyGen, RecoverError>), RecoverError> {
-    let mut inspect = vec!["inspect", spec.host.as_str(), wanted];
-    inspect.extend(paths.iter().map(String::as_str));
+    let inspect: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let host = spec.host.as_str();
     let mut keygen = vec!["keygen"];
     keygen.extend(dests.iter().map(String::as_str));
     let upgrade = spec.archive.setup_command();
@@ -344,7 +335,8 @@ async fn probe_and_keygen(
                     if on_archive {
                         archive::check_version(&ctx, upgrade).await?;
                         let v =
-                            archive::call::<Inspect>(&ctx, "archive: snapshot", inspect).await?;
+                            inspect_paths(&ctx, "archive: snapshot", host, wanted, inspect, &[])
+                                .await?;
                         *probe.lock().expect("slot") = Some(v);
                     } else {
                         let k = run_playbook::<KeyGen>(
@@ -367,6 +359,64 @@ async fn probe_and_keygen(
         probe.ok_or_else(|| failed(&r[0], "finding the snapshot")),
         made.ok_or_else(|| failed(&r[1], "creating a temporary key")),
     ))
+}
+
+/// What an `inspect` reads besides the sizes (each reads the whole tree again, on the
+/// archive, while the sizes are counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Inspecting {
+    /// The setuid/setgid files and devices (`--privileged`): a path or components recover
+    /// leaves them out, and its plan says which.
+    Privileged,
+    /// Whether a directory's top-level entries share hard links (`--links`): if not, its
+    /// pull and check copy them in parallel streams.
+    Links,
+}
+
+impl Inspecting {
+    fn flag(self) -> &'static str {
+        match self {
+            Inspecting::Privileged => "--privileged",
+            Inspecting::Links => "--links",
+        }
+    }
+
+    /// What a recover's plan asks: a whole host nothing more (its roots are pulled one by
+    /// one, as they are); a path or components recover whether it may split its pulls, and
+    /// what it leaves out unless told to keep it.
+    pub(super) fn for_recover(whole: bool, keep_privileged: bool) -> Vec<Inspecting> {
+        match (whole, keep_privileged) {
+            (true, _) => vec![],
+            (false, true) => vec![Inspecting::Links],
+            (false, false) => vec![Inspecting::Privileged, Inspecting::Links],
+        }
+    }
+}
+
+/// The archive's `inspect [--privileged] [--links] HOST SNAPSHOT PATH...` of `paths`
+/// (relative to the snapshot), in as many calls as the admin account's 16 words need, the
+/// first one resolving `wanted` (`latest`, a date) for the others; their answers put
+/// together.
+pub(super) async fn inspect_paths(
+    ctx: &HostCtx,
+    step: &str,
+    host: &str,
+    wanted: &str,
+    paths: &[&str],
+    options: &[Inspecting],
+) -> Result<Inspect, StepFailure> {
+    let mut all = Inspect::default();
+    for chunk in paths.chunks(INSPECT_PATHS_PER_CALL) {
+        let snapshot = all.snapshot.clone().unwrap_or_else(|| wanted.to_string());
+        let mut words = vec!["inspect"];
+        words.extend(options.iter().map(|o| o.flag()));
+        words.extend([host, snapshot.as_str()]);
+        words.extend(chunk.iter().copied());
+        let r: Inspect = archive::call(ctx, step, &words).await?;
+        all.paths.extend(r.paths);
+        all.snapshot = r.snapshot;
+    }
+    Ok(all)
 }
 
 /// Why the wanted snapshot is not there, with the ones that are.

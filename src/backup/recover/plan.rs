@@ -64,6 +64,9 @@ pub struct Item {
     /// Restored without setuid/setgid bits on files and without device nodes (a path or
     /// components recover, unless --keep-setuid-and-devices).
     pub unprivileged: bool,
+    /// A directory whose top-level entries share no hard link (the archive said so): its
+    /// pull and check may copy them in parallel streams.
+    pub split: bool,
 }
 
 impl Item {
@@ -78,6 +81,7 @@ impl Item {
             bytes: 0,
             no_links_on_the_way: false,
             unprivileged: false,
+            split: false,
         }
     }
 }
@@ -120,16 +124,13 @@ pub struct Plan {
     pub verify_content: bool,
 }
 
-/// The setuid/setgid files and device nodes of the restored paths, left out (`recover.sh
-/// privileged`'s result).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+/// The setuid/setgid files and device nodes of the restored paths, left out (read by the
+/// archive's `inspect --privileged`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Privileged {
-    #[serde(default)]
     pub devices: u64,
-    #[serde(default)]
     pub setid: u64,
-    /// Up to 20 of them, with the archive's mode (`-rwsr-xr-x path`).
-    #[serde(default)]
+    /// Up to 20 of them, with the mode they have in the backup (`-rwsr-xr-x path`).
     pub sample: Vec<String>,
 }
 
@@ -216,6 +217,8 @@ pub fn apply_inspect(info: &Inspect, items: &mut Vec<Item>) -> Vec<String> {
                 it.delete = it.is_dir;
                 it.files = p.files;
                 it.bytes = p.bytes;
+                // (unknown, as from an `inspect` without --links: not split)
+                it.split = it.is_dir && p.links_across == Some(false);
             }
             None => missing.push(it.source.clone()),
         }

@@ -9,7 +9,7 @@ use super::plan::{self, Item, Plan, Privileged, WHOLE_HOST_EXCLUDES};
 use super::pull::{self, DryRun, PullMode, Server};
 use super::roots;
 use super::spec::{RecoverSpec, Selection};
-use super::{components, ready, Hosts, RecoverError, INSPECT_PATHS_PER_CALL};
+use super::{components, ready, Hosts, RecoverError};
 use crate::backup::archive::{self, Inspect};
 
 /// The planning stage, once the snapshot and the key are known.
@@ -30,7 +30,6 @@ impl Planning<'_> {
     pub(super) async fn plan(
         &self,
         mut items: Vec<Item>,
-        inspected: Option<Inspect>,
         fresh: &[String],
     ) -> Result<(Plan, Server), RecoverError> {
         let (hosts, host, snapshot) = (self.hosts, self.spec.host.as_str(), self.snapshot);
@@ -41,17 +40,25 @@ impl Planning<'_> {
             return Err(self.no_rsync());
         }
         // Until the confirmation the key plans only (dry runs, listings), in this snapshot and
-        // these paths only; one read now shows the archive where the destination reads from.
+        // these paths only; one read with it now shows the archive where the destination
+        // reads from, to which the restore's grant binds the key. Meanwhile the archive sizes
+        // a path or components recover's items (a whole host's come from its lists, below).
         let scope = scope_paths(&items, whole);
-        self.key.grant(hosts, Stage::Plan, snapshot, &scope).await?;
-        let server = self.server().await?;
-        // One read with the key before the restore's grant, which binds the key to the
-        // address it came from: the listing of setuid files and devices of a path or
-        // components recover is one; otherwise a probe.
         let unprivileged = !whole && !self.keep_privileged;
-        if !unprivileged {
+        let access = async {
+            self.key.grant(hosts, Stage::Plan, snapshot, &scope).await?;
+            let server = self.server().await?;
             self.probe(&server, &scope).await?;
-        }
+            Ok::<_, RecoverError>(server)
+        };
+        let (inspected, server) = if whole {
+            (None, access.await?)
+        } else {
+            let sources: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
+            let options = super::Inspecting::for_recover(whole, self.keep_privileged);
+            let (info, server) = tokio::join!(self.inspect(&sources, &options), access);
+            (Some(info?), server?)
+        };
         let mut excludes: Vec<String> = Vec::new();
         let mut whole_host = None;
         // A whole host's charm components (mailcow's): whichever the backup holds are
@@ -121,7 +128,11 @@ impl Planning<'_> {
             None => {
                 let mut probe: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
                 probe.extend(candidates.iter().flat_map(|c| c.paths.iter().cloned()));
-                self.inspect(&probe).await?
+                self.inspect(
+                    &probe,
+                    &super::Inspecting::for_recover(whole, self.keep_privileged),
+                )
+                .await?
             }
         };
         let skipped = plan::apply_inspect(&info, &mut items);
@@ -174,7 +185,7 @@ impl Planning<'_> {
             ..Plan::default()
         };
         if unprivileged {
-            plan.privileged = Some(self.privileged(&server, &plan.items, &scope).await?);
+            plan.privileged = Some(privileged(&info, &plan.items));
         }
         self.count(&mut plan, items, fresh, &server).await?;
         Ok((plan, server))
@@ -205,7 +216,7 @@ impl Planning<'_> {
         )
         .await?;
         let sources: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
-        let info = self.inspect(&sources).await?;
+        let info = self.inspect(&sources, &[]).await?;
         plan::apply_inspect(&info, &mut items);
         if items.is_empty() {
             return Ok(());
@@ -235,48 +246,6 @@ impl Planning<'_> {
             )));
         }
         Ok(())
-    }
-
-    /// The setuid/setgid files and device nodes of the items, from a listing of the archive
-    /// made on the destination with the key (`recover.sh privileged`), which is the plan's
-    /// read with the key (a probe when there is nothing to list).
-    async fn privileged(
-        &self,
-        server: &Server,
-        items: &[Item],
-        scope: &[String],
-    ) -> Result<Privileged, RecoverError> {
-        let sources: Vec<String> = pull::moved(items)
-            .map(|i| pull::archive_path(self.snapshot, &i.source))
-            .collect();
-        if sources.is_empty() {
-            self.probe(server, scope).await?;
-            return Ok(Privileged::default());
-        }
-        let mut args = vec![
-            "privileged",
-            server.key_dir.as_str(),
-            server.host.as_str(),
-            server.port.as_str(),
-            server.known_hosts_b64.as_str(),
-        ];
-        args.extend(sources.iter().map(String::as_str));
-        let args = &args;
-        self.hosts
-            .on(
-                &self.hosts.dest,
-                "listing setuid files and devices",
-                |ctx| async move {
-                    crate::setup::run_playbook::<Privileged>(
-                        &ctx,
-                        "recover: privileged",
-                        &crate::playbook::RECOVER,
-                        args,
-                    )
-                    .await
-                },
-            )
-            .await
     }
 
     /// One listing with the key (`recover.sh probe`): the archive logs the address it came
@@ -476,7 +445,12 @@ impl Planning<'_> {
     }
 
     /// The archive's `inspect` of these paths in the snapshot.
-    async fn inspect(&self, paths: &[String]) -> Result<Inspect, RecoverError> {
+    /// `inspect` of the paths, with what `options` read besides the sizes.
+    async fn inspect(
+        &self,
+        paths: &[String],
+        options: &[super::Inspecting],
+    ) -> Result<Inspect, RecoverError> {
         let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
         let rel: Vec<&str> = paths.iter().map(|p| p.trim_start_matches('/')).collect();
         let rel = &rel;
@@ -485,17 +459,9 @@ impl Planning<'_> {
                 &self.hosts.archive,
                 "inspecting the snapshot",
                 |ctx| async move {
-                    // The admin command takes 16 words at most: a few calls for many paths (a
-                    // whole mailcow host has a dozen roots), their answers put together.
-                    let mut all = Inspect::default();
-                    for chunk in rel.chunks(INSPECT_PATHS_PER_CALL) {
-                        let mut words = vec!["inspect", host, snapshot];
-                        words.extend(chunk.iter().copied());
-                        let r: Inspect = archive::call(&ctx, "archive: inspect", &words).await?;
-                        all.paths.extend(r.paths);
-                        all.snapshot = r.snapshot;
-                    }
-                    Ok(all)
+                    // (a whole mailcow host has a dozen roots: a few calls)
+                    super::inspect_paths(&ctx, "archive: inspect", host, snapshot, rel, options)
+                        .await
                 },
             )
             .await
@@ -505,6 +471,21 @@ impl Planning<'_> {
 /// The paths a recover reads, relative to the snapshot, for the key's scope: the items'
 /// sources (and crypt's, which vmail's plan compares); none for a whole host (all of the
 /// snapshot).
+/// The setuid/setgid files and device nodes a path or components recover leaves out, as the
+/// archive read them with the items' sizes (`inspect --privileged`): of the items pulled.
+fn privileged(info: &Inspect, items: &[Item]) -> Privileged {
+    let mut p = Privileged::default();
+    for i in pull::moved(items) {
+        if let Some(found) = info.found(&i.source) {
+            p.setid += found.setid;
+            p.devices += found.devices;
+            let room = 20usize.saturating_sub(p.sample.len());
+            p.sample.extend(found.privileged.iter().take(room).cloned());
+        }
+    }
+    p
+}
+
 pub(super) fn scope_paths(items: &[Item], whole: bool) -> Vec<String> {
     if whole {
         return Vec::new();

@@ -38,6 +38,10 @@ pub enum PullMode {
     Verify { content: bool },
 }
 
+/// How many rsyncs at once pull (and check) a directory whose top-level entries share no
+/// hard link (`recover.sh pull --streams`).
+const PULL_STREAMS: &str = "2";
+
 /// A dry run's counts (`--dry-run`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct DryRun {
@@ -172,7 +176,7 @@ pub async fn pull_all<T>(
 where
     T: DeserializeOwned + Transferred,
 {
-    let jobs: Vec<(String, String, bool, bool, bool, bool)> = moved(items)
+    let jobs: Vec<(String, String, bool, bool, bool, bool, bool)> = moved(items)
         .map(|i| {
             (
                 archive_path(snapshot, &i.source),
@@ -181,6 +185,7 @@ where
                 i.delete,
                 i.no_links_on_the_way,
                 i.unprivileged,
+                i.split,
             )
         })
         .collect();
@@ -195,7 +200,7 @@ where
             async move {
                 let mut results = Vec::new();
                 let mut copied = 0; // by the previous jobs
-                for (source, dest, is_dir, delete, strict, unprivileged) in jobs {
+                for (source, dest, is_dir, delete, strict, unprivileged, split) in jobs {
                     let local = anchored(source, excludes);
                     let mut args =
                         server.pull_args(source, dest, mode, Some(*is_dir), *delete, &local);
@@ -204,6 +209,12 @@ where
                     }
                     if *unprivileged {
                         args.push("--unprivileged");
+                    }
+                    // The pull and the check of many small files wait on each file's round
+                    // of system calls more than on the network or the disk: two rsyncs at
+                    // once, each with its share of the top-level entries.
+                    if *split && !matches!(mode, PullMode::Plan) {
+                        args.extend(["--streams", PULL_STREAMS]);
                     }
                     // Plan, pull and check all walk or move the whole tree.
                     let ctx = ctx.for_transfers();
