@@ -1747,3 +1747,50 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
         .result();
     assert!(r["paths"][0].get("setid").is_none(), "{r}");
 }
+
+/// `inspect --links`: whether a directory's top-level entries may be copied apart (no file
+/// under one is a hard link of a file under another), for the parallel pull of a recover;
+/// the counts are the same as without it.
+#[test]
+fn inspect_links_tells_whether_hard_links_join_top_level_entries() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    bash(
+        a.dir(),
+        "mkdir -p src/etc src/data/a src/data/b src/data/one/x && echo 1 >src/data/a/f && \
+         ln src/data/a/f src/data/a/g && echo 2 >src/data/b/f && echo 3 >src/data/top && \
+         echo x >src/data/one/x/y",
+    );
+    a.backup("vps1").success();
+    let inspect = |paths: &[&str]| {
+        let mut words = vec!["inspect", "--links", "vps1", "latest"];
+        words.extend(paths);
+        a.archive(&words).success().result()
+    };
+    let r = inspect(&["data", "data/one", "data/a/f"]);
+    let across: Vec<&Value> = r["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["links_across"])
+        .collect();
+    // data: the link stays within a/; data/one: a single entry; a file: nothing to share.
+    assert_eq!(across, [&json!(false), &json!(false), &json!(false)], "{r}");
+    assert_eq!(
+        (
+            r["paths"][0]["files"].as_u64(),
+            r["paths"][0]["bytes"].as_u64()
+        ),
+        (Some(5), Some(10))
+    );
+    // A link from a/ into b/: across. Once it is gone again, the next snapshot shares its
+    // files with the one that had it (hard-link mode), which is no link across its entries.
+    bash(a.dir(), "ln src/data/a/f src/data/b/joined");
+    a.backup("vps1").success();
+    let r = inspect(&["data"]);
+    assert_eq!(r["paths"][0]["links_across"], true, "{r}");
+    bash(a.dir(), "rm src/data/b/joined");
+    a.backup("vps1").success();
+    let r = inspect(&["data"]);
+    assert_eq!(r["paths"][0]["links_across"], false, "{r}");
+}

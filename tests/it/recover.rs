@@ -1120,3 +1120,82 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
         "the link across a/ and b/ is kept"
     );
 }
+
+/// A pull that outlasts its key's grant: the sessions it starts later (here: one of its two
+/// streams, held on the destination until the grant the pull started with has expired, and
+/// the pass that ends a pull in streams) are not refused, because 0km grants the key again
+/// while the pull runs. The grant is 1 minute here (`ZEROKM_RECOVER_KEY_MINUTES`), 10 by
+/// default.
+#[test]
+fn a_pull_longer_than_its_keys_grant_keeps_the_key_granted() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/slow/a /srv/datastore/data/slow/b && \
+         echo a >/srv/datastore/data/slow/a/f && echo b >/srv/datastore/data/slow/b/f",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    // vps2's first rsync that copies (not a dry run, not a listing) waits for /tmp/go.
+    sh(
+        &lab,
+        "vps2",
+        "printf '%s\\n' '#!/bin/bash' \
+         'case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) if mkdir /tmp/slow-once 2>/dev/null; then while [ ! -e /tmp/go ]; do sleep 0.2; done; fi ;; esac' \
+         'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync",
+    );
+    let child = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/slow",
+            "vps2:/restore/slow",
+        ])
+        .env("ZEROKM_RECOVER_KEY_MINUTES", "1")
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the pull is held: when the key's grant expires (its line's comment), and a little
+    // after that, the held stream goes on.
+    let held = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        sh(&lab, "vps2", "test -d /tmp/slow-once && echo held || true") == "held"
+    });
+    assert!(held, "the pull never started");
+    let expiry: u64 = sh(
+        &lab,
+        "archive",
+        "grep -o '0km-read:vps1:[0-9]*' /srv/backup/.ssh/authorized_keys | cut -d: -f3",
+    )
+    .parse()
+    .unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    while now() < expiry + 2 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    sh(&lab, "vps2", "touch /tmp/go");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Verified: 2 files on vps2 match the archive"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(newest_run_log(&lab, "vps2").contains("in 2 streams"));
+    assert_eq!(
+        sh(&lab, "vps2", "cat /restore/slow/a/f /restore/slow/b/f"),
+        "a\nb"
+    );
+    assert_eq!(read_keys_on_archive(&lab), 0);
+}

@@ -243,6 +243,11 @@ impl Run {
         self
     }
 
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
     pub fn arg(mut self, a: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.arg(a);
         self

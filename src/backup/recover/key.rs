@@ -17,8 +17,23 @@ use crate::target::Target;
 use std::sync::Arc;
 
 /// How long the temporary read key may be used to start a transfer: each stage grants it
-/// again (a connection once open lasts; sshd checks the key when it opens).
-const READ_KEY_MINUTES: &str = "10";
+/// again (a connection once open lasts; sshd checks the key when it opens, and the archive's
+/// forced command at each session: every rsync of a pull), and a pull keeps it granted while
+/// it runs (renew_every). 10 minutes; `ZEROKM_RECOVER_KEY_MINUTES` (1 to 1440) sets it.
+fn read_key_minutes() -> u32 {
+    std::env::var("ZEROKM_RECOVER_KEY_MINUTES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|m| (1..=1440).contains(m))
+        .unwrap_or(10)
+}
+
+/// How often a running pull grants the key again (twice or more per grant's life): the
+/// sessions a long pull starts later (the next directory, the last pass of a pull in
+/// streams) find it still valid.
+pub fn renew_every() -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(read_key_minutes()) * 24)
+}
 
 /// What a grant lets the key do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +87,7 @@ impl TempKey {
         }
     }
 
-    /// Grants the key, for READ_KEY_MINUTES, a read of `paths` (relative to the snapshot;
+    /// Grants the key, for read_key_minutes(), a read of `paths` (relative to the snapshot;
     /// none: all of it) in `snapshot` of the source host's area, and nothing else: at the
     /// plan stage dry runs only, at the restore stage from the destination's address only
     /// (as the archive saw it during the plan: a NAT between them changes nothing).
@@ -88,7 +103,8 @@ impl TempKey {
             .as_ref()
             .map_err(|e| RecoverError::Plan(format!("the destination's temporary key: {e}")))?;
         let (h, ty, blob) = (&self.host, &public.key_type, &public.blob);
-        let mut args: Vec<&str> = vec!["grant-read", h, ty, blob, READ_KEY_MINUTES];
+        let minutes = read_key_minutes().to_string();
+        let mut args: Vec<&str> = vec!["grant-read", h, ty, blob, &minutes];
         if stage == Stage::Plan {
             args.push("--plan");
         }

@@ -509,7 +509,7 @@ impl Prepared {
         let pulled: Result<Vec<Pulled>, RecoverError> = match granted {
             Err(e) => Err(e),
             Ok(()) => {
-                pull::pull_all(
+                let pull = pull::pull_all(
                     hosts,
                     server,
                     snapshot,
@@ -517,8 +517,12 @@ impl Prepared {
                     excludes,
                     PullMode::Pull { checksum },
                     plan.transfer_bytes,
-                )
-                .await
+                );
+                // (the key granted again every few minutes while the pull runs)
+                tokio::select! {
+                    r = pull => r,
+                    _ = self.keep_granted() => unreachable!("keep_granted never ends"),
+                }
             }
         };
         // The check, while the services are still stopped: what was restored, before they
@@ -568,6 +572,23 @@ impl Prepared {
             notes,
             verify: verify.unwrap_or_else(|| Err(RecoverError::Plan("not restored".into()))),
         })
+    }
+
+    /// Grants the key again every renew_every(), for as long as it is awaited (a pull). A grant
+    /// that fails is tried again at the next turn: the pull itself says so if the key lapses.
+    async fn keep_granted(&self) {
+        loop {
+            tokio::time::sleep(key::renew_every()).await;
+            let _ = self
+                .key
+                .grant(
+                    &self.hosts,
+                    Stage::Restore,
+                    &self.plan.snapshot,
+                    &self.scope,
+                )
+                .await;
+        }
     }
 
     /// Every restored entry against the archive (content too with `--verify-content`).
