@@ -26,7 +26,7 @@
 #       each file system under the PATHs has room for the BYTES a restore writes there (plus
 #       5 % and 64 MiB), else exit 1 saying which lacks how much. 0km-result {"changed":false}
 #   pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify]
-#        [--checksum] [--kind d|f] [--streams N] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
+#        [--checksum] [--kind d|f] [--streams N [--then-verify [--verify-checksum]]] [--delete] [--no-links-on-the-way] [--exclude PATTERN]...
 #       rsync from the archive (user rsync-backup, key DIR/id_ed25519) into DEST, through
 #       one ssh connection kept in DIR/ctl for the next pulls (30 s idle at most). While it
 #       copies, DIR/progress holds `BYTES RATE` (bytes copied so far, rsync's rate).
@@ -40,6 +40,10 @@
 #       --streams N: a directory's top-level entries are shared among N rsyncs at once (a
 #         pull or a check, not a dry run; only for a directory whose top-level entries share
 #         no hard link: rsync keeps hard links within one run only). See pull_streamed.
+#       --then-verify [--verify-checksum]: with --streams, a pull checks each share as soon as
+#         it is pulled (contents too with --verify-checksum), and its result has "verify":
+#         the --verify result below; without "verify" (one stream after all, or a check that
+#         did not run to its end) the check is the caller's to make.
 #       --delete: files in DEST that are not in the backup are deleted (excluded ones kept).
 #       --no-links-on-the-way: refused when DEST or a directory on its way is a symbolic link.
 #       --unprivileged: files lose their setuid/setgid bits, extended attributes (file
@@ -337,8 +341,8 @@ cmd_space() {
 }
 
 cmd_pull() {
-    [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--streams N] [--delete] [--exclude PATTERN]..."
-    local dir kh source=$5 dest=$6 mode=pull delete=0 no_links=0 started
+    [[ $# -ge 6 ]] || die_usage "usage: pull DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE DEST [--dry-run|--verify] [--checksum] [--kind d|f] [--streams N] [--then-verify] [--verify-checksum] [--delete] [--exclude PATTERN]..."
+    local dir kh source=$5 dest=$6 mode=pull delete=0 no_links=0 started then_verify=0 json
     archive_args "$@"
     shift 6
     check_source "$source"
@@ -359,6 +363,8 @@ cmd_pull() {
                 pull_streams=$2
                 shift
                 ;;
+            --then-verify) then_verify=1 ;;
+            --verify-checksum) pull_verify_checksum=1 ;;
             --delete) delete=1 ;;
             --no-links-on-the-way) no_links=1 ;;
             # (the backup's setuid/setgid bits and device nodes are not restored)
@@ -388,6 +394,10 @@ cmd_pull() {
     if [[ $mode == plan ]]; then use_key "$dir/ctl-plan"; else use_key "$dir/ctl"; fi
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_progress=$dir/progress
+    if [[ $then_verify == 1 && $mode == pull ]]; then
+        pull_then_verify=$(mktemp)
+        tmpfiles+=("$pull_then_verify")
+    fi
 
     started=$(date +%s)
     pull_run "$source" "$dest" "$mode"
@@ -396,7 +406,14 @@ cmd_pull() {
         verify) log "verified $source against $dest: $pull_files files, $pull_differ difference(s)" ;;
         pull) log "restored $source into $dest: $pull_files files ($pull_bytes bytes), $pull_transferred bytes copied, $pull_deleted deleted" ;;
     esac
-    printf '0km-result %s\n' "$(pull_result "$mode" "$started")"
+    json=$(pull_result "$mode" "$started")
+    # The check made share by share during a pull in streams, when it ran: in the result.
+    if [[ -n $pull_then_verify && -s $pull_then_verify ]]; then
+        pull_accumulate "$pull_then_verify"
+        log "verified $source against $dest while pulling: $pull_files files, $pull_differ difference(s)"
+        json="${json%\}},\"verify\":$(pull_result verify "$started")}"
+    fi
+    printf '0km-result %s\n' "$json"
 }
 
 # ---- services (mailcow) -------------------------------------------------------------------

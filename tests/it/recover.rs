@@ -1071,12 +1071,18 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
         "myadmin@archive#vps1:/srv/datastore/data/mail",
         "vps2:/restore/mail",
     ];
-    lab.zerokm(recover)
+    let done = lab
+        .zerokm(recover)
         .run()
         .success()
         .stdout_has("Verified: 12 files on vps2 match the archive");
     let log = newest_run_log(&lab, "vps2");
-    assert!(log.contains("in 2 streams"), "{log}");
+    assert!(
+        log.contains("in 2 streams, each share checked once pulled"),
+        "{log}"
+    );
+    // (checked by the streams as they went: no check of its own after the pull)
+    assert!(!done.stderr.contains("recover: verify"), "{}", done.all());
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/mail"),
         tree(&lab, "vps2", "/restore/mail")
@@ -1093,6 +1099,24 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
         "the directory's own time is the archive's, set after the streams wrote into it"
     );
 
+    // What the streams' own check finds is a difference all the same: a file changed on
+    // vps2 between its pull and the check (the first check's rsync appends to it first).
+    sh(
+        &lab,
+        "vps2",
+        "echo changed >/restore/mail/a/m1 && printf '%s\\n' '#!/bin/bash' \
+         'case \" $* \" in *\" --dry-run -i \"*) mkdir /tmp/once 2>/dev/null && echo more >>/restore/mail/a/m1 ;; esac' \
+         'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync",
+    );
+    lab.zerokm(recover)
+        .run()
+        .code(1)
+        // (a/hard is a/m1: the same file)
+        .stdout_has("NOT verified: 2 difference(s):")
+        .stdout_has("  /restore/mail/a/m1: size differs")
+        .stdout_has("  /restore/mail/a/hard: size differs");
+    sh(&lab, "vps2", "rm /usr/local/bin/rsync");
+
     // A hard link between two entries: one rsync, and the link comes back.
     sh(
         &lab,
@@ -1103,7 +1127,8 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
     lab.zerokm(recover)
         .run()
         .success()
-        .stdout_has("Verified: 13 files on vps2 match the archive");
+        .stdout_has("Verified: 13 files on vps2 match the archive")
+        .stderr_has("recover: verify");
     let log = newest_run_log(&lab, "vps2");
     assert!(!log.contains("streams"), "{log}");
     assert_eq!(

@@ -81,6 +81,8 @@ pull_xattrs=1 # 0: extended attributes (file capabilities among them) are not re
 pull_progress=""
 pull_refused_hint="" # appended to the message when the archive refuses the key
 pull_streams=1
+pull_then_verify=""     # a file: a pull in streams checks each share once it is pulled (see
+pull_verify_checksum=0  # pull_streamed), its tallies there; 1: the check compares contents
 # The most top-level entries shared among streams (one filter rule each); more: one stream.
 PULL_STREAM_ENTRIES_MAX=2000
 
@@ -410,7 +412,7 @@ pull_run() {
         *) die_usage "pull_run: unknown mode $mode" ;;
     esac
     [[ $mode == plan || $pull_checksum != 1 ]] || mode_opts+=(--checksum)
-    local out errf code i key value
+    local out errf code i
     if [[ $mode == pull && -n $pull_progress ]]; then
         rm -f "$pull_progress"
         # ($BASHPID read here: in the background job it would be the job's own. Its output
@@ -444,6 +446,19 @@ pull_run() {
         [[ -s $errf ]] && sed 's/^/    /' "$errf" >&2
     done
     pull_stop_watch
+    pull_accumulate "$out"
+    if [[ $mode == pull && $((pull_create + pull_update + pull_delete)) -gt 0 ]]; then
+        pull_changed=true
+    fi
+}
+
+# pull_accumulate FILE: the pull_* counts and samples from pull_tally's lines in FILE (summed
+# over the rsyncs that wrote them), from zero.
+pull_accumulate() {
+    local key value
+    pull_create=0 pull_update=0 pull_delete=0 pull_same=0 pull_differ=0 pull_bytes=0
+    pull_transferred=0 pull_files=0 pull_nentries=0 pull_deleted=0
+    pull_sample_create=() pull_sample_update=() pull_sample_delete=() pull_sample_differ=()
     while read -r key value; do
         case $key in
             create) pull_create=$((pull_create + value)) ;;
@@ -461,25 +476,27 @@ pull_run() {
             sample-delete) [[ ${#pull_sample_delete[@]} -ge 20 ]] || pull_sample_delete+=("$value") ;;
             sample-differ) [[ ${#pull_sample_differ[@]} -ge 20 ]] || pull_sample_differ+=("$value") ;;
         esac
-    done <"$out"
-    if [[ $mode == pull && $((pull_create + pull_update + pull_delete)) -gt 0 ]]; then
-        pull_changed=true
-    fi
+    done <"$1"
 }
 
 # pull_streamed SOURCE/ DEST/ MODE OUT: pull_run's rsync of a directory as pull_streams
 # rsyncs at once (the pull of many small files waits on each file's round of system calls
 # on both hosts more than on the network or the disks), their tallies into OUT. Returns 1,
 # having done nothing, when SOURCE has fewer than two top-level entries to share. The
-# entries with a plain name go to the streams in turn; the first stream takes everything
-# but the others' (the names it cannot name, the top-level files, and with --delete the
-# deletion of what the archive does not have at the top), each other one only its own:
-#   stream 0: --exclude=/E1 --exclude=/E3 ...     stream 1: --include=/E1 --include=/E3 ... --exclude=/*
-# With --delete each leaves the entries it excludes alone. A pull ends with the directory's
-# own owner, mode and time, set once the streams have written into it.
+# entries with a plain name are dealt to the shares in turn; the first share takes
+# everything but the others' (the names it cannot name, the top-level files, and with
+# --delete the deletion of what the archive does not have at the top), each other one only
+# its own:
+#   share 0: --exclude=/E1 --exclude=/E3 ...     share 1: --include=/E1 --include=/E3 ... --exclude=/*
+# With --delete each leaves the entries it excludes alone. With pull_then_verify (a pull),
+# each stream checks its share as soon as it has pulled it (the check of one overlaps the end
+# of the other's pull; four shares for two streams measured no faster: each rsync session
+# has its cost), the check's tallies into that file. A pull ends with the directory's own owner, mode and time, set once the streams
+# have written into it. (Uses pull_run's mode_opts, xattrs and errf.)
 pull_streamed() {
-    local source=$1 dest=$2 mode=$3 out=$4 lst e k n=0 failed="" code
-    local -a names=() pids=() filters=()
+    local source=$1 dest=$2 mode=$3 out=$4 lst e c w n=0 failed="" code shares
+    local -a names=() pids=() vopts=(--stats --dry-run -i)
+    local -A filters=()
     lst=$(mktemp)
     tmpfiles+=("$lst")
     pull_ls "$source" "$lst"
@@ -490,37 +507,62 @@ pull_streamed() {
     if [[ ${#names[@]} -lt 2 || ${#names[@]} -gt $PULL_STREAM_ENTRIES_MAX ]]; then
         return 1
     fi
-    log "pulling $source into $dest$([[ $mode == pull ]] || echo " ($mode, dry run)") in $pull_streams streams"
-    for ((k = 0; k < pull_streams; k++)); do
-        filters=()
+    local checked=no
+    [[ $mode != pull || -z $pull_then_verify ]] || checked=yes
+    shares=$pull_streams
+    ((shares <= ${#names[@]})) || shares=${#names[@]}
+    [[ $pull_verify_checksum != 1 ]] || vopts+=(--checksum)
+    log "pulling $source into $dest$([[ $mode == pull ]] || echo " ($mode, dry run)") in $pull_streams streams$([[ $checked == no ]] || echo ", each share checked once pulled")"
+    # (each share's rules, one per line: names are plain, without spaces)
+    for ((c = 0; c < shares; c++)); do
         for ((n = 0; n < ${#names[@]}; n++)); do
-            if ((k == 0 && n % pull_streams != 0)); then
-                filters+=("--exclude=/${names[n]}")
-            elif ((k > 0 && n % pull_streams == k)); then
-                filters+=("--include=/${names[n]}")
+            if ((c == 0 && n % shares != 0)); then
+                filters[$c]+="--exclude=/${names[n]} "
+            elif ((c > 0 && n % shares == c)); then
+                filters[$c]+="--include=/${names[n]} "
             fi
         done
-        ((k == 0)) || filters+=("--exclude=/*")
-        touch "$out.$k" "$out.$k.err"
-        tmpfiles+=("$out.$k" "$out.$k.err" "$out.$k.code")
+        ((c == 0)) || filters[$c]+="--exclude=/* "
+        touch "$out.$c" "$out.$c.err" "$out.$c.v"
+        tmpfiles+=("$out.$c" "$out.$c.err" "$out.$c.code" "$out.$c.v" "$out.$c.vcode")
+    done
+    for ((w = 0; w < pull_streams && w < shares; w++)); do
         {
-            rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
-                "${filters[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>"$out.$k.err" |
-                pull_tally "$mode" "$pull_checksum" >"$out.$k"
-            echo "${PIPESTATUS[0]}" >"$out.$k.code"
+            local -a f
+            for ((c = w; c < shares; c += pull_streams)); do
+                read -r -a f <<<"${filters[$c]}"
+                rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+                    "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
+                    pull_tally "$mode" "$pull_checksum" >"$out.$c"
+                echo "${PIPESTATUS[0]}" >"$out.$c.code"
+                [[ $(cat "$out.$c.code") =~ ^(0|24)$ ]] || break
+                [[ $checked == yes ]] || continue
+                rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${vopts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+                    "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
+                    pull_tally verify "$pull_verify_checksum" >"$out.$c.v"
+                echo "${PIPESTATUS[0]}" >"$out.$c.vcode"
+            done
         } &
         pids+=($!)
     done
     wait "${pids[@]}" || true
-    for ((k = 0; k < pull_streams; k++)); do
-        code=$(cat "$out.$k.code" 2>/dev/null || echo 255)
-        [[ -s $out.$k.err ]] && sed 's/^/    /' "$out.$k.err" >&2
+    for ((c = 0; c < shares; c++)); do
+        [[ -s $out.$c.err ]] && sed 's/^/    /' "$out.$c.err" >&2
+        code=$(cat "$out.$c.code" 2>/dev/null || echo 255)
         if [[ $code -ne 0 && $code -ne 24 && -z $failed ]]; then
-            failed="pulling $source failed: $(pull_explain "$out.$k.err" "$code")"
+            failed="pulling $source failed: $(pull_explain "$out.$c.err" "$code")"
         fi
-        cat "$out.$k" >>"$out"
+        cat "$out.$c" >>"$out"
+        # (a check that could not run is no difference found: the caller checks again)
+        if [[ $checked == yes && ! $(cat "$out.$c.vcode" 2>/dev/null) =~ ^(0|24)$ ]]; then
+            checked=no
+            log "the check of a share of $source did not run to its end: it is made again after the pull"
+        fi
     done
     [[ -z $failed ]] || die "$failed"
+    if [[ $checked == yes ]]; then
+        for ((c = 0; c < shares; c++)); do cat "$out.$c.v" >>"$pull_then_verify"; done
+    fi
     if [[ $mode == pull ]]; then
         # (the directory itself, and nothing under it)
         code=0

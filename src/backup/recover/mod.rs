@@ -515,7 +515,10 @@ impl Prepared {
                     snapshot,
                     items,
                     excludes,
-                    PullMode::Pull { checksum },
+                    PullMode::Pull {
+                        checksum,
+                        verify: Some(plan.verify_content),
+                    },
                     plan.transfer_bytes,
                 );
                 // (the key granted again every few minutes while the pull runs)
@@ -528,7 +531,7 @@ impl Prepared {
         // The check, while the services are still stopped: what was restored, before they
         // write into it again.
         let verify = match &pulled {
-            Ok(_) => Some(self.verify().await),
+            Ok(p) => Some(self.verify(p).await),
             Err(_) => None,
         };
         // Whatever the pull did: root's password is the destination's again.
@@ -592,25 +595,46 @@ impl Prepared {
     }
 
     /// Every restored entry against the archive (content too with `--verify-content`).
-    async fn verify(&self) -> Result<Verified, RecoverError> {
+    /// The items a pull in streams checked as it went (`pulled`, in the items' order) are
+    /// not checked again.
+    async fn verify(&self, pulled: &[Pulled]) -> Result<Verified, RecoverError> {
         let plan = &self.plan;
-        // The key again, for minutes more (the restore may have taken longer).
-        self.key
-            .grant(&self.hosts, Stage::Restore, &plan.snapshot, &self.scope)
-            .await?;
-        let results: Vec<VerifyResult> = pull::pull_all(
-            &self.hosts,
-            &self.server,
-            &plan.snapshot,
-            &plan.items,
-            &plan.excludes,
-            PullMode::Verify {
-                content: plan.verify_content,
-            },
-            0,
-        )
-        .await?;
-        let dests = pull::moved(&plan.items).map(|i| (i.dest.as_str(), i.is_dir));
+        let moved: Vec<&Item> = pull::moved(&plan.items).collect();
+        let rest: Vec<Item> = moved
+            .iter()
+            .zip(pulled.iter().map(Some).chain(std::iter::repeat(None)))
+            .filter(|(_, p)| p.is_none_or(|p| p.verify.is_none()))
+            .map(|(i, _)| (*i).clone())
+            .collect();
+        let mut checked: std::vec::IntoIter<VerifyResult> = if rest.is_empty() {
+            Vec::new().into_iter()
+        } else {
+            // The key again, for minutes more (the restore may have taken longer).
+            self.key
+                .grant(&self.hosts, Stage::Restore, &plan.snapshot, &self.scope)
+                .await?;
+            pull::pull_all::<VerifyResult>(
+                &self.hosts,
+                &self.server,
+                &plan.snapshot,
+                &rest,
+                &plan.excludes,
+                PullMode::Verify {
+                    content: plan.verify_content,
+                },
+                0,
+            )
+            .await?
+            .into_iter()
+        };
+        let mut results = Vec::new();
+        for (n, _) in moved.iter().enumerate() {
+            match pulled.get(n).and_then(|p| p.verify.clone()) {
+                Some(v) => results.push(v),
+                None => results.extend(checked.next()),
+            }
+        }
+        let dests = moved.iter().map(|i| (i.dest.as_str(), i.is_dir));
         Ok(verify::verified(&results, dests))
     }
 }

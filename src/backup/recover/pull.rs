@@ -30,8 +30,12 @@ pub enum PullMode {
     /// A dry run: what a pull would create, overwrite and delete.
     Plan,
     /// The restore; `checksum`: existing files of the same size and time are compared by
-    /// content (the plan found some).
-    Pull { checksum: bool },
+    /// content (the plan found some); `verify`: a directory pulled in streams checks each
+    /// share as soon as it is pulled (`Some(content)`, as `Verify` does).
+    Pull {
+        checksum: bool,
+        verify: Option<bool>,
+    },
     /// A dry run after the pull comparing every entry with the archive: type, size, time,
     /// mode, owner, ACLs, xattrs (content was checked by the transfer's whole-file
     /// checksums); `content`: read again and compared by content too.
@@ -75,10 +79,13 @@ pub struct Pulled {
     pub checksum: bool,
     /// Whole seconds, as the playbook says them.
     pub duration_s: serde_json::Number,
+    /// The check made while pulling in streams (`--then-verify`), when it ran.
+    #[serde(default)]
+    pub verify: Option<VerifyResult>,
 }
 
 /// A check's result (`--verify`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct VerifyResult {
     pub files: u64,
     pub differ: u64,
@@ -128,8 +135,10 @@ impl Server {
                     a.push("--checksum");
                 }
             }
-            PullMode::Pull { checksum: true } => a.push("--checksum"),
-            PullMode::Pull { checksum: false } => {}
+            PullMode::Pull { checksum: true, .. } => a.push("--checksum"),
+            PullMode::Pull {
+                checksum: false, ..
+            } => {}
         }
         if let Some(d) = is_dir {
             a.extend(["--kind", if d { "d" } else { "f" }]);
@@ -215,6 +224,18 @@ where
                     // once, each with its share of the top-level entries.
                     if *split && !matches!(mode, PullMode::Plan) {
                         args.extend(["--streams", PULL_STREAMS]);
+                        // (and each share checked as soon as it is pulled: one share's check
+                        // overlaps another's pull)
+                        if let PullMode::Pull {
+                            verify: Some(content),
+                            ..
+                        } = mode
+                        {
+                            args.push("--then-verify");
+                            if content {
+                                args.push("--verify-checksum");
+                            }
+                        }
                     }
                     // Plan, pull and check all walk or move the whole tree.
                     let ctx = ctx.for_transfers();
@@ -319,11 +340,25 @@ mod tests {
             "--dry-run --kind d --delete --exclude /cache/"
         );
         assert_eq!(
-            args(PullMode::Pull { checksum: false }, Some(false), false),
+            args(
+                PullMode::Pull {
+                    checksum: false,
+                    verify: None
+                },
+                Some(false),
+                false
+            ),
             "--kind f --exclude /cache/"
         );
         assert_eq!(
-            args(PullMode::Pull { checksum: true }, None, false),
+            args(
+                PullMode::Pull {
+                    checksum: true,
+                    verify: None
+                },
+                None,
+                false
+            ),
             "--checksum --exclude /cache/"
         );
         assert_eq!(
