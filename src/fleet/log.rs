@@ -44,6 +44,12 @@ impl RunLog {
 
     /// Appends a record to the host's file.
     pub fn write(&self, host: &str, text: &str) {
+        self.write_parts(host, &[text.as_bytes()]);
+    }
+
+    /// Appends the parts, one after the other, to `host`'s log (a long output's middle is
+    /// written as it is, not copied into one string with its header first).
+    pub fn write_parts(&self, host: &str, parts: &[&[u8]]) {
         let name: String = host
             .chars()
             .map(|c| {
@@ -60,7 +66,9 @@ impl RunLog {
             .mode(0o600)
             .open(self.dir.join(format!("{name}.log")))
         {
-            let _ = f.write_all(text.as_bytes());
+            for p in parts {
+                let _ = f.write_all(p);
+            }
         }
     }
 }

@@ -125,13 +125,13 @@ impl HostCtx {
         let host = &self.target.name;
         let spill_to_log = |stream: &str, bytes: &[u8]| {
             if let Some(log) = &self.log {
-                log.write(
+                let header = format!(
+                    "== {step}: {stream}, middle part ({} bytes, not kept in memory)\n",
+                    bytes.len()
+                );
+                log.write_parts(
                     host,
-                    &format!(
-                        "== {step}: {stream}, middle part ({} bytes, not kept in memory)\n{}",
-                        bytes.len(),
-                        String::from_utf8_lossy(bytes)
-                    ),
+                    &[header.as_bytes(), String::from_utf8_lossy(bytes).as_bytes()],
                 );
             }
         };
