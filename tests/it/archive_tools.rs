@@ -1675,7 +1675,8 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
          cp /bin/true src/data/bin/wall && chmod 2711 src/data/bin/wall && \
          cp /bin/true src/data/bin/plain && chmod 1755 src/data/tmp && \
          mknod src/data/mem c 1 1 && mknod src/data/sda b 8 0 && \
-         cp /bin/true $'src/data/we ird/a\\nb' && chmod 6755 $'src/data/we ird/a\\nb'",
+         cp /bin/true $'src/data/we ird/a\\nb' && chmod 6755 $'src/data/we ird/a\\nb' && \
+         mkdir src/data/-delete && cp /bin/true src/data/-delete/x && chmod 4755 src/data/-delete/x",
     );
     a.backup("vps1").success();
     let snap = a
@@ -1706,7 +1707,7 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
     let data = &paths[0];
     assert_eq!(
         (data["setid"].as_u64(), data["devices"].as_u64()),
-        (Some(4), Some(2)),
+        (Some(5), Some(2)),
         "{r}"
     );
     let mut listed: Vec<&str> = data["privileged"]
@@ -1720,6 +1721,7 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
         listed,
         [
             "-rwsr-sr-x data/we ird/a\\012b",
+            "-rwsr-xr-x data/-delete/x",
             "-rwsr-xr-x data/bin/real",
             "-rwsr-xr-x data/bin/su",
             "-rwx--s--x data/bin/wall",
@@ -1740,6 +1742,20 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
     );
     assert_eq!(paths[3]["exists"], false);
     assert_eq!(paths[3]["privileged"], json!([]));
+    // A part starting with `-` is a name, not a find expression (`find -delete` would empty
+    // the snapshot).
+    let files = || bash(&snap, "find . -type f | wc -l");
+    let before = files();
+    let r = a
+        .archive(&["inspect", "--privileged", "vps1", "latest", "data/-delete"])
+        .success()
+        .result();
+    assert_eq!(
+        r["paths"][0]["privileged"],
+        json!(["-rwsr-xr-x -delete/x"]),
+        "{r}"
+    );
+    assert_eq!(files(), before, "nothing removed");
     // Without the option, the answer is as before.
     let r = a
         .archive(&["inspect", "vps1", "latest", "data"])
