@@ -236,7 +236,7 @@ cmd_cleanup() {
         local pid tries=0
         while :; do
             for pid in $(pgrep -f -- " (pull|probe) $dir " || true); do
-                [[ $pid != "$$" ]] && kill "$pid" 2>/dev/null
+                [[ $pid == "$$" ]] || kill "$pid" 2>/dev/null || true
             done
             pull_ctl=$dir/ctl-plan
             pull_disconnect

@@ -46,7 +46,10 @@ fn backed_up(lab: &Lab) {
 /// them (the shared ssh connection to the archive, an rsync's ssh) or rsyncs still running.
 /// Waits up to 3 s for processes that are being stopped.
 fn leftovers(lab: &Lab, host: &str) -> String {
-    let check = "ls -d /run/[0]km-recover.* 2>/dev/null; pgrep -af '[0]km-recover|^rsync' || true";
+    // (and no directory of a pull in streams: recover.sh's temporary files are in /tmp)
+    let check =
+        "ls -d /run/[0]km-recover.* 2>/dev/null; pgrep -af '[0]km-recover|^rsync' || true; \
+                 find /tmp -maxdepth 2 -name 'share.*' 2>/dev/null";
     let mut found = String::new();
     for _ in 0..30 {
         found = sh(lab, host, check);
@@ -350,7 +353,8 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
     assert_eq!(leftovers(&lab, "vps2"), "");
 
     // Ctrl-C in the middle of a transfer big enough to take a while.
-    sh(&lab, "vps1", "mkdir -p /srv/datastore/big && for i in $(seq 1 40); do head -c 5000000 /dev/urandom > /srv/datastore/big/f$i; done");
+    // (in two directories: the recover pulls them in two streams, which must stop too)
+    sh(&lab, "vps1", "mkdir -p /srv/datastore/big/a /srv/datastore/big/b && for i in $(seq 1 40); do head -c 5000000 /dev/urandom > /srv/datastore/big/$([ $i -le 20 ] && echo a || echo b)/f$i; done");
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()
         .success();

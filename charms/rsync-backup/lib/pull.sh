@@ -129,7 +129,7 @@ pull_disconnect() {
     fi
     [[ -n $pull_key ]] || return 0
     for pid in $(pgrep -f -- "-i $pull_key " || true); do
-        [[ $(cat "/proc/$pid/comm" 2>/dev/null) == ssh ]] && kill "$pid" 2>/dev/null
+        [[ $(cat "/proc/$pid/comm" 2>/dev/null) != ssh ]] || kill "$pid" 2>/dev/null || true
     done
     return 0
 }
@@ -191,9 +191,10 @@ pull_list() {
 
 # pull_parse_entries FILE: pull_entries from rsync's listing of a directory in FILE (`MODE
 # SIZE DATE TIME NAME`; the first line is "." itself).
+pull_entry_kinds=() # the first letter of each entry's mode: d, -, l, ...
 pull_parse_entries() {
     local line first=1 name
-    pull_entries=()
+    pull_entries=() pull_entry_kinds=()
     while IFS= read -r line; do
         [[ $line =~ ^[-a-zA-Z]{10}[[:space:]]+[0-9,.]+[[:space:]]+[0-9/]+[[:space:]]+[0-9:]+[[:space:]](.*)$ ]] || continue
         name=${BASH_REMATCH[1]}
@@ -203,6 +204,7 @@ pull_parse_entries() {
             continue
         fi
         pull_entries+=("$name")
+        pull_entry_kinds+=("${line:0:1}")
     done <"$1"
 }
 
@@ -255,17 +257,29 @@ pull_watch() {
     done
 }
 
-# pull_stop_watch: stops the pull's pull_watch, if one runs (the includer's EXIT trap calls
-# it too: a pull that dies leaves no watcher behind).
+# pull_stop_watch: stops the pull's pull_watch, if one runs, and its streams (pull_streamed:
+# their rsyncs too), and removes the streams' directory (the includer's EXIT trap calls it
+# too: a pull that dies leaves no watcher, stream or file behind).
 pull_watcher=""
+pull_stream_pids=()
+pull_share_dir=""
 pull_stop_watch() {
+    local pid
+    for pid in "${pull_stream_pids[@]+"${pull_stream_pids[@]}"}"; do
+        pkill -TERM -P "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+    done
+    pull_stream_pids=()
+    [[ -z $pull_share_dir ]] || rm -rf "$pull_share_dir"
+    pull_share_dir=""
     [[ -n $pull_watcher ]] || return 0
     kill "$pull_watcher" 2>/dev/null || true
     wait "$pull_watcher" 2>/dev/null || true
     pull_watcher=""
 }
 
-# pull_tally MODE [CONTENT] < rsync output (CONTENT 1: a verify compared content): counts
+# pull_tally MODE [CONTENT [SKIPDOT]] < rsync output (CONTENT 1: a verify compared content;
+# SKIPDOT 1: the directory itself, `./`, is another rsync's to count): counts
 # rsync's itemized lines (--itemize-changes: YXcstpoguax PATH, or `*deleting PATH`) and its
 # --stats, and prints `NAME VALUE` lines:
 #   create N, update N, delete N, same N, differ N; bytes, transferred, files (regular),
@@ -280,7 +294,7 @@ pull_stop_watch() {
 # difference: a service writing into a restored directory changes its time).
 pull_tally() {
     # shellcheck disable=SC2016 # an awk program
-    awk -v mode="$1" -v content="${2:-0}" '
+    awk -v mode="$1" -v content="${2:-0}" -v skipdot="${3:-0}" '
     function num(s) { gsub(/[^0-9]/, "", s); return s + 0 }
     function sample(kind, path) { if (ns[kind]++ < 20) samples = samples "sample-" kind " " path "\n" }
     /^\*deleting / {
@@ -294,6 +308,7 @@ pull_tally() {
         y = substr(flags, 1, 1); x = substr(flags, 2, 1); rest = substr(flags, 3)
         if (x == "L") sub(/ -> .*$/, "", path)
         if (y == "h") sub(/ => .*$/, "", path)
+        if (skipdot && path == "./") next
         if (rest == "+++++++++") {
             n["create"]++; sample("create", path)
             if (mode == "verify") { n["differ"]++; sample("differ", "missing " path) }
@@ -482,8 +497,8 @@ pull_accumulate() {
 # pull_streamed SOURCE/ DEST/ MODE OUT: pull_run's rsync of a directory as pull_streams
 # rsyncs at once (the pull of many small files waits on each file's round of system calls
 # on both hosts more than on the network or the disks), their tallies into OUT. Returns 1,
-# having done nothing, when SOURCE has fewer than two top-level entries to share. The
-# entries with a plain name are dealt to the shares in turn; the first share takes
+# having done nothing, when SOURCE has fewer than two top-level directories to share. The
+# directories with a plain name are dealt to the shares in turn; the first share takes
 # everything but the others' (the names it cannot name, the top-level files, and with
 # --delete the deletion of what the archive does not have at the top), each other one only
 # its own:
@@ -494,15 +509,18 @@ pull_accumulate() {
 # has its cost), the check's tallies into that file. A pull ends with the directory's own owner, mode and time, set once the streams
 # have written into it. (Uses pull_run's mode_opts, xattrs and errf.)
 pull_streamed() {
-    local source=$1 dest=$2 mode=$3 out=$4 lst e c w n=0 failed="" code shares
-    local -a names=() pids=() vopts=(--stats --dry-run -i)
+    local source=$1 dest=$2 mode=$3 out lst c w n failed="" code shares
+    local -a names=() vopts=(--stats --dry-run -i)
     local -A filters=()
     lst=$(mktemp)
     tmpfiles+=("$lst")
     pull_ls "$source" "$lst"
     pull_parse_entries "$lst"
-    for e in "${pull_entries[@]+"${pull_entries[@]}"}"; do
-        [[ $e =~ ^[A-Za-z0-9._+@,:=-]+$ && $e != . && $e != .. ]] && names+=("$e")
+    # (directories only: a file's temporary copy is written beside it, at the top, where the
+    # first share, which takes the files, would take it for an extraneous entry)
+    for ((n = 0; n < ${#pull_entries[@]}; n++)); do
+        [[ ${pull_entry_kinds[n]} == d && ${pull_entries[n]} =~ ^[A-Za-z0-9._+@,:=-]+$ &&
+            ${pull_entries[n]} != . && ${pull_entries[n]} != .. ]] && names+=("${pull_entries[n]}")
     done
     if [[ ${#names[@]} -lt 2 || ${#names[@]} -gt $PULL_STREAM_ENTRIES_MAX ]]; then
         return 1
@@ -512,8 +530,12 @@ pull_streamed() {
     shares=$pull_streams
     ((shares <= ${#names[@]})) || shares=${#names[@]}
     [[ $pull_verify_checksum != 1 ]] || vopts+=(--checksum)
-    log "pulling $source into $dest$([[ $mode == pull ]] || echo " ($mode, dry run)") in $pull_streams streams$([[ $checked == no ]] || echo ", each share checked once pulled")"
-    # (each share's rules, one per line: names are plain, without spaces)
+    log "pulling $source into $dest$([[ $mode == pull ]] || echo " ($mode, dry run)") in $shares streams$([[ $checked == no ]] || echo ", each share checked once pulled")"
+    # Each share's tallies, errors and exit codes in a private directory (pull_stop_watch
+    # removes it, and stops the streams).
+    pull_share_dir=$(mktemp -d)
+    out=$pull_share_dir/share
+    # (each share's rules, one string: names are plain, without spaces)
     for ((c = 0; c < shares; c++)); do
         for ((n = 0; n < ${#names[@]}; n++)); do
             if ((c == 0 && n % shares != 0)); then
@@ -523,46 +545,52 @@ pull_streamed() {
             fi
         done
         ((c == 0)) || filters[$c]+="--exclude=/* "
-        touch "$out.$c" "$out.$c.err" "$out.$c.v"
-        tmpfiles+=("$out.$c" "$out.$c.err" "$out.$c.code" "$out.$c.v" "$out.$c.vcode")
+        : >"$out.$c"
+        : >"$out.$c.err"
+        : >"$out.$c.v"
     done
     for ((w = 0; w < pull_streams && w < shares; w++)); do
         {
+            # (a failed rsync is an exit code written down, not the end of this stream)
+            set +e
             local -a f
             for ((c = w; c < shares; c += pull_streams)); do
                 read -r -a f <<<"${filters[$c]}"
                 rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
                     "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
-                    pull_tally "$mode" "$pull_checksum" >"$out.$c"
+                    pull_tally "$mode" "$pull_checksum" "$((c > 0))" >"$out.$c"
                 echo "${PIPESTATUS[0]}" >"$out.$c.code"
                 [[ $(cat "$out.$c.code") =~ ^(0|24)$ ]] || break
                 [[ $checked == yes ]] || continue
                 rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${vopts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
                     "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
-                    pull_tally verify "$pull_verify_checksum" >"$out.$c.v"
+                    pull_tally verify "$pull_verify_checksum" "$((c > 0))" >"$out.$c.v"
                 echo "${PIPESTATUS[0]}" >"$out.$c.vcode"
             done
         } &
-        pids+=($!)
+        pull_stream_pids+=($!)
     done
-    wait "${pids[@]}" || true
+    wait "${pull_stream_pids[@]}" || true
+    pull_stream_pids=()
     for ((c = 0; c < shares; c++)); do
         [[ -s $out.$c.err ]] && sed 's/^/    /' "$out.$c.err" >&2
         code=$(cat "$out.$c.code" 2>/dev/null || echo 255)
         if [[ $code -ne 0 && $code -ne 24 && -z $failed ]]; then
             failed="pulling $source failed: $(pull_explain "$out.$c.err" "$code")"
         fi
-        cat "$out.$c" >>"$out"
+        cat "$out.$c" >>"$4"
         # (a check that could not run is no difference found: the caller checks again)
         if [[ $checked == yes && ! $(cat "$out.$c.vcode" 2>/dev/null) =~ ^(0|24)$ ]]; then
             checked=no
             log "the check of a share of $source did not run to its end: it is made again after the pull"
         fi
     done
-    [[ -z $failed ]] || die "$failed"
     if [[ $checked == yes ]]; then
         for ((c = 0; c < shares; c++)); do cat "$out.$c.v" >>"$pull_then_verify"; done
     fi
+    rm -rf "$pull_share_dir"
+    pull_share_dir=""
+    [[ -z $failed ]] || die "$failed"
     if [[ $mode == pull ]]; then
         # (the directory itself, and nothing under it)
         code=0

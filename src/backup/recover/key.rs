@@ -220,15 +220,21 @@ async fn revoke(
     };
     let on_dest = async {
         if !key_dir.is_empty() {
-            if let Ok(conn) = engine.connect(dest).await {
-                let pb = &crate::playbook::RECOVER;
-                let _ = conn
+            let pb = &crate::playbook::RECOVER;
+            let r = match engine.connect(dest).await {
+                Ok(conn) => conn
                     .run(
                         &pb.command_line(&["cleanup", key_dir]),
                         Some(pb.script.as_bytes()),
                         timeout,
                     )
-                    .await;
+                    .await
+                    .map(|o| format!("{:?} {}", o.code, String::from_utf8_lossy(&o.stderr).trim()))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("no connection: {e}")),
+            };
+            if let Some(l) = &log {
+                l.write(&dest.name, &format!("== cleanup {key_dir}: {r:?}\n"));
             }
         }
     };
