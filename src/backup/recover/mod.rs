@@ -522,10 +522,7 @@ impl Prepared {
                     plan.transfer_bytes,
                 );
                 // (the key granted again every few minutes while the pull runs)
-                tokio::select! {
-                    r = pull => r,
-                    _ = self.keep_granted() => unreachable!("keep_granted never ends"),
-                }
+                self.renewing(pull).await
             }
         };
         // The check, while the services are still stopped: what was restored, before they
@@ -577,20 +574,22 @@ impl Prepared {
         })
     }
 
-    /// Grants the key again every renew_every(), for as long as it is awaited (a pull). A grant
-    /// that fails is tried again at the next turn: the pull itself says so if the key lapses.
-    async fn keep_granted(&self) {
+    /// `work` (a pull, a check), the key granted again every renew_every() while it runs. A
+    /// grant is made to its end, never dropped half way (`work` waits meanwhile: its rsyncs
+    /// run on the hosts); one that fails is tried again at the next turn, and the work itself
+    /// says so if the key lapses.
+    async fn renewing<T>(&self, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
         loop {
-            tokio::time::sleep(key::renew_every()).await;
-            let _ = self
-                .key
-                .grant(
-                    &self.hosts,
-                    Stage::Restore,
-                    &self.plan.snapshot,
-                    &self.scope,
-                )
-                .await;
+            tokio::select! {
+                r = &mut work => return r,
+                _ = tokio::time::sleep(key::renew_every()) => {
+                    let _ = self
+                        .key
+                        .grant(&self.hosts, Stage::Restore, &self.plan.snapshot, &self.scope)
+                        .await;
+                }
+            }
         }
     }
 
@@ -613,7 +612,7 @@ impl Prepared {
             self.key
                 .grant(&self.hosts, Stage::Restore, &plan.snapshot, &self.scope)
                 .await?;
-            pull::pull_all::<VerifyResult>(
+            self.renewing(pull::pull_all::<VerifyResult>(
                 &self.hosts,
                 &self.server,
                 &plan.snapshot,
@@ -623,7 +622,7 @@ impl Prepared {
                     content: plan.verify_content,
                 },
                 0,
-            )
+            ))
             .await?
             .into_iter()
         };
