@@ -1228,3 +1228,65 @@ fn a_pull_longer_than_its_keys_grant_keeps_the_key_granted() {
     );
     assert_eq!(read_keys_on_archive(&lab), 0);
 }
+
+/// The destination's copy of the key cannot be removed (its directory was given to another
+/// user during the pull, so `recover.sh cleanup` leaves it alone): the key is still revoked
+/// on the archive, and the run fails saying what is left and how to remove it.
+#[test]
+fn a_key_directory_left_on_the_destination_is_not_silent() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/held && echo x >/srv/datastore/data/held/f",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    // vps2's pull waits until its key's directory belongs to nobody.
+    sh(
+        &lab,
+        "vps2",
+        "printf '%s\\n' '#!/bin/bash' \
+         'case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) d=$(ls -d /run/0km-recover.* | head -n 1); touch /tmp/held; until [ \"$(stat -c %U \"$d\")\" = nobody ]; do sleep 0.1; done ;; esac' \
+         'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync",
+    );
+    let child = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/held",
+            "vps2:/restore/held",
+        ])
+        .cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        sh(&lab, "vps2", "test -e /tmp/held && echo held || true") == "held"
+    });
+    assert!(held, "the pull never started");
+    sh(&lab, "vps2", "chown nobody /run/0km-recover.*");
+    let out = child.wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("was not removed") && all.contains("does not belong to root"),
+        "{all}"
+    );
+    assert!(all.contains("rm -rf /run/0km-recover."), "{all}");
+    assert_eq!(read_keys_on_archive(&lab), 0, "revoked all the same");
+    sh(
+        &lab,
+        "vps2",
+        "rm -rf /run/0km-recover.* /usr/local/bin/rsync",
+    );
+}

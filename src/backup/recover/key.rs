@@ -175,8 +175,8 @@ fn by_hand(archive: &Target, host: &str, blob: &str) -> String {
 
 /// Revokes the temporary key on the archive and removes it from the destination. Bounded: it
 /// runs on failure, Ctrl-C, SIGTERM and SIGHUP too. A revoke the archive did not confirm is an
-/// error that says how to revoke the key by hand (the destination's copy matters less: the
-/// key is useless once revoked).
+/// error that says how to revoke the key by hand; so is a key's directory left on the
+/// destination (useless once the key is revoked, but never left without a word).
 async fn revoke(
     engine: &Arc<Engine>,
     archive: &Target,
@@ -219,26 +219,44 @@ async fn revoke(
         ))
     };
     let on_dest = async {
-        if !key_dir.is_empty() {
-            let pb = &crate::playbook::RECOVER;
-            let r = match engine.connect(dest).await {
-                Ok(conn) => conn
-                    .run(
-                        &pb.command_line(&["cleanup", key_dir]),
-                        Some(pb.script.as_bytes()),
-                        timeout,
-                    )
-                    .await
-                    .map(|o| format!("{:?} {}", o.code, String::from_utf8_lossy(&o.stderr).trim()))
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(format!("no connection: {e}")),
-            };
-            if let Some(l) = &log {
-                l.write(&dest.name, &format!("== cleanup {key_dir}: {r:?}\n"));
-            }
+        if key_dir.is_empty() {
+            return Ok(());
         }
+        let pb = &crate::playbook::RECOVER;
+        let r = match engine.connect(dest).await {
+            Ok(conn) => conn
+                .run(
+                    &pb.command_line(&["cleanup", key_dir]),
+                    Some(pb.script.as_bytes()),
+                    timeout,
+                )
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|o| match o.code {
+                    Some(0) => Ok(()),
+                    code => Err(format!(
+                        "exit {code:?}: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
+                }),
+            Err(e) => Err(format!("no connection: {e}")),
+        };
+        if let Some(l) = &log {
+            l.write(&dest.name, &format!("== cleanup {key_dir}: {r:?}\n"));
+        }
+        // (the key itself is revoked on the archive: what is left is litter, said all the same)
+        r.map_err(|why| {
+            format!(
+                "the temporary key's directory {key_dir} on {} was not removed ({why}); the key is revoked on the archive, but remove it by hand, as root there: pkill -f {key_dir}; rm -rf {key_dir}",
+                dest.name
+            )
+        })
     };
     // Both at once; the key is useless without the other half anyway.
-    let (revoked, ()) = tokio::join!(on_archive, on_dest);
-    revoked
+    match tokio::join!(on_archive, on_dest) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(a), Ok(())) => Err(a),
+        (Ok(()), Err(d)) => Err(d),
+        (Err(a), Err(d)) => Err(format!("{a}; {d}")),
+    }
 }
