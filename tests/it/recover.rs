@@ -1029,6 +1029,19 @@ fn postfix_queue_recovers_into_a_running_stack() {
     assert_eq!(crate::support::services_log_in(&lab, "vps2"), "ok");
 }
 
+/// Puts a wrapper in front of HOST's rsync (in /usr/local/bin, first in PATH): its `case`
+/// line (a bash `case " $* " in ... esac` on rsync's arguments) runs, then the real rsync.
+/// To hold, slow or disturb a pull at a chosen moment.
+fn wrap_rsync(lab: &Lab, host: &str, case: &str) {
+    sh(
+        lab,
+        host,
+        &format!(
+            "printf '%s\\n' '#!/bin/bash' '{case}' 'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync"
+        ),
+    );
+}
+
 /// The newest run log's text on `host` (its file in the newest run directory).
 fn newest_run_log(lab: &Lab, host: &str) -> String {
     let runs = lab.state_dir().join("0km/runs");
@@ -1105,12 +1118,11 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
 
     // What the streams' own check finds is a difference all the same: a file changed on
     // vps2 between its pull and the check (the first check's rsync appends to it first).
-    sh(
+    sh(&lab, "vps2", "echo changed >/restore/mail/a/m1");
+    wrap_rsync(
         &lab,
         "vps2",
-        "echo changed >/restore/mail/a/m1 && printf '%s\\n' '#!/bin/bash' \
-         'case \" $* \" in *\" --dry-run -i \"*) mkdir /tmp/once 2>/dev/null && echo more >>/restore/mail/a/m1 ;; esac' \
-         'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync",
+        "case \" $* \" in *\" --dry-run -i \"*) mkdir /tmp/once 2>/dev/null && echo more >>/restore/mail/a/m1 ;; esac",
     );
     lab.zerokm(recover)
         .run()
@@ -1169,12 +1181,10 @@ fn a_pull_longer_than_its_keys_grant_keeps_the_key_granted() {
         .run()
         .success();
     // vps2's first rsync that copies (not a dry run, not a listing) waits for /tmp/go.
-    sh(
+    wrap_rsync(
         &lab,
         "vps2",
-        "printf '%s\\n' '#!/bin/bash' \
-         'case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) if mkdir /tmp/slow-once 2>/dev/null; then while [ ! -e /tmp/go ]; do sleep 0.2; done; fi ;; esac' \
-         'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync",
+        "case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) if mkdir /tmp/slow-once 2>/dev/null; then while [ ! -e /tmp/go ]; do sleep 0.2; done; fi ;; esac",
     );
     let child = lab
         .zerokm([
@@ -1245,12 +1255,10 @@ fn a_key_directory_left_on_the_destination_is_not_silent() {
         .run()
         .success();
     // vps2's pull waits until its key's directory belongs to nobody.
-    sh(
+    wrap_rsync(
         &lab,
         "vps2",
-        "printf '%s\\n' '#!/bin/bash' \
-         'case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) d=$(ls -d /run/0km-recover.* | head -n 1); touch /tmp/held; until [ \"$(stat -c %U \"$d\")\" = nobody ]; do sleep 0.1; done ;; esac' \
-         'exec /usr/bin/rsync \"$@\"' >/usr/local/bin/rsync && chmod 755 /usr/local/bin/rsync",
+        "case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) d=$(ls -d /run/0km-recover.* | head -n 1); touch /tmp/held; until [ \"$(stat -c %U \"$d\")\" = nobody ]; do sleep 0.1; done ;; esac",
     );
     let child = lab
         .zerokm([

@@ -9,6 +9,11 @@
 //!   the database dump loaded; the key revoked whatever happened.
 //!
 //! The destination side is `playbooks/recover.sh` with `charms/rsync-backup/lib/pull.sh`.
+//!
+//! This file (about 640 lines) keeps the two stages that own the temporary key's life:
+//! `prepare` makes it and `execute` grants, renews and releases it around the pull and the
+//! check; what each stage calls lives in the modules above. Splitting the stages apart would
+//! pass the key, the hosts and the plan between files for no gain.
 
 pub mod components;
 pub mod key;
