@@ -52,6 +52,7 @@ for kv in "$@"; do
 done
 
 changes_json="" notes_json="" changed=false
+shopt -s lastpipe
 
 result() {
     printf '0km-result {"changed":%s,"charm":%s,"changes":[%s],"notes":[%s]%s}\n' \
@@ -67,14 +68,17 @@ fi
 
 for hook in "${hooks[@]+"${hooks[@]}"}"; do
     log "running $charm/hooks/install.d/$hook"
-    # The hook's stdout is read line by line as it runs; its stderr goes to ours.
-    exec 3< <(
+    # The hook's stdout is read line by line as it runs; its stderr goes to ours. The loop is
+    # the pipeline's last part and runs in this shell (lastpipe), so what it records stays;
+    # the hook's status comes from pipefail. (It used to be a process substitution and
+    # `wait $!`: bash may reap such a child before the wait and answer -1, which failed a
+    # hook that had succeeded.)
+    rc=0
+    (
         cd "$charm_dir" &&
             exec env "${env_pairs[@]+"${env_pairs[@]}"}" CHARM_NAME="$charm" CHARM_DIR="$charm_dir" \
                 bash "hooks/install.d/$hook" </dev/null
-    )
-    hook_pid=$!
-    while IFS= read -r line <&3 || [[ -n $line ]]; do
+    ) | while IFS= read -r line || [[ -n $line ]]; do
         case $line in
             '0km-changed:'*)
                 what=${line#0km-changed:}
@@ -93,10 +97,7 @@ for hook in "${hooks[@]+"${hooks[@]}"}"; do
                 ;;
             *) printf '%s: %s\n' "$hook" "$line" >&2 ;;
         esac
-    done
-    exec 3<&-
-    rc=0
-    wait "$hook_pid" || rc=$?
+    done || rc=$?
     if [[ $rc -ne 0 ]]; then
         log "$charm/hooks/install.d/$hook failed (exit status $rc)"
         result ",\"failed_hook\":$(json_str "$hook"),\"exit_code\":$rc"

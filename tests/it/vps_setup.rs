@@ -310,3 +310,73 @@ fn a_password_only_host_is_set_up_through_one_interactive_login() {
         .success()
         .stdout_has("Summary: 1 ok");
 }
+
+/// `charm-install.sh` on its own, as 0km runs it (`bash -s` on the host): each hook's status
+/// is the run's, run after run. A hook that succeeded once failed the run with `exit status
+/// -1` (bash lost the status of the process substitution it read the hook through); a
+/// failing hook stops the run with its own status, before the hooks after it and before the
+/// install is recorded.
+#[test]
+fn charm_install_gives_each_hooks_own_status() {
+    let lab = Lab::up(1);
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script = ["playbooks/lib/json.sh", "playbooks/charm-install.sh"]
+        .map(|p| std::fs::read_to_string(format!("{root}/{p}")).unwrap())
+        .concat();
+    let hooks = "/srv/charm-store/t/hooks/install.d";
+    sh(
+        &lab,
+        "vps1",
+        &format!(
+            "mkdir -p {hooks} && echo 'version: 7' > /srv/charm-store/t/metadata.yml && \
+             for i in 10 20 30 40; do printf 'echo \"0km-note: n%s\"\\n' $i > {hooks}/$i-note.sh; done && \
+             printf 'echo \"0km-changed: c\"\\necho a log line\\nexit 3\\n' > {hooks}/50-fail.sh && \
+             printf 'touch /tmp/ran-60\\n' > {hooks}/60-after.sh"
+        ),
+    );
+    let run = || lab.ssh_with_input("vps1", "bash -s -- t", script.as_bytes());
+    let result = |out: &std::process::Output| -> serde_json::Value {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("0km-result "))
+            .unwrap_or_else(|| panic!("no result line in {stdout}"));
+        serde_json::from_str(line).unwrap()
+    };
+
+    let out = run();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let r = result(&out);
+    assert_eq!(r["failed_hook"], "50-fail.sh", "{r}");
+    assert_eq!(r["exit_code"], 3, "{r}");
+    assert_eq!(r["changes"], serde_json::json!(["c"]), "{r}");
+    assert_eq!(r["notes"], serde_json::json!(["n10", "n20", "n30", "n40"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("50-fail.sh: a log line"));
+    assert_eq!(
+        sh(
+            &lab,
+            "vps1",
+            "ls /tmp/ran-60 /var/lib/0km/charms/t 2>/dev/null | wc -l"
+        ),
+        "0",
+        "nothing after the failed hook ran, and the install is not recorded"
+    );
+
+    sh(&lab, "vps1", &format!("rm {hooks}/50-fail.sh"));
+    for n in 0..20 {
+        let out = run();
+        assert!(
+            out.status.success(),
+            "run {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = result(&out);
+        assert_eq!(r["notes"].as_array().map(Vec::len), Some(4), "run {n}: {r}");
+        assert!(r.get("failed_hook").is_none(), "run {n}: {r}");
+    }
+    assert_eq!(
+        sh(&lab, "vps1", "cat /var/lib/0km/charms/t; ls /tmp/ran-60"),
+        "version=7\n/tmp/ran-60"
+    );
+}
