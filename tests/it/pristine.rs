@@ -213,8 +213,10 @@ fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
     sh(
         &lab,
         "vps1",
-        "mkdir -p /srv/datastore/data/app && echo 'hello from vps1' >/srv/datastore/data/app/a.txt && \
+        "mkdir -p /srv/datastore/data/app/mail/cur /srv/datastore/data/app/mail/new && \
+         echo 'hello from vps1' >/srv/datastore/data/app/a.txt && \
          head -c 200000 /dev/urandom >/srv/datastore/data/app/blob && \
+         for i in 1 2 3; do echo \"m$i\" >/srv/datastore/data/app/mail/cur/$i; echo \"n$i\" >/srv/datastore/data/app/mail/new/$i; done && \
          echo '17 4 * * * root echo nightly' >/etc/cron.d/app-job && \
          DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nano >/dev/null",
     );
@@ -237,6 +239,32 @@ fn the_manuals_story_on_pristine_hosts_ends_with_a_new_host_that_backs_up() {
     .success()
     .stdout_has("Verified: ");
     assert_eq!(sh(&lab, "vps2", "cat /restore/a.txt"), "hello from vps1");
+    // A directory of mail: its two top-level directories pulled and checked by two rsyncs at
+    // once, with Debian 12's own tools (mawk, rsync 3.2).
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        &format!("{archive}#{net}.2:/srv/datastore/data/app/mail"),
+        &format!("{vps2}:/restore-mail"),
+    ])
+    .run()
+    .success()
+    .stdout_has("Verified: 6 files");
+    let logs = lab.newest_run_logs();
+    assert!(
+        logs.contains("in 2 streams, each share checked once pulled"),
+        "{logs}"
+    );
+    let sums = "cd /d && find . -type f -printf '%P %m %s\\n' | sort && find . -type f | sort | xargs sha256sum";
+    assert_eq!(
+        sh(&lab, "vps2", &sums.replace("/d", "/restore-mail")),
+        sh(
+            &lab,
+            "vps1",
+            &sums.replace("/d", "/srv/datastore/data/app/mail")
+        )
+    );
 
     // The new VPS: Debian 13, nothing installed, its own root password.
     let whole = format!("{archive}#{net}.2");

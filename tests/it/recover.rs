@@ -1042,18 +1042,6 @@ fn wrap_rsync(lab: &Lab, host: &str, case: &str) {
     );
 }
 
-/// The newest run log's text on `host` (its file in the newest run directory).
-fn newest_run_log(lab: &Lab, host: &str) -> String {
-    let runs = lab.state_dir().join("0km/runs");
-    let mut dirs: Vec<_> = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    dirs.sort();
-    let dir = dirs.last().expect("a run log");
-    std::fs::read_to_string(dir.join(format!("{host}.log"))).unwrap_or_default()
-}
-
 /// A directory whose top-level entries share no hard link is pulled and checked in two
 /// streams: the restore is the archive's all the same (hard links within an entry, the
 /// names no filter rule can name, files at the top), and `--delete` still removes what the
@@ -1093,7 +1081,7 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
         .run()
         .success()
         .stdout_has("Verified: 12 files on vps2 match the archive");
-    let log = newest_run_log(&lab, "vps2");
+    let log = lab.newest_run_log("vps2");
     assert!(
         log.contains("in 2 streams, each share checked once pulled"),
         "{log}"
@@ -1145,7 +1133,7 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
         .success()
         .stdout_has("Verified: 13 files on vps2 match the archive")
         .stderr_has("recover: verify");
-    let log = newest_run_log(&lab, "vps2");
+    let log = lab.newest_run_log("vps2");
     assert!(!log.contains("streams"), "{log}");
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/mail"),
@@ -1231,7 +1219,7 @@ fn a_pull_longer_than_its_keys_grant_keeps_the_key_granted() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(newest_run_log(&lab, "vps2").contains("in 2 streams"));
+    assert!(lab.newest_run_log("vps2").contains("in 2 streams"));
     assert_eq!(
         sh(&lab, "vps2", "cat /restore/slow/a/f /restore/slow/b/f"),
         "a\nb"

@@ -105,6 +105,35 @@ impl Lab {
         self.root.path().join("state")
     }
 
+    /// The newest run directory (its logs, one per host).
+    fn newest_run(&self) -> PathBuf {
+        let runs = self.state_dir().join("0km/runs");
+        let mut dirs: Vec<_> = std::fs::read_dir(&runs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        dirs.sort();
+        dirs.pop().expect("a run log")
+    }
+
+    /// The newest run log's text on `host` (its file in the newest run directory).
+    pub fn newest_run_log(&self, host: &str) -> String {
+        std::fs::read_to_string(self.newest_run().join(format!("{host}.log"))).unwrap_or_default()
+    }
+
+    /// Every host's log of the newest run, one after the other.
+    pub fn newest_run_logs(&self) -> String {
+        let mut files: Vec<_> = std::fs::read_dir(self.newest_run())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    }
+
     /// Like `ssh`, with `input` on the command's stdin.
     pub fn ssh_with_input(&self, host: &str, command: &str, input: &[u8]) -> Output {
         use std::io::Write as _;
