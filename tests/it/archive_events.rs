@@ -581,11 +581,35 @@ fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
         "151"
     );
 
+    // A backup stopped after making its tree read-only, before renaming it into place, leaves
+    // a read-only subvolume out of sight: the next backup removes it.
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            &format!(
+                "cd /srv/backup/vps1/snapshots && runuser -u rsync-backup -- btrfs subvolume snapshot -r {third} .incoming.999 >/dev/null && \
+                 btrfs property get -ts .incoming.999 ro"
+            )
+        ),
+        "ro=true"
+    );
+    assert_eq!(snapshots(&lab, "myadmin@archive", "vps1").len(), 3);
+
     // A missing root: carried forward from the newest snapshot, marked.
     sh(
         &lab,
         "vps1",
         "mv /srv/datastore /srv/away && vps backup; mv /srv/away /srv/datastore",
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            "ls -a /srv/backup/vps1/snapshots | grep -c incoming || true"
+        ),
+        "0",
+        "the leftover is gone"
     );
     let s = snapshots(&lab, "myadmin@archive", "vps1");
     let newest = s.last().unwrap();
