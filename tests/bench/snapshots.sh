@@ -115,6 +115,11 @@ bare_rsync() {
     # shellcheck disable=SC2016 # expanded on vps1
     on vps1 'p=$(cat /root/bench-seq 2>/dev/null || echo 0); n=$((p + 1)); echo "$n" >/root/bench-seq; '"rsync -a --delete -e '$bare_ssh $aes' --link-dest=../s\$p /srv/datastore/data/ root@archive:/srv/ext4/rsync/s\$n/"
 }
+# The same with the metadata 0km keeps (hard links, ACLs, extended attributes), root to root.
+bare_rsync_hax() {
+    # shellcheck disable=SC2016 # expanded on vps1
+    on vps1 'p=$(cat /root/bench-seq-hax 2>/dev/null || echo 0); n=$((p + 1)); echo "$n" >/root/bench-seq-hax; '"rsync -aHAX --delete -e '$bare_ssh $aes' --link-dest=../h\$p /srv/datastore/data/ root@archive:/srv/ext4/rsync/h\$n/"
+}
 borg_create() { on vps1 "$borg_env borg create $borg_repo::\$(date +%s%N) /srv/datastore/data"; }
 restic_backup() { on vps1 "$restic_env restic $restic_repo backup -q /srv/datastore/data >/dev/null"; }
 
@@ -127,9 +132,10 @@ time_tool() {
     timed "$1"
 }
 
-TOOLS=(zk_hardlink zk_btrfs bare_rsync borg_create restic_backup)
+TOOLS=(zk_hardlink zk_btrfs bare_rsync bare_rsync_hax borg_create restic_backup)
 declare -A LABEL=([zk_hardlink]="0km, hard-link mode (ext4)" [zk_btrfs]="0km, btrfs mode"
-    [bare_rsync]="rsync -a --link-dest by hand" [borg_create]="borg create"
+    [bare_rsync]="rsync -a --link-dest by hand" [bare_rsync_hax]="rsync -aHAX --link-dest by hand"
+    [borg_create]="borg create"
     [restic_backup]="restic backup")
 
 # first_backups: every tool's first backup of the tree (untimed), 0km's made a complete
@@ -140,6 +146,7 @@ first_backups() {
     use_archive btrfs
     zk_btrfs
     bare_rsync
+    bare_rsync_hax
     borg_create
     restic_backup
 }
@@ -156,7 +163,7 @@ for a in archive vps2; do
 done
 on vps1 "$borg_env borg init --encryption=repokey $borg_repo"
 on vps1 "$restic_env restic $restic_repo init >/dev/null"
-on vps1 "mkdir -p /tmp/empty && rsync -a -e '$bare_ssh' /tmp/empty/ root@archive:/srv/ext4/rsync/s0/"
+on vps1 "mkdir -p /tmp/empty && rsync -a -e '$bare_ssh' /tmp/empty/ root@archive:/srv/ext4/rsync/s0/ && rsync -a -e '$bare_ssh' /tmp/empty/ root@archive:/srv/ext4/rsync/h0/"
 first_backups
 
 # daily SCENARIO N RUNS: RUNS rounds of every tool's daily backup; SCENARIO unchanged or
@@ -252,6 +259,9 @@ done
         done
         r=$(med "unchanged:$FILES:bare_rsync") c=$(med "changed:$FILES:bare_rsync")
         printf '  hard-link mode / bare rsync: %.2fx unchanged, %.2fx changed (goal <= 1.1x)\n' \
+            "$(calc "$(med "unchanged:$FILES:zk_hardlink") / $r")" "$(calc "$(med "changed:$FILES:zk_hardlink") / $c")"
+        r=$(med "unchanged:$FILES:bare_rsync_hax") c=$(med "changed:$FILES:bare_rsync_hax")
+        printf '  hard-link mode / bare rsync -aHAX: %.2fx unchanged, %.2fx changed\n' \
             "$(calc "$(med "unchanged:$FILES:zk_hardlink") / $r")" "$(calc "$(med "changed:$FILES:zk_hardlink") / $c")"
         echo
         echo "expiring the oldest snapshot ($FILES files)"

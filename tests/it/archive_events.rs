@@ -287,7 +287,7 @@ fn quota_and_reserve_refuse_one_host_with_the_figures_and_the_others_back_up() {
         sh(
             &lab,
             "archive",
-            "ls -A /srv/backup/vps1 | grep -c incoming || true"
+            "ls -A /srv/backup/vps1 /srv/backup/vps1/snapshots | grep -c incoming || true"
         ),
         "0"
     );

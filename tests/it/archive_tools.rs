@@ -893,6 +893,11 @@ fn a_backup_through_the_receive_filter_becomes_todays_snapshot_and_the_next_one_
     assert_eq!(
         bash(&area, "ls -A"),
         "current\ngenerations\nlast-success\nlock\nmeta\nreceive.log\nsnapshots",
+        "nothing else in the area"
+    );
+    assert_eq!(
+        bash(&area, "ls -A snapshots | grep -c incoming || true"),
+        "0",
         "no incoming directory left"
     );
     // A second backup the same day is a snapshot of its own: the first stays as it was.
@@ -1412,7 +1417,10 @@ fn policy_sets_a_hosts_quota_and_retention_and_the_receiver_keeps_to_them() {
     );
     assert_eq!(bash(&a.area("vps1"), "ls snapshots | wc -l"), "0");
     assert_eq!(
-        bash(&a.area("vps1"), "ls -A | grep -c incoming || true"),
+        bash(
+            &a.area("vps1"),
+            "ls -A . snapshots | grep -c incoming || true"
+        ),
         "0"
     );
     a.backup("vps2").success();
@@ -1475,7 +1483,7 @@ fn a_backup_killed_at_any_step_of_publishing_leaves_a_recoverable_latest() {
         // The next backup cleans up and publishes.
         a.backup("vps1").success();
         assert_eq!(
-            bash(&a.area("vps1"), "ls -A . snapshots meta | grep -cE '^(incoming|\\.old|\\.tmp|\\.current|\\.last)' || true"),
+            bash(&a.area("vps1"), "ls -A . snapshots meta | grep -cE '^(incoming|\\.incoming|\\.old|\\.tmp|\\.current|\\.last)' || true"),
             "0",
             "{point}: leftovers"
         );

@@ -398,12 +398,13 @@ declare -A LONG_VALUE=(
 # `merge FILE` filter rule of a read key's client, a path it names) is looked up in that
 # view: another host's area, the archive's keys and configuration, /etc and /home are not
 # there. CMD runs in DIR; its exit status is CMD's (bubblewrap's own failure: 1, said first).
-# CONFINE_BINDS, when set: the paths under DIR bound instead of all of DIR (MODE), then
-# CONFINE_RO: paths under them bound read-only on top (those that exist).
+# CONFINE_BINDS, when set: the paths under DIR bound instead of all of DIR (MODE).
+# CONFINE_AT, when set: DIR is bound there instead (a short absolute path, such as /s), and
+# CMD runs there.
 CONFINE_BINDS=()
-CONFINE_RO=()
+CONFINE_AT=""
 confine() {
-    local mode=$1 dir=$2 d
+    local mode=$1 dir=$2 d at=$2
     shift 2
     local -a b=(bwrap --unshare-all --die-with-parent --clearenv
         --setenv PATH /usr/bin:/bin --setenv LC_ALL C
@@ -416,22 +417,21 @@ confine() {
         fi
     done
     [[ -e /etc/ld.so.cache ]] && b+=(--ro-bind /etc/ld.so.cache /etc/ld.so.cache)
-    local p
-    for p in "${CONFINE_BINDS[@]:-$dir}"; do
-        if [[ $mode == rw ]]; then
-            b+=(--bind "$p" "$p")
-        else
-            b+=(--ro-bind "$p" "$p")
-        fi
-    done
-    for p in "${CONFINE_RO[@]+"${CONFINE_RO[@]}"}"; do
-        b+=(--ro-bind-try "$p" "$p")
-    done
+    local p bind=--ro-bind
+    [[ $mode != rw ]] || bind=--bind
+    if [[ -n $CONFINE_AT ]]; then
+        at=$CONFINE_AT
+        b+=("$bind" "$dir" "$at")
+    else
+        for p in "${CONFINE_BINDS[@]:-$dir}"; do
+            b+=("$bind" "$p" "$p")
+        done
+    fi
     if ! command -v bwrap >/dev/null; then
         say "bubblewrap (bwrap) is missing: run 0km backup-server setup again (it installs it)"
         return 1
     fi
-    "${b[@]}" --chdir "$dir" -- "$@"
+    "${b[@]}" --chdir "$at" -- "$@"
 }
 
 # long_why_common NAME ROLE: why the long option NAME is refused, for the reasons both filters
