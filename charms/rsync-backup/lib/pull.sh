@@ -222,7 +222,8 @@ pull_watch() {
         parent_of=()
         for line in /proc/[0-9]*/stat; do
             pid=${line#/proc/} pid=${pid%/stat}
-            read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+            # (2>/dev/null first: the process may be gone, and the redirection fails first)
+            read -r line 2>/dev/null <"/proc/$pid/stat" || continue
             line=${line##*) }
             read -r _ ppid _ <<<"$line"
             parent_of[$pid]=$ppid
