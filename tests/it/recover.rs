@@ -1042,6 +1042,15 @@ fn wrap_rsync(lab: &Lab, host: &str, case: &str) {
     );
 }
 
+/// Whether `path` exists on `host` within 30 s (a wrapped rsync leaves it once it holds a
+/// pull).
+fn appears(lab: &Lab, host: &str, path: &str) -> bool {
+    (0..300).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        sh(lab, host, &format!("test -e {path} && echo yes || true")) == "yes"
+    })
+}
+
 /// A directory whose top-level entries share no hard link is pulled and checked in two
 /// streams: the restore is the archive's all the same (hard links within an entry, the
 /// names no filter rule can name, files at the top), and `--delete` still removes what the
@@ -1185,18 +1194,13 @@ fn a_pull_longer_than_its_keys_grant_keeps_the_key_granted() {
             "vps2:/restore/slow",
         ])
         .env("ZEROKM_RECOVER_KEY_MINUTES", "1")
-        .cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     // Once the pull is held: when the key's grant expires (its line's comment), and a little
     // after that, the held stream goes on.
-    let held = (0..300).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        sh(&lab, "vps2", "test -d /tmp/slow-once && echo held || true") == "held"
-    });
-    assert!(held, "the pull never started");
+    assert!(
+        appears(&lab, "vps2", "/tmp/slow-once"),
+        "the pull never started"
+    );
     let expiry: u64 = sh(
         &lab,
         "archive",
@@ -1258,16 +1262,8 @@ fn a_key_directory_left_on_the_destination_is_not_silent() {
             "myadmin@archive#vps1:/srv/datastore/data/held",
             "vps2:/restore/held",
         ])
-        .cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let held = (0..300).any(|_| {
-        std::thread::sleep(Duration::from_millis(100));
-        sh(&lab, "vps2", "test -e /tmp/held && echo held || true") == "held"
-    });
-    assert!(held, "the pull never started");
+        .spawn();
+    assert!(appears(&lab, "vps2", "/tmp/held"), "the pull never started");
     sh(&lab, "vps2", "chown nobody /run/0km-recover.*");
     let out = child.wait_with_output().unwrap();
     let all = format!(

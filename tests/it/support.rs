@@ -282,6 +282,15 @@ impl Run {
         self
     }
 
+    /// Starts 0km in the background, its output piped (`wait_with_output` collects it).
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start 0km")
+    }
+
     pub fn run(mut self) -> Done {
         let start = Instant::now();
         let out = self.cmd.output().expect("run 0km");
