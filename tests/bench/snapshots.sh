@@ -5,7 +5,8 @@
 #   - 0km, hard-link mode: `mirror-dir backup` (the nightly command) to an archive whose
 #     /srv/backup is ext4;
 #   - 0km, btrfs mode: the same to a second archive (vps2) whose /srv/backup is btrfs
-#     (`backup-server setup --btrfs-create`);
+#     (`backup-server setup --btrfs-create`): after the first, delta backups (what changed
+#     since the archive's last snapshot);
 #   - a bare `rsync -a --delete --link-dest` by hand, root to root, same cipher as mirror-dir;
 #   - borg create (Debian's borgbackup; repokey encryption, default lz4);
 #   - restic backup (Debian's restic, over sftp).
@@ -108,7 +109,18 @@ PY
 
 # The daily backup of each tool, as one command run on vps1 (0km's: what cron runs). The bare
 # rsync's run number is kept on vps1 (each run is timed in a subshell).
-use_archive() { on vps1 "cp /root/zk-$1/target.conf /root/zk-$1/known_hosts /etc/rsync-backup/"; }
+# The walk mirror-dir keeps for delta backups (/var/lib/rsync-backup/delta) is kept for each
+# archive too, as a VPS backing up to one archive has it.
+use_archive() {
+    # shellcheck disable=SC2016 # expanded on vps1
+    on vps1 'c=$(cat /root/zk-current 2>/dev/null || true); d=/var/lib/rsync-backup/delta;
+        if [ "$c" != '"$1"' ]; then
+            if [ -n "$c" ]; then rm -rf "/root/zk-$c/delta"; if [ -d $d ]; then mv $d "/root/zk-$c/delta"; fi; fi
+            rm -rf $d; if [ -d /root/zk-'"$1"'/delta ]; then mv /root/zk-'"$1"'/delta $d; fi
+            echo '"$1"' >/root/zk-current
+        fi
+        cp /root/zk-'"$1"'/target.conf /root/zk-'"$1"'/known_hosts /etc/rsync-backup/'
+}
 zk_hardlink() { on vps1 'mirror-dir backup >/dev/null 2>&1'; }
 zk_btrfs() { on vps1 'mirror-dir backup >/dev/null 2>&1'; }
 bare_rsync() {

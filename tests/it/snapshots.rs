@@ -52,6 +52,12 @@ fn ordinary_events_lose_nothing_and_say_so() {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("/srv/datastore is empty"), "{text}");
+    // A hard-link archive takes full backups only: the VPS does not walk for a delta.
+    assert!(
+        text.contains("full transfer: the archive took full backups only")
+            && text.contains("backup done (full)"),
+        "{text}"
+    );
     let s = vps1_snapshots(&lab);
     let newest = s.last().unwrap();
     assert_eq!(newest["state"], "incomplete", "{s:?}");
