@@ -252,7 +252,8 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
          echo t >$d/keep/x.tmp; echo c >$d/keep/cache/c1; echo f >$d/other/cache; echo s >$d/skip/s1; \
          echo s2 >$d/sub/skip/s2; echo d1 >$d/a/b/deep/d1; echo d2 >$d/a/deep/d2; echo h >$d/.hidden1; \
          echo g >$d/gone/inner/g; printf odd >\"$d/keep/new\nline\"; printf bs >\"$d/keep/we\\\\#012ird\"; \
-         echo hl >$d/keep/h1; ln $d/keep/h1 $d/keep/h2; ln -s ../keep/m1 $d/other/link",
+         echo hl >$d/keep/h1; ln $d/keep/h1 $d/keep/h2; ln -s ../keep/m1 $d/other/link; \
+         mkdir -p $d/keep/cache/in; echo in >$d/keep/cache/in/f",
     );
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()
@@ -260,7 +261,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
     sh(
         &lab,
         "vps1",
-        "printf '/srv/data:\\n  exclude:\\n  - \"*.tmp\"\\n  - /skip\\n  - cache/\\n  - /a/**/deep\\n  - /.h?dden*\\n' >>/etc/mirror-dir/config.yml",
+        "printf '/srv/data:\\n  exclude:\\n  - \"*.tmp\"\\n  - /skip\\n  - cache/\\n  - /a/**/deep\\n  - /.h?dden*\\n/srv/data/keep/cache/in:\\n' >>/etc/mirror-dir/config.yml",
     );
     // The config changed: a full backup, whose snapshot the archive offers as a basis. (After
     // 3 s: what changed less than 2 s before a walk is sent again by the next backup, and the
@@ -282,10 +283,23 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
          touch -d 2001-01-01 $d/keep/m9; ln $d/keep/m10 $d/newdir/m10link; \
          rm -r $d/a/deep; echo nowfile >$d/a/deep; rm $d/keep/m11; mkdir $d/keep/m11; echo in >$d/keep/m11/f; \
          ln -sfn ../keep/m2 $d/other/link; echo t >$d/newdir/y.tmp; mkdir $d/newdir/cache; echo c >$d/newdir/cache/c; \
-         echo same-size >$d/keep/m12; sleep 3; echo same-SIZE >$d/keep/m12",
+         echo same-size >$d/keep/m12; echo more >>$d/keep/cache/in/f; sleep 3; echo same-SIZE >$d/keep/m12",
     );
     let out = mirror_dir(&lab, "");
     assert!(out.contains("backup done (delta)"), "{out}");
+    // A directory that lost a name keeps the VPS's time, to the nanosecond.
+    let newest = vps1_snapshots(&lab).last().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            &format!("stat -c %.9Y /srv/backup/vps1/snapshots/{newest}/srv/data/keep")
+        ),
+        sh(&lab, "vps1", "stat -c %.9Y /srv/data/keep")
+    );
     let changed: usize = out
         .split("delta transfer against snapshot ")
         .nth(1)
@@ -320,6 +334,8 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         ("srv/data/a/b/deep", false),
         ("srv/data/a/deep f ", true),
         ("srv/data/keep/m11/f ", true),
+        ("srv/data/keep/cache/in/f ", true),
+        ("srv/data/keep/cache/c1", false),
         ("srv/data/.hidden1", false),
     ] {
         assert_eq!(
@@ -346,7 +362,8 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         &snapshot_tree(&lab, s[n - 1]["name"].as_str().unwrap()),
     );
 
-    // The latest, recovered: the bytes of the tree as rsync with the same excludes copies it.
+    // The latest, recovered: the bytes of the tree as rsync with the same excludes copies it,
+    // and the second root, inside an excluded directory of the first.
     lab.zerokm([
         "--yes",
         "vps-backup",
@@ -367,9 +384,36 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         &lab,
         "vps1",
         "rsync -aH --filter='H *.tmp' --filter='H /skip' --filter='H cache/' --filter='H /a/**/deep' \
-         --filter='H /.h?dden*' /srv/data/ /tmp/expected/",
+         --filter='H /.h?dden*' /srv/data/ /tmp/expected/ && mkdir -p /tmp/expected/keep/cache && \
+         rsync -aH /srv/data/keep/cache/in /tmp/expected/keep/cache/",
     );
     assert_eq!(sums("/restored"), sums("/tmp/expected"));
+
+    // A path over 4096 bytes: rsync cannot send it (and would take it for a file that
+    // vanished if it came in a list): the backup is a full one, kept as partial, and the
+    // archive offers no basis; once the path is gone, a full backup first, then deltas again.
+    sh(
+        &lab,
+        "vps1",
+        "cd /srv/data && for i in $(seq 1 18); do d=$(printf 'd%.0s' $(seq 1 240)); \
+         mkdir $d && cd $d; done && echo deep >f",
+    );
+    let out = mirror_dir(&lab, "");
+    assert!(
+        out.contains("full transfer: a path is over 4000 bytes")
+            && out.contains("partial backup")
+            && out.contains("delta basis none"),
+        "{out}"
+    );
+    assert_eq!(vps1_snapshots(&lab).last().unwrap()["state"], "partial");
+    sh(&lab, "vps1", "rm -rf /srv/data/dddd*");
+    let out = mirror_dir(&lab, "");
+    assert!(
+        out.contains("full transfer: the archive holds no complete backup")
+            && out.contains("delta basis 2"),
+        "{out}"
+    );
+    assert!(mirror_dir(&lab, "").contains("backup done (delta)"));
 
     // A hostile VPS (root, with the backup key) makes up deltas. Its own snapshots are its
     // to change; nothing else is.
@@ -395,10 +439,12 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
     sh(&lab, "archive", "echo keep >/srv/backup/sentinel");
     let before = vps1_snapshots(&lab).len();
     // Names that climb out, or start at /: the whole list is refused, nothing kept.
+    let long = format!("{}a\\0", "a/".repeat(2100));
     for deleted in [
         "srv/data/keep/../../../../sentinel\\0",
         "/srv/backup/sentinel\\0",
         "srv//data\\0",
+        long.as_str(),
     ] {
         let out = push_delta(&last, deleted);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
