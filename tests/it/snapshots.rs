@@ -480,4 +480,25 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
     assert!(tree.contains("srv/data/other/link "), "{tree}");
     assert!(snapshot_tree(&lab, &last).contains("srv/data/keep/m1 "));
     assert_eq!(sh(&lab, "archive", "cat /srv/backup/sentinel"), "keep");
+
+    // mirror-dir's own next delta is based on the snapshot before that one: the archive
+    // refuses it, and a full backup follows at once (m1 back in the newest snapshot).
+    let out = mirror_dir(&lab, "");
+    assert!(
+        out.contains("the archive refused the delta") && out.contains("backup done (full)"),
+        "{out}"
+    );
+    let newest = vps1_snapshots(&lab).last().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(snapshot_tree(&lab, &newest).contains("srv/data/keep/m1 "));
+    assert!(mirror_dir(&lab, "").contains("backup done (delta)"));
+    // One in 7 days is a full backup.
+    sh(
+        &lab,
+        "vps1",
+        "sed -i 's/^full .*/full 1/' /var/lib/rsync-backup/delta/meta",
+    );
+    assert!(mirror_dir(&lab, "").contains("full transfer: one in 7 days is a full one"));
 }
