@@ -283,10 +283,27 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
          touch -d 2001-01-01 $d/keep/m9; ln $d/keep/m10 $d/newdir/m10link; \
          rm -r $d/a/deep; echo nowfile >$d/a/deep; rm $d/keep/m11; mkdir $d/keep/m11; echo in >$d/keep/m11/f; \
          ln -sfn ../keep/m2 $d/other/link; echo t >$d/newdir/y.tmp; mkdir $d/newdir/cache; echo c >$d/newdir/cache/c; \
-         echo same-size >$d/keep/m12; echo more >>$d/keep/cache/in/f; sleep 3; echo same-SIZE >$d/keep/m12",
+         echo same-size >$d/keep/m12; echo more >>$d/keep/cache/in/f; \
+         t=$(stat -c %Y $d/keep/m13); printf 'M 13\\n' >$d/keep/m13; touch -d @$t $d/keep/m13; \
+         sleep 3; echo same-SIZE >$d/keep/m12",
     );
     let out = mirror_dir(&lab, "");
     assert!(out.contains("backup done (delta)"), "{out}");
+    // A file rewritten at its size and given back its time (to the second) is sent: rsync's
+    // quick check alone would have kept the old bytes.
+    assert_eq!(
+        sh(
+            &lab,
+            "archive",
+            &format!(
+                "cat /srv/backup/vps1/snapshots/{}/srv/data/keep/m13",
+                vps1_snapshots(&lab).last().unwrap()["name"]
+                    .as_str()
+                    .unwrap()
+            )
+        ),
+        "M 13"
+    );
     // A directory that lost a name keeps the VPS's time, to the nanosecond.
     let newest = vps1_snapshots(&lab).last().unwrap()["name"]
         .as_str()
@@ -494,6 +511,21 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         .to_string();
     assert!(snapshot_tree(&lab, &newest).contains("srv/data/keep/m1 "));
     assert!(mirror_dir(&lab, "").contains("backup done (delta)"));
+    // An exclude that would keep a list sent with every backup out of a delta (a root that
+    // holds them, and `backup-*`): full backups.
+    sh(
+        &lab,
+        "vps1",
+        "printf '/var/lib/rsync-backup:\\n  exclude:\\n  - \"backup-*\"\\n' >>/etc/mirror-dir/config.yml",
+    );
+    mirror_dir(&lab, "");
+    assert!(mirror_dir(&lab, "").contains("full transfer: an exclude"));
+    sh(
+        &lab,
+        "vps1",
+        "sed -i '/^\\/var\\/lib\\/rsync-backup:/,$d' /etc/mirror-dir/config.yml",
+    );
+    mirror_dir(&lab, "");
     // One in 7 days is a full backup.
     sh(
         &lab,
