@@ -5,7 +5,7 @@
 //! figures while the other VPSes back up; an application installed after the backup was set
 //! up is backed up from then on. Real sshd hosts, real rsync, restores compared byte for byte.
 
-use crate::support::{archive_setup, on_terminal, sh, snapshots, Lab};
+use crate::support::{archive_setup, btrfs_archive_setup, on_terminal, sh, snapshots, Lab};
 
 /// 150 files of mail on vps1's data disk; their checksums.
 fn mail_on(lab: &Lab, host: &str) -> String {
@@ -472,20 +472,7 @@ fn fifty_first_backups_at_once_reach_an_archive_with_a_stock_sshd() {
 #[test]
 fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     let lab = Lab::up_with(1, &["--host-image", "archive=bookworm"]);
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-        "--btrfs-create",
-        "/srv/backup.img",
-        "--btrfs-size",
-        "2G",
-    ])
-    .run()
-    .success()
-    .stdout_has("btrfs snapshots");
+    btrfs_archive_setup(&lab).stdout_has("btrfs snapshots");
     assert_eq!(
         sh(&lab, "archive", "findmnt -n -o FSTYPE /srv/backup; grep -c '^STORAGE=btrfs$' /etc/0km-archive/archive.conf"),
         "btrfs\n1"

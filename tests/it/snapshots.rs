@@ -3,7 +3,7 @@
 //! (an unmounted disk) is carried forward and flagged, a backup with a file rsync cannot send
 //! is kept as partial, and `vps-backup snapshots` says all of it. Real sshd hosts, real rsync.
 
-use crate::support::{archive_setup, sh, Lab};
+use crate::support::{archive_setup, btrfs_archive_setup, sh, Lab};
 
 fn vps1_snapshots(lab: &Lab) -> Vec<serde_json::Value> {
     crate::support::snapshots(lab, "myadmin@archive", "vps1")
@@ -231,19 +231,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
             "vps1=trixie",
         ],
     );
-    lab.zerokm([
-        "backup-server",
-        "setup",
-        "root@archive",
-        "--admin",
-        "myadmin",
-        "--btrfs-create",
-        "/srv/backup.img",
-        "--btrfs-size",
-        "2G",
-    ])
-    .run()
-    .success();
+    btrfs_archive_setup(&lab);
     sh(
         &lab,
         "vps1",

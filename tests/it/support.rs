@@ -231,6 +231,24 @@ pub fn archive_setup_at(lab: &Lab, target: &str) -> Done {
         .stdout_has("is an archive server")
 }
 
+/// The lab's `archive` host made an archive server in btrfs mode, on a 2 GiB image file
+/// (`--btrfs-create /srv/backup.img`), which must succeed; its output.
+pub fn btrfs_archive_setup(lab: &Lab) -> Done {
+    lab.zerokm([
+        "backup-server",
+        "setup",
+        "root@archive",
+        "--admin",
+        "myadmin",
+        "--btrfs-create",
+        "/srv/backup.img",
+        "--btrfs-size",
+        "2G",
+    ])
+    .run()
+    .success()
+}
+
 /// Every snapshot of `host` on `archive` (`vps-backup snapshots --json`), oldest first.
 pub fn snapshots(lab: &Lab, archive: &str, host: &str) -> Vec<serde_json::Value> {
     lab.zerokm(["--json", "vps-backup", "snapshots", archive, host])
