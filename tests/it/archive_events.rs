@@ -472,7 +472,7 @@ fn fifty_first_backups_at_once_reach_an_archive_with_a_stock_sshd() {
 #[test]
 fn btrfs_mode_snapshots_are_subvolumes_and_lose_nothing() {
     let lab = Lab::up_with(1, &["--host-image", "archive=bookworm"]);
-    btrfs_archive_setup(&lab).stdout_has("btrfs snapshots");
+    btrfs_archive_setup(&lab, "root@archive").stdout_has("btrfs snapshots");
     assert_eq!(
         sh(&lab, "archive", "findmnt -n -o FSTYPE /srv/backup; grep -c '^STORAGE=btrfs$' /etc/0km-archive/archive.conf"),
         "btrfs\n1"

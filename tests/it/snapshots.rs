@@ -216,7 +216,8 @@ fn mirror_dir(lab: &Lab, args: &str) -> String {
 /// btrfs mode sends only what changed (issue 11's speed goal): the archive offers each clean
 /// complete snapshot as the basis of the next backup, and mirror-dir, from a walk of its roots
 /// kept since, sends the names that changed and the list of the removed ones. On a pristine
-/// Debian 12 archive and a pristine Debian 13 VPS: a delta after every kind of change is the
+/// Debian 12 archive, named as the manual names it (`root@ADDRESS:10023`,
+/// `myadmin@ADDRESS:10023`), and a pristine Debian 13 VPS: a delta after every kind of change is the
 /// same tree as a full backup taken right after it (names, bytes, owners, modes, times, hard
 /// links, symlinks), the excludes apply as rsync applies them, a recover gives the bytes back,
 /// and a delta a hostile VPS makes up removes nothing outside its own new snapshot.
@@ -231,7 +232,11 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
             "vps1=trixie",
         ],
     );
-    btrfs_archive_setup(&lab);
+    // The archive by address and port, as the manual writes it.
+    let net = lab.net();
+    btrfs_archive_setup(&lab, &format!("root@{net}.1:10023"));
+    let archive = format!("myadmin@{net}.1:10023");
+    let snapshots = || crate::support::snapshots(&lab, &archive, "vps1");
     sh(
         &lab,
         "vps1",
@@ -243,7 +248,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
          echo hl >$d/keep/h1; ln $d/keep/h1 $d/keep/h2; ln -s ../keep/m1 $d/other/link; \
          mkdir -p $d/keep/cache/in; echo in >$d/keep/cache/in/f",
     );
-    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+    lab.zerokm(["--yes", "vps-install", "backup", &archive, "vps1"])
         .run()
         .success();
     sh(
@@ -285,15 +290,13 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
             "archive",
             &format!(
                 "cat /srv/backup/vps1/snapshots/{}/srv/data/keep/m13",
-                vps1_snapshots(&lab).last().unwrap()["name"]
-                    .as_str()
-                    .unwrap()
+                snapshots().last().unwrap()["name"].as_str().unwrap()
             )
         ),
         "M 13"
     );
     // A directory that lost a name keeps the VPS's time, to the nanosecond.
-    let newest = vps1_snapshots(&lab).last().unwrap()["name"]
+    let newest = snapshots().last().unwrap()["name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -318,7 +321,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
     );
     let out = mirror_dir(&lab, "--full");
     assert!(out.contains("full transfer: asked for (--full)"), "{out}");
-    let s = vps1_snapshots(&lab);
+    let s = snapshots();
     let n = s.len();
     let (delta, full) = (
         s[n - 2]["name"].as_str().unwrap(),
@@ -360,7 +363,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
     let out = mirror_dir(&lab, "");
     assert!(out.contains("backup done (delta)"), "{out}");
     mirror_dir(&lab, "--full");
-    let s = vps1_snapshots(&lab);
+    let s = snapshots();
     let n = s.len();
     same_tree(
         &snapshot_tree(&lab, s[n - 2]["name"].as_str().unwrap()),
@@ -373,7 +376,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         "--yes",
         "vps-backup",
         "recover",
-        "myadmin@archive#vps1:/srv/data",
+        &format!("{archive}#vps1:/srv/data"),
         "vps1:/restored",
     ])
     .run()
@@ -410,7 +413,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
             && out.contains("delta basis none"),
         "{out}"
     );
-    assert_eq!(vps1_snapshots(&lab).last().unwrap()["state"], "partial");
+    assert_eq!(snapshots().last().unwrap()["state"], "partial");
     sh(&lab, "vps1", "rm -rf /srv/data/dddd*");
     let out = mirror_dir(&lab, "");
     assert!(
@@ -422,7 +425,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
 
     // A hostile VPS (root, with the backup key) makes up deltas. Its own snapshots are its
     // to change; nothing else is.
-    let last = vps1_snapshots(&lab).last().unwrap()["name"]
+    let last = snapshots().last().unwrap()["name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -442,7 +445,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         )
     };
     sh(&lab, "archive", "echo keep >/srv/backup/sentinel");
-    let before = vps1_snapshots(&lab).len();
+    let before = snapshots().len();
     // Names that climb out, or start at /: the whole list is refused, nothing kept.
     let long = format!("{}a\\0", "a/".repeat(2100));
     for deleted in [
@@ -455,11 +458,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{deleted}: {err}");
         assert!(err.contains("not valid"), "{deleted}: {err}");
-        assert_eq!(
-            vps1_snapshots(&lab).len(),
-            before,
-            "{deleted}: nothing kept"
-        );
+        assert_eq!(snapshots().len(), before, "{deleted}: nothing kept");
     }
     // Another basis than the newest snapshot: refused.
     let out = push_delta("2001-01-01T000000Z", "srv/data/keep/m1\\0");
@@ -468,7 +467,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         !out.status.success() && err.contains("delta refused"),
         "{err}"
     );
-    assert_eq!(vps1_snapshots(&lab).len(), before);
+    assert_eq!(snapshots().len(), before);
     // Through what is not a directory on the archive (a symlink is stored as a file): skipped.
     // A name of its own tree: removed from the new snapshot only.
     let out = push_delta(&last, "srv/data/other/link/m1\\0srv/data/keep/m1\\0");
@@ -477,7 +476,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = vps1_snapshots(&lab);
+    let s = snapshots();
     let newest = s.last().unwrap()["name"].as_str().unwrap();
     assert_ne!(newest, last, "a snapshot of its own");
     let tree = snapshot_tree(&lab, newest);
@@ -493,7 +492,7 @@ fn btrfs_delta_backups_send_what_changed_and_equal_a_full_one() {
         out.contains("the archive refused the delta") && out.contains("backup done (full)"),
         "{out}"
     );
-    let newest = vps1_snapshots(&lab).last().unwrap()["name"]
+    let newest = snapshots().last().unwrap()["name"]
         .as_str()
         .unwrap()
         .to_string();

@@ -231,13 +231,14 @@ pub fn archive_setup_at(lab: &Lab, target: &str) -> Done {
         .stdout_has("is an archive server")
 }
 
-/// The lab's `archive` host made an archive server in btrfs mode, on a 2 GiB image file
-/// (`--btrfs-create /srv/backup.img`), which must succeed; its output.
-pub fn btrfs_archive_setup(lab: &Lab) -> Done {
+/// `backup-server setup TARGET --admin myadmin` in btrfs mode, on a 2 GiB image file
+/// (`--btrfs-create /srv/backup.img`; TARGET as the user writes it), which must succeed; its
+/// output.
+pub fn btrfs_archive_setup(lab: &Lab, target: &str) -> Done {
     lab.zerokm([
         "backup-server",
         "setup",
-        "root@archive",
+        target,
         "--admin",
         "myadmin",
         "--btrfs-create",
