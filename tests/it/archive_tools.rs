@@ -1669,9 +1669,10 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     );
 }
 
-/// `inspect --privileged`: the setuid/setgid files and device nodes a path recover leaves
+/// `inspect --privileged`: the setuid/setgid programs and device nodes a path recover leaves
 /// out, read from the real modes fake-super keeps in the xattrs, with the backed-up host's
 /// hostile values (a mode that is not octal, a name with a newline) only counted or shown.
+/// A setuid/setgid bit on a file nobody may execute grants nothing: not read, not listed.
 #[test]
 fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
     let a = Archive::new();
@@ -1684,7 +1685,9 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
          cp /bin/true src/data/bin/plain && chmod 1755 src/data/tmp && \
          mknod src/data/mem c 1 1 && mknod src/data/sda b 8 0 && \
          cp /bin/true $'src/data/we ird/a\\nb' && chmod 6755 $'src/data/we ird/a\\nb' && \
-         mkdir src/data/-delete && cp /bin/true src/data/-delete/x && chmod 4755 src/data/-delete/x",
+         mkdir src/data/-delete && cp /bin/true src/data/-delete/x && chmod 4755 src/data/-delete/x && \
+         echo x >src/data/inert && chmod 6644 src/data/inert && \
+         echo x >src/data/other && chmod 4001 src/data/other",
     );
     a.backup("vps1").success();
     let snap = a
@@ -1715,7 +1718,7 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
     let data = &paths[0];
     assert_eq!(
         (data["setid"].as_u64(), data["devices"].as_u64()),
-        (Some(5), Some(2)),
+        (Some(6), Some(2)),
         "{r}"
     );
     let mut listed: Vec<&str> = data["privileged"]
@@ -1728,6 +1731,7 @@ fn inspect_privileged_reads_the_backups_setuid_files_and_devices() {
     assert_eq!(
         listed,
         [
+            "---S-----x data/other",
             "-rwsr-sr-x data/we ird/a\\012b",
             "-rwsr-xr-x data/-delete/x",
             "-rwsr-xr-x data/bin/real",
