@@ -20,8 +20,10 @@
 #       0km-result {"changed":bool,"dir":"DIR"}
 #   cleanup DIR also closes the connection to the archive that pulls share (DIR/ctl).
 #   probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE
-#       lists SOURCE's entry on the archive with the key of DIR (the plan's connection), so
-#       that the archive has seen the address this host reads from. 0km-result {"changed":false}
+#       lists SOURCE on the archive with the key of DIR (the plan's connection), so that the
+#       archive has seen the address this host reads from. SOURCE's top-level entries are
+#       kept in DIR/listing, where a pull of SOURCE in streams reads them instead of listing
+#       them again. 0km-result {"changed":false}
 #   space BYTES PATH [BYTES PATH]...
 #       each file system under the PATHs has room for the BYTES a restore writes there (plus
 #       5 % and 64 MiB), else exit 1 saying which lacks how much. 0km-result {"changed":false}
@@ -230,9 +232,11 @@ cmd_cleanup() {
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
         pull_key=$dir/id_ed25519
         # What still works in DIR (a pull, a listing of an interrupted recover) stops first:
-        # it could write into DIR while it is removed. Again until nothing uses the key and
-        # DIR is gone: a step of the recover cut short may still be starting its connection
-        # (`ssh -f` forks once connected, under a new process id).
+        # it could write into DIR while it is removed. Again, every 0.05 s, until nothing uses
+        # the key and DIR is gone: a step of the recover cut short may still be starting its
+        # connection (`ssh -f` forks once connected, under a new process id). Once both
+        # hold, nothing started later can use the key (its file is gone) or make DIR again,
+        # so a recover that ended normally does not wait.
         local pid tries=0
         while :; do
             for pid in $(pgrep -f -- " (pull|probe) $dir " || true); do
@@ -243,13 +247,13 @@ cmd_cleanup() {
             pull_ctl=$dir/ctl
             pull_disconnect
             rm -rf -- "$dir" 2>/dev/null || true
-            sleep 0.2
             if [[ ! -e $dir ]] && ! pgrep -f -- "-i $pull_key " >/dev/null &&
                 ! pgrep -f -- " (pull|probe) $dir " >/dev/null; then
                 break
             fi
             tries=$((tries + 1))
-            [[ $tries -lt 25 ]] || die "$dir could not be removed, or something still uses its key"
+            [[ $tries -lt 100 ]] || die "$dir could not be removed, or something still uses its key"
+            sleep 0.05
         done
         changed=true
         log "removed $dir"
@@ -286,9 +290,14 @@ use_key() {
     mv -f "$tmp" "$pull_known_hosts"
 }
 
-# probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: reads SOURCE's entry on the
-# archive with the key of DIR (a listing, through the plan's connection): the archive then
-# knows the address this host reads from (grant-read --from-seen binds the key to it).
+# probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: lists SOURCE on the archive
+# with the key of DIR (through the plan's connection): the archive then knows the address
+# this host reads from (grant-read --from-seen binds the key to it). The listing of a
+# directory's top-level entries is kept for the pull (pull_listing): the pull in streams
+# shares them out, and so needs no listing session of its own after the confirmation. A
+# snapshot is never changed, so the listing is still the snapshot's then. A listing longer
+# than a pull in streams reads is not kept, nor one that failed (SOURCE is a file: the
+# archive saw the address all the same).
 cmd_probe() {
     [[ $# -eq 5 ]] || die_usage "usage: probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE"
     local dir kh source=$5
@@ -296,10 +305,20 @@ cmd_probe() {
     check_source "$source"
     use_key "$dir/ctl-plan"
     if command -v rsync >/dev/null 2>&1; then
-        # (what it answers does not matter here: a path the snapshot lacks is said by the
-        # plan, from the archive's inspection)
+        # (whether it lists anything does not matter here: a path the snapshot lacks is said
+        # by the plan, from the archive's inspection)
         pull_connect
-        rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:${source%/}" >/dev/null 2>&1 || true
+        local tmp code=0
+        tmp=$(mktemp "$dir/.listing.XXXXXX")
+        tmpfiles+=("$tmp")
+        printf 'source %s\n' "${source%/}/" >"$tmp"
+        rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:${source%/}/" 2>/dev/null |
+            head -n "$((PULL_STREAM_ENTRIES_MAX + 2))" >>"$tmp" || code=$?
+        if [[ $code -eq 0 && $(wc -l <"$tmp") -le $((PULL_STREAM_ENTRIES_MAX + 2)) ]]; then
+            mv -f "$tmp" "$dir/listing"
+        else
+            rm -f "$dir/listing"
+        fi
     else
         # (a brand-new host: rsync comes later) A session the archive refuses, and logs with
         # the address it came from, is as good.
@@ -392,6 +411,7 @@ cmd_pull() {
     # connection, and the plan's is the key's before the confirmation (dry runs only); the
     # restore's connection starts after it was granted again (scripts/0km-archive grant-read).
     if [[ $mode == plan ]]; then use_key "$dir/ctl-plan"; else use_key "$dir/ctl"; fi
+    [[ ! -f $dir/listing || -L $dir/listing ]] || pull_listing=$dir/listing
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_progress=$dir/progress
     if [[ $then_verify == 1 && $mode == pull ]]; then

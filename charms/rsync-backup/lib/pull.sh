@@ -15,7 +15,7 @@
 # rate, rewritten every second, see pull_watch), pull_refused_hint, pull_streams (N > 1: a
 # directory's top-level entries are shared among N rsyncs at once, see pull_streamed; only
 # for a directory whose top-level entries share no hard link, which rsync keeps within one
-# run only).
+# run only), pull_listing (a listing of a SOURCE/ made earlier: see pull_ls).
 
 PULL_HOSTNAME_RE='^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$'
 # A path on the archive: the snapshot, then the host's path. The characters are limited
@@ -80,6 +80,7 @@ pull_checksum=0
 pull_xattrs=1 # 0: extended attributes (file capabilities among them) are not restored
 pull_progress=""
 pull_refused_hint="" # appended to the message when the archive refuses the key
+pull_listing=""      # `source SOURCE/`, then rsync's --list-only of SOURCE/ (see pull_ls)
 pull_streams=1
 pull_then_verify=""     # a file: a pull in streams checks each share once it is pulled (see
 pull_verify_checksum=0  # pull_streamed), its tallies there; 1: the check compares contents
@@ -150,9 +151,17 @@ pull_explain() {
 }
 
 # pull_ls PATH OUT: rsync's listing of PATH on the archive into the file OUT; dies saying why
-# when it cannot be read.
+# when it cannot be read. A directory's contents (PATH/) come from pull_listing when it lists
+# that PATH (its first line `source PATH/`, which no listing line looks like).
 pull_ls() {
-    local errf code=0
+    local errf code=0 first=""
+    if [[ $1 == */ && -n $pull_listing && -f $pull_listing ]]; then
+        IFS= read -r first <"$pull_listing" || true
+        if [[ $first == "source $1" ]]; then
+            cp -- "$pull_listing" "$2"
+            return 0
+        fi
+    fi
     errf=$(mktemp)
     tmpfiles+=("$errf")
     rsync --no-s --list-only -e "$(pull_ssh)" "$pull_user@$pull_host:$1" >"$2" 2>"$errf" || code=$?
@@ -190,7 +199,7 @@ pull_list() {
 }
 
 # pull_parse_entries FILE: pull_entries from rsync's listing of a directory in FILE (`MODE
-# SIZE DATE TIME NAME`; the first line is "." itself).
+# SIZE DATE TIME NAME`; the first such line is "." itself; other lines are skipped).
 pull_entry_kinds=() # the first letter of each entry's mode: d, -, l, ...
 pull_parse_entries() {
     local line first=1 name
