@@ -338,11 +338,14 @@ async fn probe_and_keygen(
                 let upgrade = &upgrade;
                 async move {
                     if on_archive {
-                        archive::check_version(&ctx, upgrade).await?;
-                        let v =
+                        // (both at once: an archive too old for the inspection is said by
+                        // its version)
+                        let (version, v) = tokio::join!(
+                            archive::check_version(&ctx, upgrade),
                             inspect_paths(&ctx, "archive: snapshot", host, wanted, inspect, &[])
-                                .await?;
-                        *probe.lock().expect("slot") = Some(v);
+                        );
+                        version?;
+                        *probe.lock().expect("slot") = Some(v?);
                     } else {
                         let k = run_playbook::<KeyGen>(
                             &ctx,
@@ -487,8 +490,21 @@ impl Prepared {
         let comps = &plan.components;
         let mut notes = Vec::new();
         // Room for what the pull writes, on each file system, before anything is stopped,
-        // deleted or written.
-        space_check(hosts, &plan.writes).await?;
+        // deleted or written. When nothing else comes before the pull, the key is granted for
+        // it meanwhile (a grant changes nothing on the destination; a refusal revokes it).
+        let direct = !plan.mysql_load
+            && plan.new_volumes.is_none()
+            && plan.whole.is_none()
+            && comps.is_empty();
+        let grant = || self.key.grant(hosts, Stage::Restore, snapshot, &self.scope);
+        let early = if direct {
+            let (space, granted) = tokio::join!(space_check(hosts, &plan.writes), grant());
+            space?;
+            Some(granted)
+        } else {
+            space_check(hosts, &plan.writes).await?;
+            None
+        };
         if plan.mysql_load {
             components::keep_database_login(hosts, &server.key_dir).await?;
         }
@@ -507,10 +523,10 @@ impl Prepared {
         }
         // Confirmed: the key may read now (for minutes: the pull starts right away), from
         // where the destination read during the plan.
-        let granted = self
-            .key
-            .grant(hosts, Stage::Restore, snapshot, &self.scope)
-            .await;
+        let granted = match early {
+            Some(granted) => granted,
+            None => grant().await,
+        };
         let pulled: Result<Vec<Pulled>, RecoverError> = match granted {
             Err(e) => Err(e),
             Ok(()) => {
