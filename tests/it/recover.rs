@@ -1097,6 +1097,18 @@ fn a_directory_is_pulled_in_streams_unless_hard_links_join_its_entries() {
     );
     // (checked by the streams as they went: no check of its own after the pull)
     assert!(!done.stderr.contains("recover: verify"), "{}", done.all());
+    // The streams share out the entries the plan's probe listed (a dry run, `-n`): the
+    // pull lists nothing of its own.
+    let lists = sh(
+        &lab,
+        "archive",
+        "grep -- 'read: .* start: .*--list-only' /srv/backup/vps1/receive.log",
+    );
+    assert_eq!(lists.lines().count(), 1, "{lists}");
+    assert!(
+        lists.contains(" -n ") && lists.contains("/mail/"),
+        "{lists}"
+    );
     assert_eq!(
         tree(&lab, "vps1", "/srv/datastore/data/mail"),
         tree(&lab, "vps2", "/restore/mail")
