@@ -15,7 +15,8 @@
 # of RUNS runs, the tools taking turns in a rotating order); how the no-change backup grows
 # from the smallest to the largest of SCALE; the time to expire the oldest of 7 snapshots; the
 # recover of the tree onto an empty path (0km's whole command, verification included, against
-# a bare rsync pull and `restic restore`), restored bytes checked.
+# a bare rsync pull, the by-hand restore docs/recovery.md gives, and `restic restore`),
+# restored bytes checked, and whether each restored the owners and modes.
 #
 # Usage: tests/bench/snapshots.sh
 # Environment: RUNS (6), FILES (100000), FILE_SIZE (2048), SCALE ("10000 100000 300000"),
@@ -225,24 +226,40 @@ expire_restic=$(timed on vps1 "$restic_env restic $restic_repo forget -q --keep-
 fi
 
 # Recover onto an empty path: 0km's whole command (plan, pull, verification) from each
-# archive, a bare rsync pull of the same snapshot, restic restore; the bytes compared.
+# archive, a bare rsync pull of the same snapshot (`rsync -a`, root to root: it gives every
+# file the archive's owner, the backup account, not the backed-up one), the by-hand restore of
+# docs/recovery.md (`rsync -aHAX --numeric-ids` with fake-super on the archive's side, which
+# gives back the real owners and modes, as 0km's pull does), restic restore; the bytes
+# compared, and each tree's owners and modes against the source's.
 if [[ $PARTS == *daily* || $PARTS == *recover* ]]; then
 echo "== recover, $RUNS runs each" >&2
 snap_hl=$(on archive 'readlink /srv/backup/vps1/current')
 for ((r = 1; r <= RUNS; r++)); do
-    on vps1 'rm -rf /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-restic'
+    on vps1 'rm -rf /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-hand /srv/r-restic'
     rec[hl]+="$(timed km --yes vps-backup recover myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hl) "
     rec[hlc]+="$(timed km --yes vps-backup recover --verify-content myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hlc) "
     rec[bt]+="$(timed km --yes vps-backup recover myadmin@vps2#vps1:/srv/datastore/data/maildir vps1:/srv/r-bt) "
     rec[rsync]+="$(timed on vps1 "rsync -a -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-rsync/") "
+    rec[hand]+="$(timed on vps1 "rsync -aHAX --no-s --numeric-ids --rsync-path='rsync --fake-super' -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-hand/") "
     rec[restic]+="$(timed on vps1 "$restic_env restic $restic_repo restore -q latest --target /srv/r-restic >/dev/null") "
-    echo "   recover run $r: $(last "${rec[hl]}") $(last "${rec[hlc]}") $(last "${rec[bt]}") $(last "${rec[rsync]}") $(last "${rec[restic]}")" >&2
+    echo "   recover run $r: $(last "${rec[hl]}") $(last "${rec[hlc]}") $(last "${rec[bt]}") $(last "${rec[rsync]}") $(last "${rec[hand]}") $(last "${rec[restic]}")" >&2
 done
 sum() { on vps1 "cd $1 && find . -type f -print0 | sort -z | xargs -0 cat | sha256sum"; }
-want=$(sum /srv/datastore/data/maildir)
-for d in /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-restic/srv/datastore/data/maildir; do
+meta() { on vps1 "cd $1 && find . -mindepth 1 -printf '%P %U:%G %m\n' | sort | sha256sum"; }
+want=$(sum /srv/datastore/data/maildir) want_meta=$(meta /srv/datastore/data/maildir)
+declare -A owners=()
+for d in /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-hand /srv/r-restic/srv/datastore/data/maildir; do
     [[ $(sum "$d") == "$want" ]] || {
         echo "$d differs from the source" >&2
+        exit 1
+    }
+    owners[$d]=no
+    [[ $(meta "$d") != "$want_meta" ]] || owners[$d]=yes
+done
+# 0km's restores must give back the owners and modes; the bare pull is known not to.
+for d in /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-hand; do
+    [[ ${owners[$d]} == yes ]] || {
+        echo "$d: owners or modes differ from the source" >&2
         exit 1
     }
 done
@@ -288,10 +305,11 @@ done
         printf '  %-34s %8.2f s\n' "0km recover, hard-link archive" "$(recmed hl)"
         printf '  %-34s %8.2f s\n' "0km recover --verify-content" "$(recmed hlc)"
         printf '  %-34s %8.2f s\n' "0km recover, btrfs archive" "$(recmed bt)"
-        printf '  %-34s %8.2f s\n' "rsync -a pull of the snapshot" "$(recmed rsync)"
-        printf '  %-34s %8.2f s\n' "restic restore" "$(recmed restic)"
-        printf '  0km (hard-link) / rsync pull: %.2fx (goal <= 1.3x); / restic restore: %.2fx (goal < 1)\n' \
-            "$(calc "$(recmed hl) / $(recmed rsync)")" "$(calc "$(recmed hl) / $(recmed restic)")"
+        printf '  %-34s %8.2f s   owners and modes restored: %s\n' "rsync -a pull of the snapshot" "$(recmed rsync)" "${owners[/srv/r-rsync]}"
+        printf '  %-34s %8.2f s   owners and modes restored: %s\n' "by hand: rsync -aHAX --numeric-ids" "$(recmed hand)" "${owners[/srv/r-hand]}"
+        printf '  %-34s %8.2f s   owners and modes restored: %s\n' "restic restore" "$(recmed restic)" "${owners[/srv/r-restic/srv/datastore/data/maildir]}"
+        printf '  0km (hard-link) / rsync -a pull: %.2fx (goal <= 1.3x); / by-hand restore: %.2fx; / restic restore: %.2fx (goal < 1)\n' \
+            "$(calc "$(recmed hl) / $(recmed rsync)")" "$(calc "$(recmed hl) / $(recmed hand)")" "$(calc "$(recmed hl) / $(recmed restic)")"
     fi
     if [[ $PARTS == *scale* ]]; then
         echo
@@ -309,5 +327,5 @@ done
     echo
     echo "every run (seconds):"
     for k in "${!times[@]}"; do echo "  $k: ${times[$k]}"; done | sort
-    for k in hl hlc bt rsync restic; do echo "  recover $k: ${rec[$k]-}"; done
+    for k in hl hlc bt rsync hand restic; do echo "  recover $k: ${rec[$k]-}"; done
 }
