@@ -516,8 +516,11 @@ pull_accumulate() {
 # With --delete each leaves the entries it excludes alone. With pull_then_verify (a pull),
 # each stream checks its share as soon as it has pulled it (the check of one overlaps the end
 # of the other's pull; four shares for two streams measured no faster: each rsync session
-# has its cost), the check's tallies into that file. A pull ends with the directory's own owner, mode and time, set once the streams
-# have written into it. (Uses pull_run's mode_opts, xattrs and errf.)
+# has its cost), the check's tallies into that file. A pull ends with the directory's own
+# owner, mode and time (`itself`), set once the streams have written into it: by the
+# share pulled last, while it checks (the checks do not count a directory's time as a
+# difference, and the rest of it is the same before and after). (Uses pull_run's mode_opts,
+# xattrs and errf.)
 pull_streamed() {
     local source=$1 dest=$2 mode=$3 out lst c w n failed="" code shares
     local -a names=() vopts=(--stats --dry-run -i)
@@ -559,6 +562,10 @@ pull_streamed() {
         : >"$out.$c.err"
         : >"$out.$c.v"
     done
+    # The directory itself, and nothing under it (one share creating its top-level
+    # directories changes its time after another set it).
+    local -a itself=(rsync -aHA --no-s --numeric-ids "--timeout=$PULL_IO_TIMEOUT" --exclude='/*'
+        -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest")
     for ((w = 0; w < pull_streams && w < shares; w++)); do
         {
             # (a failed rsync is an exit code written down, not the end of this stream)
@@ -571,11 +578,26 @@ pull_streamed() {
                     pull_tally "$mode" "$pull_checksum" "$((c > 0))" >"$out.$c"
                 echo "${PIPESTATUS[0]}" >"$out.$c.code"
                 [[ $(cat "$out.$c.code") =~ ^(0|24)$ ]] || break
-                [[ $checked == yes ]] || continue
-                rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${vopts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
-                    "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
-                    pull_tally verify "$pull_verify_checksum" "$((c > 0))" >"$out.$c.v"
-                echo "${PIPESTATUS[0]}" >"$out.$c.vcode"
+                # The last share pulled sets the directory's own attributes, beside its check
+                # (the mkdir: one of two shares ending together).
+                local fpid=""
+                if [[ $mode == pull ]]; then
+                    : >"$out.$c.pulled"
+                    if pull_all_pulled "$out" "$shares" && mkdir "$out.final" 2>/dev/null; then
+                        "${itself[@]}" 2>"$out.final.err" &
+                        fpid=$!
+                    fi
+                fi
+                if [[ $checked == yes ]]; then
+                    rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${vopts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+                        "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
+                        pull_tally verify "$pull_verify_checksum" "$((c > 0))" >"$out.$c.v"
+                    echo "${PIPESTATUS[0]}" >"$out.$c.vcode"
+                fi
+                if [[ -n $fpid ]]; then
+                    wait "$fpid"
+                    echo "$?" >"$out.final.code"
+                fi
             done
         } &
         pull_stream_pids+=($!)
@@ -598,20 +620,34 @@ pull_streamed() {
     if [[ $checked == yes ]]; then
         for ((c = 0; c < shares; c++)); do cat "$out.$c.v" >>"$pull_then_verify"; done
     fi
+    local final=none
+    if [[ $mode == pull && -z $failed ]]; then
+        final=$(cat "$out.final.code" 2>/dev/null || echo none)
+        cp -- "$out.final.err" "$errf" 2>/dev/null || : >"$errf"
+    fi
     rm -rf "$pull_share_dir"
     pull_share_dir=""
     [[ -z $failed ]] || die "$failed"
     if [[ $mode == pull ]]; then
-        # (the directory itself, and nothing under it)
-        code=0
-        rsync -aHA --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT --exclude='/*' -e "$(pull_ssh)" \
-            "$pull_user@$pull_host:$source" "$dest" 2>"$errf" || code=$?
-        if [[ $code -ne 0 && $code -ne 24 ]]; then
+        # (not made beside a check: made now)
+        if [[ $final == none ]]; then
+            final=0
+            "${itself[@]}" 2>"$errf" || final=$?
+        fi
+        if [[ $final -ne 0 && $final -ne 24 ]]; then
             sed 's/^/    /' "$errf" >&2
-            die "pulling $source failed: $(pull_explain "$errf" "$code")"
+            die "pulling $source failed: $(pull_explain "$errf" "$final")"
         fi
     fi
     return 0
+}
+
+# pull_all_pulled OUT SHARES: whether every share of pull_streamed has been pulled.
+pull_all_pulled() {
+    local k
+    for ((k = 0; k < $2; k++)); do
+        [[ -e $1.$k.pulled ]] || return 1
+    done
 }
 
 # pull_result: the `0km-result` JSON of a pull_run.
