@@ -20,8 +20,9 @@
 #       0km-result {"changed":bool,"dir":"DIR"}
 #   cleanup DIR also closes the connection to the archive that pulls share (DIR/ctl).
 #   probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE
-#       lists SOURCE on the archive with the key of DIR (the plan's connection), so that the
-#       archive has seen the address this host reads from. SOURCE's top-level entries are
+#       lists SOURCE on the archive with the key of DIR, through the connection kept in
+#       DIR/ctl that the pulls then use, so that the archive has seen the address this host
+#       reads from. SOURCE's top-level entries are
 #       kept in DIR/listing, where a pull of SOURCE in streams reads them instead of listing
 #       them again. 0km-result {"changed":false}
 #   space BYTES PATH [BYTES PATH]...
@@ -242,6 +243,7 @@ cmd_cleanup() {
             for pid in $(pgrep -f -- " (pull|probe) $dir " || true); do
                 [[ $pid == "$$" ]] || kill "$pid" 2>/dev/null || true
             done
+            # (ctl-plan: the plan's own connection, made by 0km before archive tools 10)
             pull_ctl=$dir/ctl-plan
             pull_disconnect
             pull_ctl=$dir/ctl
@@ -291,7 +293,9 @@ use_key() {
 }
 
 # probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: lists SOURCE on the archive
-# with the key of DIR (through the plan's connection): the archive then knows the address
+# with the key of DIR (through DIR/ctl, the connection the pulls use next: the archive reads
+# the key's line at each session, so it plans now and reads after the confirmation's
+# grant): the archive then knows the address
 # this host reads from (grant-read --from-seen binds the key to it). The listing of a
 # directory's top-level entries is kept for the pull (pull_listing): the pull in streams
 # shares them out, and so needs no listing session of its own after the confirmation. A
@@ -303,7 +307,7 @@ cmd_probe() {
     local dir kh source=$5
     archive_args "$@"
     check_source "$source"
-    use_key "$dir/ctl-plan"
+    use_key "$dir/ctl"
     if command -v rsync >/dev/null 2>&1; then
         # (whether it lists anything does not matter here: a path the snapshot lacks is said
         # by the plan, from the archive's inspection)
@@ -407,10 +411,10 @@ cmd_pull() {
     if [[ $no_links == 1 && $(realpath -m -- "$dest") != "${dest%/}" && $dest != / ]]; then
         die "$dest goes through a symbolic link on this host (to $(realpath -m -- "$dest")): not restored there"
     fi
-    # A connection of its own for the plan: the archive's key line is read once per
-    # connection, and the plan's is the key's before the confirmation (dry runs only); the
-    # restore's connection starts after it was granted again (scripts/0km-archive grant-read).
-    if [[ $mode == plan ]]; then use_key "$dir/ctl-plan"; else use_key "$dir/ctl"; fi
+    # The connection the probe opened, when it is still up: the archive reads the key's
+    # line at each session, so what it may do is what the last grant says (a plan before the
+    # confirmation, the restore after; 0km-archive-send).
+    use_key "$dir/ctl"
     [[ ! -f $dir/listing || -L $dir/listing ]] || pull_listing=$dir/listing
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_progress=$dir/progress

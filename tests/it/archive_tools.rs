@@ -645,7 +645,7 @@ fn version_and_help_answer() {
     let a = Archive::new();
     assert_eq!(
         a.archive(&["version"]).success().result(),
-        json!({"changed": false, "version": "9"})
+        json!({"changed": false, "version": "10"})
     );
     let help = a.archive(&["help"]).success();
     assert!(
@@ -807,7 +807,7 @@ fn the_admin_command_passes_clean_words_and_refuses_the_rest() {
     // An empty command is `help`.
     let help = a.admin("").success().result();
     assert!(help["commands"].as_array().unwrap().len() > 5, "{help}");
-    assert_eq!(a.admin("  version ").success().result()["version"], "9");
+    assert_eq!(a.admin("  version ").success().result()["version"], "10");
     let r = a
         .admin(&format!("authorize vps1 {t} {b}"))
         .success()
@@ -1630,6 +1630,11 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     let out = a.rsync(&restore, &format!("-a x:snapshots/{snap}/data/ got/"));
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(bash(a.dir(), "cat got/f"), "secret");
+    // A session takes the key as its line says now, not as it said when its connection
+    // logged in: the connection the plan opened reads, now that the grant allows it.
+    let out = a.rsync(&plan, &format!("-a x:snapshots/{snap}/data/ viaplan/"));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(bash(a.dir(), "cat viaplan/f"), "secret");
     // The same key used from a second address: never bound again (to either).
     let elsewhere = a.dir().join("ssh-elsewhere");
     std::fs::write(
@@ -1640,7 +1645,12 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     )
     .unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
-    a.rsync(&elsewhere, &format!("-an x:snapshots/{snap}/data/ other/"));
+    // (a connection made from there before the key was bound is refused as a new one is)
+    let out = a.rsync(&elsewhere, &format!("-an x:snapshots/{snap}/data/ other/"));
+    assert!(
+        out.stderr.contains("this key reads from 127.0.0.1 only"),
+        "{out:?}"
+    );
     let out = a.archive(&[
         "grant-read",
         "vps1",
@@ -1667,6 +1677,22 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
         "{}",
         a.keys_file()
     );
+    // A grant that narrows the key narrows the connections made before it.
+    a.archive(&[
+        "grant-read",
+        "vps1",
+        &t,
+        &b,
+        "10",
+        "--only",
+        &snap,
+        "etc",
+        "--from",
+        "127.0.0.1",
+    ])
+    .success();
+    let out = a.rsync(&restore, &format!("-an x:snapshots/{snap}/data/ other/"));
+    assert!(out.stderr.contains("reads etc of"), "{out:?}");
 }
 
 /// `inspect --privileged`: the setuid/setgid programs and device nodes a path recover leaves
