@@ -1695,6 +1695,54 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     assert!(out.stderr.contains("reads etc of"), "{out:?}");
 }
 
+/// Each session of a read key takes the line with its id: a second line with that id (the id
+/// is the end of the blob, which whoever makes the key chooses: an RSA modulus, an sk key's
+/// application) must not lend it its scope. grant-read never writes one, and a session that
+/// finds two takes neither.
+#[test]
+fn a_read_key_never_takes_the_scope_of_another_with_its_id() {
+    let a = Archive::new();
+    a.authorize("vps1");
+    a.seed();
+    a.backup("vps1").success();
+    let snap = newest(&a.area("vps1"));
+    let (t, b) = a.new_key("one");
+    let id = key_id(&b);
+    a.archive(&["grant-read", "vps1", &t, &b, "10", "--only", &snap, "data"])
+        .success();
+    let one = a.wrapper_scoped("one", &["vps1", "--id", &id, "--only", &snap, "data"]);
+    let out = a.rsync(&one, &format!("-an x:snapshots/{snap}/etc/ other/"));
+    assert!(out.stderr.contains("reads data of"), "{out:?}");
+    // A line of another key with that id and the whole area, permanent, as an attacker
+    // would want it.
+    let (_, b2) = a.new_key("two");
+    bash(
+        a.dir(),
+        &format!(
+            "printf '%s\\n' 'command=\"/usr/local/sbin/0km-archive-send vps1 --id {id}\",restrict {t} {b2} 0km-read:vps1:permanent' >>backup/.ssh/authorized_keys"
+        ),
+    );
+    let out = a.rsync(&one, &format!("-an x:snapshots/{snap}/etc/ other/"));
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains(&format!("2 read keys of vps1 have the id {id}")),
+        "{out:?}"
+    );
+    let out = a.rsync(&one, &format!("-a x:snapshots/{snap}/data/ got/"));
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(!a.dir().join("got").exists());
+    // grant-read refuses a key whose id another key has (here: granting the first again).
+    let out = a.archive(&["grant-read", "vps1", &t, &b, "10", "--only", &snap, "data"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains(&format!(
+            "this key's id {id} (the end of its blob) is already another read key's"
+        )),
+        "{out:?}"
+    );
+}
+
 /// `inspect --privileged`: the setuid/setgid programs and device nodes a path recover leaves
 /// out, read from the real modes fake-super keeps in the xattrs, with the backed-up host's
 /// hostile values (a mode that is not octal, a name with a newline) only counted or shown.

@@ -54,6 +54,25 @@ fi
     KEY_TYPES='ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com'
     KEY_TYPES_TEXT='ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256/384/521, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com'
     BLOB_RE='^[A-Za-z0-9+/]+={0,3}$'
+    # A read line (0km-archive grant-read writes it): the host, then its scope (the forced
+    # command's options, 0km-archive-send's SCOPE), an address it may come from, an expiry.
+    # Groups: 1 host, 2 scope, 6 from, 8 expiry-time, 9 type, 10 blob, 11 comment's host, 12
+    # expiry (epoch or permanent).
+    READ_LINE_RE="^command=\"${SEND//./\\.} ([a-z0-9.-]+)((\\ --[a-z-]+(\\ [A-Za-z0-9@.:+=_,/-]+)*)*)\",restrict(,from=\"([0-9A-Fa-f.:]{2,45})\")?(,expiry-time=\"([0-9]{12})Z\")? ($KEY_TYPES) ([A-Za-z0-9+/]+={0,3}) 0km-read:([a-z0-9.-]+):([0-9]{1,12}|permanent)\$"
+}
+
+# expiry_stamp EPOCH: sshd's expiry-time for EPOCH (UTC, to the minute, without the Z).
+expiry_stamp() { date -u -d "@$1" +%Y%m%d%H%M; }
+
+# read_line_consistent STAMP EXP: a permanent line has no expiry-time, a temporary one has the
+# expiry-time of its EPOCH (a whole minute).
+read_line_consistent() {
+    local stamp=$1 exp=$2
+    if [[ $exp == permanent ]]; then
+        [[ -z $stamp ]]
+    else
+        [[ -n $stamp && $((exp % 60)) -eq 0 && $(expiry_stamp "$exp") == "$stamp" ]]
+    fi
 }
 
 # ---- messages and values ---------------------------------------------------------------------
