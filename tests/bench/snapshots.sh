@@ -15,8 +15,8 @@
 # of RUNS runs, the tools taking turns in a rotating order); how the no-change backup grows
 # from the smallest to the largest of SCALE; the time to expire the oldest of 7 snapshots; the
 # recover of the tree onto an empty path (0km's whole command, verification included, against
-# a bare rsync pull, the by-hand restore docs/recovery.md gives, and `restic restore`),
-# restored bytes checked, and whether each restored the owners and modes.
+# a bare rsync pull, the by-hand restore docs/recovery.md gives, and `restic restore`, in a
+# rotating order too), restored bytes checked, and whether each restored the owners and modes.
 #
 # Usage: tests/bench/snapshots.sh
 # Environment: RUNS (6), FILES (100000), FILE_SIZE (2048), SCALE ("10000 100000 300000"),
@@ -234,14 +234,25 @@ fi
 if [[ $PARTS == *daily* || $PARTS == *recover* ]]; then
 echo "== recover, $RUNS runs each" >&2
 snap_hl=$(on archive 'readlink /srv/backup/vps1/current')
+# Each run deletes the last run's trees (600,000 files) and flushes that first, then the tools
+# take turns in a rotating order, as the daily backups do: none always comes first.
+recover_one() {
+    case $1 in
+        hl) timed km --yes vps-backup recover myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hl ;;
+        hlc) timed km --yes vps-backup recover --verify-content myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hlc ;;
+        bt) timed km --yes vps-backup recover myadmin@vps2#vps1:/srv/datastore/data/maildir vps1:/srv/r-bt ;;
+        rsync) timed on vps1 "rsync -a -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-rsync/" ;;
+        hand) timed on vps1 "rsync -aHAX --no-s --numeric-ids --rsync-path='rsync --fake-super' -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-hand/" ;;
+        restic) timed on vps1 "$restic_env restic $restic_repo restore -q latest --target /srv/r-restic >/dev/null" ;;
+    esac
+}
+RECOVERS=(hl hlc bt rsync hand restic)
 for ((r = 1; r <= RUNS; r++)); do
-    on vps1 'rm -rf /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-hand /srv/r-restic'
-    rec[hl]+="$(timed km --yes vps-backup recover myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hl) "
-    rec[hlc]+="$(timed km --yes vps-backup recover --verify-content myadmin@archive#vps1:/srv/datastore/data/maildir vps1:/srv/r-hlc) "
-    rec[bt]+="$(timed km --yes vps-backup recover myadmin@vps2#vps1:/srv/datastore/data/maildir vps1:/srv/r-bt) "
-    rec[rsync]+="$(timed on vps1 "rsync -a -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-rsync/") "
-    rec[hand]+="$(timed on vps1 "rsync -aHAX --no-s --numeric-ids --rsync-path='rsync --fake-super' -e '$bare_ssh $aes' root@archive:/srv/backup/vps1/$snap_hl/srv/datastore/data/maildir/ /srv/r-hand/") "
-    rec[restic]+="$(timed on vps1 "$restic_env restic $restic_repo restore -q latest --target /srv/r-restic >/dev/null") "
+    on vps1 'rm -rf /srv/r-hl /srv/r-hlc /srv/r-bt /srv/r-rsync /srv/r-hand /srv/r-restic && sync'
+    for ((i = 0; i < ${#RECOVERS[@]}; i++)); do
+        k=${RECOVERS[(i + r) % ${#RECOVERS[@]}]}
+        rec[$k]+="$(recover_one "$k") "
+    done
     echo "   recover run $r: $(last "${rec[hl]}") $(last "${rec[hlc]}") $(last "${rec[bt]}") $(last "${rec[rsync]}") $(last "${rec[hand]}") $(last "${rec[restic]}")" >&2
 done
 sum() { on vps1 "cd $1 && find . -type f -print0 | sort -z | xargs -0 cat | sha256sum"; }
