@@ -275,9 +275,13 @@ pull_stream_pids=()
 pull_share_dir=""
 pull_stop_watch() {
     local pid
+    # (each stream stopped first: between two of its commands it could otherwise start the
+    # next one after its children were looked for)
     for pid in "${pull_stream_pids[@]+"${pull_stream_pids[@]}"}"; do
+        kill -STOP "$pid" 2>/dev/null || true
         pkill -TERM -P "$pid" 2>/dev/null || true
-        kill "$pid" 2>/dev/null || true
+        kill -TERM "$pid" 2>/dev/null || true
+        kill -CONT "$pid" 2>/dev/null || true
     done
     pull_stream_pids=()
     [[ -z $pull_share_dir ]] || rm -rf "$pull_share_dir"

@@ -45,10 +45,19 @@ impl Planning<'_> {
         // a path or components recover's items (a whole host's come from its lists, below).
         let scope = scope_paths(&items, whole);
         let unprivileged = !whole && !self.keep_privileged;
+        // (the first item's: its listing is what a pull of it in streams shares out)
+        let first = (!whole)
+            .then(|| {
+                items
+                    .first()
+                    .map(|i| i.source.trim_matches('/').to_string())
+            })
+            .flatten()
+            .filter(|p| !p.is_empty());
         let access = async {
             self.key.grant(hosts, Stage::Plan, snapshot, &scope).await?;
             let server = self.server().await?;
-            self.probe(&server, &scope).await?;
+            self.probe(&server, first.as_deref()).await?;
             Ok::<_, RecoverError>(server)
         };
         let (inspected, server) = if whole {
@@ -250,14 +259,11 @@ impl Planning<'_> {
 
     /// One listing with the key (`recover.sh probe`): the archive logs the address it came
     /// from, to which the restore's grant binds the key.
-    async fn probe(&self, server: &Server, scope: &[String]) -> Result<(), RecoverError> {
+    async fn probe(&self, server: &Server, path: Option<&str>) -> Result<(), RecoverError> {
         let source = format!(
             "snapshots/{}/{}",
             self.snapshot,
-            scope
-                .first()
-                .map(String::as_str)
-                .unwrap_or("var/lib/rsync-backup")
+            path.unwrap_or("var/lib/rsync-backup")
         );
         let args = [
             "probe",
