@@ -8,6 +8,7 @@ use super::key::{KeyGen, TempKey};
 use super::plan::{self, Item, Plan, Privileged, WHOLE_HOST_EXCLUDES};
 use super::pull::{self, DryRun, PullMode, Server};
 use super::roots;
+use super::snapshot::{inspect_paths, Inspecting};
 use super::spec::{RecoverSpec, Selection};
 use super::{components, ready, Hosts, RecoverError};
 use crate::backup::archive::{self, Inspect};
@@ -46,13 +47,10 @@ impl Planning<'_> {
         let scope = scope_paths(&items, whole);
         let unprivileged = !whole && !self.keep_privileged;
         // (the first item's: its listing is what a pull of it in streams shares out)
-        let first = (!whole)
-            .then(|| {
-                items
-                    .first()
-                    .map(|i| i.source.trim_matches('/').to_string())
-            })
-            .flatten()
+        let first = items
+            .first()
+            .filter(|_| !whole)
+            .map(|i| i.source.trim_matches('/').to_string())
             .filter(|p| !p.is_empty());
         let access = async {
             self.key.grant(hosts, Stage::Plan, snapshot, &scope).await?;
@@ -64,7 +62,7 @@ impl Planning<'_> {
             (None, access.await?)
         } else {
             let sources: Vec<String> = items.iter().map(|i| i.source.clone()).collect();
-            let options = super::Inspecting::for_recover(whole, self.keep_privileged);
+            let options = Inspecting::for_recover(whole, self.keep_privileged);
             let (info, server) = tokio::join!(self.inspect(&sources, &options), access);
             (Some(info?), server?)
         };
@@ -139,7 +137,7 @@ impl Planning<'_> {
                 probe.extend(candidates.iter().flat_map(|c| c.paths.iter().cloned()));
                 self.inspect(
                     &probe,
-                    &super::Inspecting::for_recover(whole, self.keep_privileged),
+                    &Inspecting::for_recover(whole, self.keep_privileged),
                 )
                 .await?
             }
@@ -257,8 +255,9 @@ impl Planning<'_> {
         Ok(())
     }
 
-    /// One listing with the key (`recover.sh probe`): the archive logs the address it came
-    /// from, to which the restore's grant binds the key.
+    /// One listing with the key (`recover.sh probe`) of PATH (a whole host: its lists'
+    /// directory): the archive logs the address it came from, to which the restore's grant
+    /// binds the key, and a pull of PATH in streams shares out the entries it lists.
     async fn probe(&self, server: &Server, path: Option<&str>) -> Result<(), RecoverError> {
         let source = format!(
             "snapshots/{}/{}",
@@ -455,7 +454,7 @@ impl Planning<'_> {
     async fn inspect(
         &self,
         paths: &[String],
-        options: &[super::Inspecting],
+        options: &[Inspecting],
     ) -> Result<Inspect, RecoverError> {
         let (host, snapshot) = (self.spec.host.as_str(), self.snapshot);
         let rel: Vec<&str> = paths.iter().map(|p| p.trim_start_matches('/')).collect();
@@ -466,8 +465,7 @@ impl Planning<'_> {
                 "inspecting the snapshot",
                 |ctx| async move {
                     // (a whole mailcow host has a dozen roots: a few calls)
-                    super::inspect_paths(&ctx, "archive: inspect", host, snapshot, rel, options)
-                        .await
+                    inspect_paths(&ctx, "archive: inspect", host, snapshot, rel, options).await
                 },
             )
             .await
