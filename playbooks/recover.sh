@@ -22,9 +22,9 @@
 #   probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE
 #       lists SOURCE on the archive with the key of DIR, through the connection kept in
 #       DIR/ctl that the pulls then use, so that the archive has seen the address this host
-#       reads from. SOURCE's top-level entries are
-#       kept in DIR/listing, where a pull of SOURCE in streams reads them instead of listing
-#       them again. 0km-result {"changed":false}
+#       reads from. SOURCE's top-level entries are kept in DIR/listing, where a pull of
+#       SOURCE in streams reads them instead of listing them again. 0km-result
+#       {"changed":false}
 #   space BYTES PATH [BYTES PATH]...
 #       each file system under the PATHs has room for the BYTES a restore writes there (plus
 #       5 % and 64 MiB), else exit 1 saying which lacks how much. 0km-result {"changed":false}
@@ -295,8 +295,8 @@ use_key() {
 # probe DIR SERVER_HOST SERVER_PORT KNOWN_HOSTS_B64 SOURCE: lists SOURCE on the archive
 # with the key of DIR (through DIR/ctl, the connection the pulls use next: the archive reads
 # the key's line at each session, so it plans now and reads after the confirmation's
-# grant): the archive then knows the address
-# this host reads from (grant-read --from-seen binds the key to it). The listing of a
+# grant): the archive then knows the address this host reads from (grant-read --from-seen
+# binds the key to it). The listing of a
 # directory's top-level entries is kept for the pull (pull_listing): the pull in streams
 # shares them out, and so needs no listing session of its own after the confirmation. A
 # snapshot is never changed, so the listing is still the snapshot's then. A listing longer

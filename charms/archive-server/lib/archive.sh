@@ -64,6 +64,10 @@ fi
 # expiry_stamp EPOCH: sshd's expiry-time for EPOCH (UTC, to the minute, without the Z).
 expiry_stamp() { date -u -d "@$1" +%Y%m%d%H%M; }
 
+# scope_has_id SCOPE ID: whether a read line's SCOPE is that key's (grant-read writes `--id
+# ID` first).
+scope_has_id() { [[ $1 == "--id $2" || $1 == "--id $2 "* ]]; }
+
 # read_line_consistent STAMP EXP: a permanent line has no expiry-time, a temporary one has the
 # expiry-time of its EPOCH (a whole minute).
 read_line_consistent() {
