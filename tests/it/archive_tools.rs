@@ -294,6 +294,14 @@ impl Archive {
         );
     }
 
+    /// HOST authorised, `seed()` backed up once: the snapshot's name.
+    fn seeded_snapshot(&self, host: &str) -> String {
+        self.authorize(host);
+        self.seed();
+        self.backup(host).success();
+        newest(&self.area(host))
+    }
+
     /// A backup of `src/` for HOST through the receive filter, as a VPS's nightly rsync.
     fn backup(&self, host: &str) -> Answer {
         let w = self.wrapper("0km-archive-receive", host);
@@ -1502,10 +1510,7 @@ fn a_backup_killed_at_any_step_of_publishing_leaves_a_recoverable_latest() {
 #[test]
 fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_planned() {
     let a = Archive::new();
-    a.authorize("vps1");
-    a.seed();
-    a.backup("vps1").success();
-    let snap = newest(&a.area("vps1"));
+    let snap = a.seeded_snapshot("vps1");
     let (t, b) = a.new_key("recover");
     let id = key_id(&b);
     // Before the confirmation: dry runs of one snapshot's path, from anywhere.
@@ -1702,10 +1707,7 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
 #[test]
 fn a_read_key_never_takes_the_scope_of_another_with_its_id() {
     let a = Archive::new();
-    a.authorize("vps1");
-    a.seed();
-    a.backup("vps1").success();
-    let snap = newest(&a.area("vps1"));
+    let snap = a.seeded_snapshot("vps1");
     let (t, b) = a.new_key("one");
     let id = key_id(&b);
     a.archive(&["grant-read", "vps1", &t, &b, "10", "--only", &snap, "data"])
