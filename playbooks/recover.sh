@@ -418,6 +418,8 @@ cmd_pull() {
     [[ ! -f $dir/listing || -L $dir/listing ]] || pull_listing=$dir/listing
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_progress=$dir/progress
+    # (0km checked that the archive's tools take --inplace)
+    pull_inplace=1
     if [[ $then_verify == 1 && $mode == pull ]]; then
         pull_then_verify=$(mktemp)
         tmpfiles+=("$pull_then_verify")

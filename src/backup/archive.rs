@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// The archive tools this 0km speaks to (`0km-archive version`); an older archive is refused
 /// with the command that upgrades it.
-pub const TOOLS_VERSION: u32 = 10;
+pub const TOOLS_VERSION: u32 = 11;
 
 /// Characters the server accepts in a word of an admin command.
 pub fn is_safe_word(w: &str) -> bool {

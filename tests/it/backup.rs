@@ -342,7 +342,7 @@ fn the_admin_account_refuses_malformed_input_and_gives_no_shell_and_old_tools() 
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()
         .code(1)
-        .stderr_has("the archive's tools are version 5, this 0km needs 10")
+        .stderr_has("the archive's tools are version 5, this 0km needs 11")
         .stderr_has("upgrade them with `0km backup-server setup root@archive --admin myadmin`");
     assert_eq!(
         try_sh(&lab, "vps1", "test -e /etc/mirror-dir/config.yml").0,
@@ -352,7 +352,7 @@ fn the_admin_account_refuses_malformed_input_and_gives_no_shell_and_old_tools() 
     lab.zerokm(["vps-backup", "list", "myadmin@archive"])
         .run()
         .code(1)
-        .stdout_has("the archive's tools are version 5, this 0km needs 10");
+        .stdout_has("the archive's tools are version 5, this 0km needs 11");
     lab.zerokm([
         "--yes",
         "vps-backup",
@@ -362,7 +362,7 @@ fn the_admin_account_refuses_malformed_input_and_gives_no_shell_and_old_tools() 
     ])
     .run()
     .code(1)
-    .stdout_has("the archive's tools are version 5, this 0km needs 10");
+    .stdout_has("the archive's tools are version 5, this 0km needs 11");
     archive_setup(&lab);
     lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
         .run()

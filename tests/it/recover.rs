@@ -216,6 +216,27 @@ fn a_path_recovers_to_another_destination_path() {
     out.code(1)
         .stdout_has("NOT verified: 1 difference(s):")
         .stdout_has("  /restore/app/sub/f3.txt: size differs");
+    // Into a directory that exists, a file is replaced once its new copy is whole, never
+    // written through: a hard link there to a file elsewhere leaves that file as it was (a
+    // pull writes in place only into a path that did not exist).
+    sh(
+        &lab,
+        "vps2",
+        "echo outside > /restore/outside && ln -f /restore/outside /restore/app/sub/f3.txt",
+    );
+    lab.zerokm(again).run().success();
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "cat /restore/outside; stat -c %h /restore/outside"
+        ),
+        "outside\n1"
+    );
+    assert_eq!(
+        tree(&lab, "vps1", "/srv/datastore/data/app"),
+        tree(&lab, "vps2", "/restore/app")
+    );
     // A single file too.
     lab.zerokm([
         "--yes",

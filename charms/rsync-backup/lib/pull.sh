@@ -82,6 +82,8 @@ pull_progress=""
 pull_refused_hint="" # appended to the message when the archive refuses the key
 pull_listing=""      # `source SOURCE/`, then rsync's --list-only of SOURCE/ (see pull_ls)
 pull_streams=1
+pull_inplace=0 # 1: a destination that does not exist yet is written in place (see pull_run;
+# the archive's send filter takes --inplace from its tools' version 11, which 0km checks)
 pull_then_verify=""     # a file: a pull in streams checks each share once it is pulled (see
 pull_verify_checksum=0  # pull_streamed), its tallies there; 1: the check compares contents
 # The most top-level entries shared among streams (one filter rule each); more: one stream.
@@ -397,6 +399,14 @@ pull_run() {
     fi
     pull_connect
     pull_list "$src"
+    # With pull_inplace=1, a destination that does not exist yet is written in place (rsync --inplace): no file
+    # there for a temporary copy to stand in for, so each new file is written under its
+    # name, without a temporary name and a rename (a fifth less time for 100,000 small files
+    # here). An interrupted pull leaves its last file short under its name, with the time of
+    # the pull: the check finds it, and the next pull's quick check (size and time) copies it
+    # again. Where something exists, a file is replaced only once its new copy is whole.
+    local -a inplace=()
+    [[ $pull_inplace != 1 || $mode != pull || -e $dest || -L $dest ]] || inplace=(--inplace)
     if [[ $pull_kind == d ]]; then
         if [[ -e $dest && ! -d $dest ]]; then
             die "$dest exists and is not a directory: cannot restore the directory $src into it"
@@ -465,7 +475,7 @@ pull_run() {
         code=0
         log "pulling ${jobs[i]} into ${jobs[i + 1]}$([[ $mode == pull ]] || echo " ($mode, dry run)")"
         # -A -X: ACLs and extended attributes, as the backup has them (-X unless pull_xattrs=0).
-        rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+        rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${inplace[@]+"${inplace[@]}"}" "${pull_opts[@]+"${pull_opts[@]}"}" \
             -e "$(pull_ssh)" "$pull_user@$pull_host:${jobs[i]}" "${jobs[i + 1]}" 2>"$errf" |
             pull_tally "$mode" "$pull_checksum" >>"$out" || code=${PIPESTATUS[0]}
         if [[ $code -ne 0 && $code -ne 24 ]]; then
@@ -524,7 +534,7 @@ pull_accumulate() {
 # owner, mode and time (`itself`), set once the streams have written into it: by the
 # share pulled last, while it checks (the checks do not count a directory's time as a
 # difference, and the rest of it is the same before and after). (Uses pull_run's mode_opts,
-# xattrs and errf.)
+# inplace, xattrs and errf.)
 pull_streamed() {
     local source=$1 dest=$2 mode=$3 out lst c w n failed="" code shares
     local -a names=() vopts=(--stats --dry-run -i)
@@ -577,7 +587,7 @@ pull_streamed() {
             local -a f
             for ((c = w; c < shares; c += pull_streams)); do
                 read -r -a f <<<"${filters[$c]}"
-                rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${pull_opts[@]+"${pull_opts[@]}"}" \
+                rsync -aHA "${xattrs[@]}" --no-s --numeric-ids --timeout=$PULL_IO_TIMEOUT "${mode_opts[@]}" "${inplace[@]+"${inplace[@]}"}" "${pull_opts[@]+"${pull_opts[@]}"}" \
                     "${f[@]}" -e "$(pull_ssh)" "$pull_user@$pull_host:$source" "$dest" 2>>"$out.$c.err" |
                     pull_tally "$mode" "$pull_checksum" "$((c > 0))" >"$out.$c"
                 echo "${PIPESTATUS[0]}" >"$out.$c.code"
