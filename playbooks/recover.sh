@@ -232,6 +232,9 @@ cmd_cleanup() {
     elif [[ -d $dir ]]; then
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
         pull_key=$dir/id_ed25519
+        # (what a pull in place cut short left staged: moved once nothing writes any more)
+        local staged=""
+        [[ ! -f $dir/staged || -L $dir/staged ]] || staged=$(cat -- "$dir/staged")
         # What still works in DIR (a pull, a listing of an interrupted recover) stops first:
         # it could write into DIR while it is removed. Again, every 0.05 s, until nothing uses
         # the key and DIR is gone: a step of the recover cut short may still be starting its
@@ -259,6 +262,9 @@ cmd_cleanup() {
         done
         changed=true
         log "removed $dir"
+        if [[ -n $staged ]]; then
+            pull_unstage_left <<<"$staged"
+        fi
     elif [[ -e $dir ]]; then
         die "$dir is not a directory: left alone"
     fi
@@ -418,8 +424,10 @@ cmd_pull() {
     [[ ! -f $dir/listing || -L $dir/listing ]] || pull_listing=$dir/listing
     command -v rsync >/dev/null 2>&1 || die "rsync is missing on this host (apt-get install rsync)"
     pull_progress=$dir/progress
-    # (0km checked that the archive's tools take --inplace)
+    # (0km checked that the archive's tools take --inplace; cleanup moves what a pull cut
+    # short leaves staged)
     pull_inplace=1
+    pull_stage_record=$dir/staged
     if [[ $then_verify == 1 && $mode == pull ]]; then
         pull_then_verify=$(mktemp)
         tmpfiles+=("$pull_then_verify")

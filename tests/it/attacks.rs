@@ -548,3 +548,77 @@ fn a_path_recover_creates_no_setuid_file_and_no_device_unless_asked() {
         "4755 regular file\n2755 regular file\n644 character special file"
     );
 }
+
+/// A local user of the destination cannot turn a restore's writes into root's writes
+/// elsewhere: www-data, which owns a directory the backup has (a web application's uploads),
+/// plants a symbolic link at every name the restore is about to write there, as fast as it
+/// can. A path that did not exist is pulled, in place, inside a directory only root can
+/// enter, and moved where it belongs once it is whole.
+#[test]
+fn a_local_user_cannot_redirect_a_restores_writes_through_links() {
+    let lab = Lab::up(2);
+    archive_setup(&lab);
+    sh(
+        &lab,
+        "vps1",
+        "mkdir -p /srv/datastore/data/web/up && \
+         for i in $(seq 1 400); do echo '* * * * * root touch /tmp/pwned' > /srv/datastore/data/web/up/f$i; done && \
+         chown -R www-data:www-data /srv/datastore/data/web/up",
+    );
+    lab.zerokm(["--yes", "vps-install", "backup", "myadmin@archive", "vps1"])
+        .run()
+        .success();
+    let planter = "import os, time\n\
+                   while os.path.exists('/tmp/planting'):\n\
+                   \x20   if not os.path.isdir('/restore/web/up'):\n\
+                   \x20       time.sleep(0.001)\n\
+                   \x20       continue\n\
+                   \x20   for i in range(1, 401):\n\
+                   \x20       p = '/restore/web/up/f%d' % i\n\
+                   \x20       try:\n\
+                   \x20           try:\n\
+                   \x20               os.unlink(p)\n\
+                   \x20           except FileNotFoundError:\n\
+                   \x20               pass\n\
+                   \x20           os.symlink('/etc/cron.d/0km-planted', p)\n\
+                   \x20           open('/tmp/planted-once', 'a').close()\n\
+                   \x20       except OSError:\n\
+                   \x20           pass\n";
+    sh(
+        &lab,
+        "vps2",
+        &format!(
+            "rm -f /tmp/planted-once && printf '%s' \"{planter}\" > /tmp/planter.py && touch /tmp/planting && \
+             (setsid setpriv --reuid=www-data --regid=www-data --clear-groups python3 /tmp/planter.py \
+             </dev/null >/dev/null 2>&1 &)"
+        ),
+    );
+    let out = lab
+        .zerokm([
+            "--yes",
+            "vps-backup",
+            "recover",
+            "myadmin@archive#vps1:/srv/datastore/data/web",
+            "vps2:/restore/web",
+        ])
+        .run();
+    // (the links it plants once the tree is in place are its own business: give it time)
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    sh(&lab, "vps2", "rm -f /tmp/planting; sleep 0.3");
+    assert_eq!(
+        sh(&lab, "vps2", "test -e /tmp/planted-once && echo planted"),
+        "planted",
+        "the attack ran: {}",
+        out.all()
+    );
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "ls /etc/cron.d/0km-planted 2>/dev/null; ls -a /restore | grep -c 0km-restore || true"
+        ),
+        "0",
+        "root wrote through a planted link, or left its staging behind: {}",
+        out.all()
+    );
+}

@@ -46,10 +46,12 @@ fn backed_up(lab: &Lab) {
 /// them (the shared ssh connection to the archive, an rsync's ssh) or rsyncs still running.
 /// Waits up to 3 s for processes that are being stopped.
 fn leftovers(lab: &Lab, host: &str) -> String {
-    // (and no directory of a pull in streams: recover.sh's temporary files are in /tmp)
+    // (and no directory of a pull in streams: recover.sh's temporary files are in /tmp; nor
+    // a pull in place's staging directory, beside the tests' destinations)
     let check =
         "ls -d /run/[0]km-recover.* 2>/dev/null; pgrep -af '[0]km-recover|^rsync' || true; \
-                 find /tmp -maxdepth 2 -name 'share.*' 2>/dev/null";
+                 find /tmp -maxdepth 2 -name 'share.*' 2>/dev/null; \
+                 ls -d /.0km-restore.* /restore/.0km-restore.* 2>/dev/null || true";
     let mut found = String::new();
     for _ in 0..30 {
         found = sh(lab, host, check);
@@ -380,7 +382,12 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
         .run()
         .success();
     // And the same when 0km is stopped by a service manager (SIGTERM) or its terminal closes
-    // (SIGHUP).
+    // (SIGHUP). (The pull slowed down: 200 MB at 20 MB/s.)
+    wrap_rsync(
+        &lab,
+        "vps2",
+        "case \" $* \" in *\" --dry-run \"*|*\" --list-only \"*) ;; *) set -- --bwlimit=20m \"$@\" ;; esac",
+    );
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let (mut child, granted) = big_recover_in_transfer(&lab, std::process::Stdio::null);
         assert!(
@@ -394,8 +401,14 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
         assert!(st.success());
         assert_eq!(child.wait().unwrap().code(), Some(code), "SIG{signal}");
         assert_eq!(read_keys_on_archive(&lab), 0, "revoked on SIG{signal}");
-        // The transfer itself stopped too: no rsync, no connection, no key left.
+        // The transfer itself stopped too: no rsync, no connection, no key left. What it
+        // pulled (in place, beside /big) is in /big, for the same command to finish.
         assert_eq!(leftovers(&lab, "vps2"), "", "SIG{signal}");
+        assert_eq!(
+            sh(&lab, "vps2", "test -d /big && echo there"),
+            "there",
+            "SIG{signal}"
+        );
         sh(&lab, "vps2", "rm -rf /big");
     }
 
@@ -441,7 +454,7 @@ fn the_temporary_key_is_revoked_after_a_failure_ctrl_c_sigterm_and_sighup() {
 
 /// A recover of vps1's /srv/datastore/big onto vps2:/big, started in the background with
 /// its stdout and stderr made by `stdio`; returns once its key is granted and its transfer
-/// runs (10 s at most), and whether it got there.
+/// has written files (10 s at most), and whether it got there.
 fn big_recover_in_transfer(
     lab: &Lab,
     stdio: fn() -> std::process::Stdio,
@@ -459,8 +472,16 @@ fn big_recover_in_transfer(
         .stderr(stdio())
         .spawn()
         .unwrap();
+    // (files written: the pull, in place, beside /big)
     for _ in 0..200 {
-        if read_keys_on_archive(lab) > 0 && sh(lab, "vps2", "pgrep -c rsync || true") != "0" {
+        if read_keys_on_archive(lab) > 0
+            && !sh(
+                lab,
+                "vps2",
+                "ls -d /.0km-restore.*/big/*/f* 2>/dev/null || true",
+            )
+            .is_empty()
+        {
             return (child, true);
         }
         std::thread::sleep(Duration::from_millis(50));
