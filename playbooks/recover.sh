@@ -232,9 +232,10 @@ cmd_cleanup() {
     elif [[ -d $dir ]]; then
         [[ $(stat -c %u "$dir") == 0 ]] || die "$dir does not belong to root: left alone"
         pull_key=$dir/id_ed25519
-        # (what a pull in place cut short left staged: moved once nothing writes any more)
+        # What a pull in place cut short left staged (its record, read before each removal:
+        # a pull still starting may write it meanwhile) is moved into place once nothing
+        # writes any more.
         local staged=""
-        [[ ! -f $dir/staged || -L $dir/staged ]] || staged=$(cat -- "$dir/staged")
         # What still works in DIR (a pull, a listing of an interrupted recover) stops first:
         # it could write into DIR while it is removed. Again, every 0.05 s, until nothing uses
         # the key and DIR is gone: a step of the recover cut short may still be starting its
@@ -251,19 +252,22 @@ cmd_cleanup() {
             pull_disconnect
             pull_ctl=$dir/ctl
             pull_disconnect
+            if [[ -f $dir/staged && ! -L $dir/staged ]]; then
+                staged+=$(cat -- "$dir/staged" 2>/dev/null)$'\n' || true
+            fi
             rm -rf -- "$dir" 2>/dev/null || true
             if [[ ! -e $dir ]] && ! pgrep -f -- "-i $pull_key " >/dev/null &&
                 ! pgrep -f -- " (pull|probe) $dir " >/dev/null; then
                 break
             fi
             tries=$((tries + 1))
-            [[ $tries -lt 100 ]] || die "$dir could not be removed, or something still uses its key"
+            [[ $tries -lt 100 ]] || die "$dir could not be removed, or something still uses its key${staged:+ (a pull cut short left what it restored in: $(printf '%s' "$staged" | cut -f1 | sort -u | tr '\n' ' '))}"
             sleep 0.05
         done
         changed=true
         log "removed $dir"
-        if [[ -n $staged ]]; then
-            pull_unstage_left <<<"$staged"
+        if [[ -n ${staged//[[:space:]]/} ]]; then
+            pull_unstage_left <<<"$(printf '%s' "$staged" | sort -u)"
         fi
     elif [[ -e $dir ]]; then
         die "$dir is not a directory: left alone"

@@ -251,3 +251,92 @@ fn a_pull_writes_its_progress_while_it_copies() {
         .unwrap();
     assert!(left.stdout.is_empty(), "{left:?}");
 }
+
+/// `bash -c SCRIPT` with pull.sh sourced (and the includer's log and die), in `dir`: its exit
+/// code, stdout and stderr.
+fn run_status(script: &str, dir: &Path) -> (i32, String, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -euo pipefail; source {root}/playbooks/lib/json.sh; \
+             source {root}/charms/rsync-backup/lib/pull.sh; \
+             log() {{ echo \"$*\" >&2; }}; die() {{ echo \"$*\" >&2; exit 1; }}; \
+             cd {}; {script}",
+            dir.display()
+        ))
+        .output()
+        .expect("bash");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A pull in place stages its tree only under directories root alone may change: each one
+/// up to `/` root's, no symbolic link, not writable by its group or others (a sticky /tmp
+/// neither). A staging directory that cannot be made, or written down, ends the pull there:
+/// it never goes on into some other path.
+#[test]
+fn a_pull_in_place_stages_only_where_root_alone_writes_and_stops_when_it_cannot() {
+    if !is_root() {
+        return;
+    }
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = base.path();
+    let (code, _, err) = run_status("chmod 0755 . && pull_root_only \"$PWD\"", dir);
+    assert_eq!(
+        code,
+        0,
+        "the test needs a root-only path to {}: {err}",
+        dir.display()
+    );
+    run(
+        "mkdir -p ok/a g/a u/a t/a real/a && chmod 0775 g && chown 65534 u && chmod 1777 t && \
+         ln -s real link",
+        dir,
+    );
+    for (path, want) in [
+        ("ok/a", 0),
+        ("g/a", 1),
+        ("u/a", 1),
+        ("t/a", 1),
+        ("link/a", 1),
+        ("/tmp", 1),
+    ] {
+        let (code, _, err) = run_status(&format!("pull_root_only \"$(realpath -s {path})\""), dir);
+        assert_eq!(code, want, "{path}: {err}");
+    }
+    // Staged beside DEST, root's, 0700, written down.
+    let (code, out, err) = run_status(
+        "pull_stage_record=$PWD/record; pull_stage \"$PWD/ok/a/new\"; \
+         stat -c '%u %a' \"$pull_staged\"; cut -f2 record; \
+         [[ $(cut -f1 record) == \"$pull_staged\" && $pull_staged == \"$PWD\"/ok/a/.0km-restore.* ]] && echo same",
+        dir,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("0 700\n{}/ok/a/new\nsame\n", dir.display()),
+        "{err}"
+    );
+    // mktemp failing (a full or read-only file system), the record not written: dies.
+    let (code, out, err) = run_status(
+        "mktemp() { return 1; }; pull_stage \"$PWD/ok/a/other\"; echo went on",
+        dir,
+    );
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("cannot make a directory in"), "{err}");
+    let (code, out, err) = run_status(
+        "pull_stage_record=$PWD/no/such/record; pull_stage \"$PWD/ok/a/third\"; echo went on",
+        dir,
+    );
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("cannot write down the staging"), "{err}");
+    assert_eq!(
+        run("ls -A ok/a | grep -c 0km-restore || true", dir).trim(),
+        "1",
+        "only the first staging is there"
+    );
+}

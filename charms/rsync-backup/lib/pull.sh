@@ -410,15 +410,20 @@ pull_run() {
     # restored directory (www-data) could plant a link at a name about to be written and have
     # root write through it. The tree is pulled inside a directory only root may enter,
     # beside DEST, and moved to DEST once pulled (pull_stage, pull_unstage). Where something
-    # exists, or on a path another user could change, files are replaced as ever, once their
-    # new copy is whole (a link planted there is replaced, not followed).
-    local final=""
+    # exists, or on a path another user could change, rsync works as ever: each file copied
+    # to a temporary name, then renamed over its own.
+    local final="" parent
     local -a inplace=()
-    if [[ $pull_inplace == 1 && $mode == pull && $pull_kind == d && ! -e $dest && ! -L $dest ]] &&
-        pull_stage "$dest"; then
-        final=${dest%/}
-        dest=$pull_staged/${final##*/}
-        inplace=(--inplace)
+    if [[ $pull_inplace == 1 && $mode == pull && $pull_kind == d && ! -e ${dest%/} && ! -L ${dest%/} ]]; then
+        parent=$(dirname -- "${dest%/}")
+        mkdir -p -- "$parent" || die "cannot make $parent"
+        if pull_root_only "$parent"; then
+            # (not in a condition: its failures end the pull, with set -e and its own dies)
+            pull_stage "${dest%/}"
+            final=${dest%/}
+            dest=$pull_staged/${final##*/}
+            inplace=(--inplace)
+        fi
     fi
     if [[ $pull_kind == d ]]; then
         if [[ -e $dest && ! -d $dest ]]; then
@@ -519,16 +524,20 @@ pull_root_only() {
 
 # pull_stage DEST: makes pull_staged, a directory only root may enter, beside DEST (the same
 # file system: pull_unstage renames), into which pull_run pulls DEST's tree, and writes it
-# down in pull_stage_record. Returns 1, having made nothing, when DEST's parent is not
-# root's alone (pull_root_only): another user could move the staging directory away and put
-# their own in its place.
+# down in pull_stage_record; dies, leaving nothing, when either fails. (DEST's parent must
+# be root's alone, pull_root_only: another user could move the staging directory away and
+# put their own in its place.)
 pull_stage() {
     local parent
-    parent=$(dirname -- "${1%/}")
-    mkdir -p -- "$parent"
-    pull_root_only "$parent" || return 1
-    pull_staged=$(mktemp -d -- "$parent/.0km-restore.XXXXXX")
-    [[ -z $pull_stage_record ]] || printf '%s\t%s\n' "$pull_staged" "${1%/}" >"$pull_stage_record"
+    parent=$(dirname -- "$1")
+    if ! pull_staged=$(mktemp -d -- "${parent%/}/.0km-restore.XXXXXX") || [[ ! -d $pull_staged || -L $pull_staged ]]; then
+        pull_staged=""
+        die "cannot make a directory in $parent to pull $1 into"
+    fi
+    if [[ -n $pull_stage_record ]] && ! printf '%s\t%s\n' "$pull_staged" "$1" >"$pull_stage_record"; then
+        rmdir -- "$pull_staged"
+        die "cannot write down the staging of $1 in $pull_stage_record"
+    fi
 }
 
 # pull_unstage TREE DEST: the tree pulled in pull_staged moved to DEST (which must still not
@@ -551,16 +560,19 @@ pull_unstage() {
 # a pull made in place would have left it, for the next recover to finish; removed when DEST
 # exists by now. Lines that are not such a record are left alone.
 pull_unstage_left() {
-    local staging dest tree
+    local staging dest tree parent
     while IFS=$'\t' read -r staging dest; do
-        [[ $dest == /* && $staging == "$(dirname -- "$dest")"/.0km-restore.?????? &&
+        parent=$(dirname -- "$dest")
+        [[ $dest == /* && $staging == "${parent%/}"/.0km-restore.?????? &&
             -d $staging && ! -L $staging && $(stat -c %u -- "$staging") == 0 ]] || continue
         tree=$staging/${dest##*/}
-        if [[ -d $tree && ! -L $tree && ! -e $dest && ! -L $dest ]] && mv -T -n -- "$tree" "$dest" 2>/dev/null && [[ ! -e $tree ]]; then
+        if [[ ! -e $tree && ! -L $tree ]]; then
+            : # (moved into place already, by the pull itself)
+        elif [[ -d $tree && ! -L $tree && ! -e $dest && ! -L $dest ]] && mv -T -n -- "$tree" "$dest" 2>/dev/null && [[ ! -e $tree ]]; then
             log "the pull into $dest was cut short: what it restored is in $dest; run the recover again to finish it"
         else
             rm -rf -- "$tree"
-            log "the pull into $dest was cut short, and $dest exists: the part it restored is removed"
+            log "the pull into $dest was cut short, and $dest exists: the part it restored beside it is removed"
         fi
         rmdir -- "$staging" 2>/dev/null || true
     done
