@@ -621,4 +621,30 @@ fn a_local_user_cannot_redirect_a_restores_writes_through_links() {
         "root wrote through a planted link, or left its staging behind: {}",
         out.all()
     );
+    assert!(
+        lab.newest_run_log("vps2").contains("moved to /restore/web"),
+        "pulled in place, beside it: {}",
+        out.all()
+    );
+    // Under a directory another user may change (they could swap the staging directory for
+    // their own), no staging: rsync's temporary copies, as into a directory that exists.
+    sh(&lab, "vps2", "mkdir -p /home/w && chown www-data /home/w");
+    lab.zerokm([
+        "--yes",
+        "vps-backup",
+        "recover",
+        "myadmin@archive#vps1:/srv/datastore/data/web",
+        "vps2:/home/w/web",
+    ])
+    .run()
+    .success();
+    assert!(!lab.newest_run_log("vps2").contains("moved to"));
+    assert_eq!(
+        sh(
+            &lab,
+            "vps2",
+            "ls -A /home/w; stat -c %U /home/w/web/up; cat /home/w/web/up/f7"
+        ),
+        "web\nwww-data\n* * * * * root touch /tmp/pwned"
+    );
 }
