@@ -1514,19 +1514,14 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
     let snap = a.seeded_snapshot("vps1");
     let (t, b) = a.new_key("recover");
     let id = key_id(&b);
+    // This key granted for 10 minutes, with SCOPE.
+    let grant = |scope: &[&str]| {
+        let mut args = vec!["grant-read", "vps1", &t, &b, "10"];
+        args.extend_from_slice(scope);
+        a.archive(&args)
+    };
     // Before the confirmation: dry runs of one snapshot's path, from anywhere.
-    let r = a
-        .archive(&[
-            "grant-read",
-            "vps1",
-            &t,
-            &b,
-            "10",
-            "--plan",
-            "--only",
-            &snap,
-            "data",
-        ])
+    let r = grant(&["--plan", "--only", &snap, "data"])
         .success()
         .result();
     assert_eq!(r["scope"], format!("--id {id} --plan --only {snap} data"));
@@ -1539,17 +1534,7 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
         "{keys}"
     );
     // No read yet: nothing to bind to.
-    let out = a.archive(&[
-        "grant-read",
-        "vps1",
-        &t,
-        &b,
-        "10",
-        "--only",
-        &snap,
-        "data",
-        "--from-seen",
-    ]);
+    let out = grant(&["--only", &snap, "data", "--from-seen"]);
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("has not read anything yet"), "{out:?}");
 
@@ -1610,18 +1595,7 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
         .unwrap()
         .contains(&format!("read: (from 127.0.0.9, id {id}) y")));
     // Confirmed: bound to the address the plan came from, reads allowed.
-    let r = a
-        .archive(&[
-            "grant-read",
-            "vps1",
-            &t,
-            &b,
-            "10",
-            "--only",
-            &snap,
-            "data",
-            "--from-seen",
-        ])
+    let r = grant(&["--only", &snap, "data", "--from-seen"])
         .success()
         .result();
     assert_eq!(r["from"], "127.0.0.1");
@@ -1657,17 +1631,7 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
         out.stderr.contains("this key reads from 127.0.0.1 only"),
         "{out:?}"
     );
-    let out = a.archive(&[
-        "grant-read",
-        "vps1",
-        &t,
-        &b,
-        "10",
-        "--only",
-        &snap,
-        "data",
-        "--from-seen",
-    ]);
+    let out = grant(&["--only", &snap, "data", "--from-seen"]);
     assert_ne!(out.code, 0);
     assert!(
         out.stderr.contains("used from several addresses"),
@@ -1684,19 +1648,7 @@ fn a_recover_key_plans_only_then_reads_its_snapshot_and_paths_from_where_it_plan
         a.keys_file()
     );
     // A grant that narrows the key narrows the connections made before it.
-    a.archive(&[
-        "grant-read",
-        "vps1",
-        &t,
-        &b,
-        "10",
-        "--only",
-        &snap,
-        "etc",
-        "--from",
-        "127.0.0.1",
-    ])
-    .success();
+    grant(&["--only", &snap, "etc", "--from", "127.0.0.1"]).success();
     let out = a.rsync(&restore, &format!("-an x:snapshots/{snap}/data/ other/"));
     assert!(out.stderr.contains("reads etc of"), "{out:?}");
 }
