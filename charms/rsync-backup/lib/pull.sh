@@ -540,14 +540,17 @@ pull_stage() {
     fi
 }
 
+# pull_move_in TREE DEST: renames the directory TREE to DEST when nothing is at DEST (never
+# over anything); whether it did.
+pull_move_in() {
+    [[ -d $1 && ! -L $1 && ! -e $2 && ! -L $2 ]] && mv -T -n -- "$1" "$2" 2>/dev/null && [[ ! -e $1 && -d $2 ]]
+}
+
 # pull_unstage TREE DEST: the tree pulled in pull_staged moved to DEST (which must still not
 # exist), and pull_staged removed.
 pull_unstage() {
     local tree=$1 dest=$2
-    if [[ ! -e $dest && ! -L $dest ]]; then
-        mv -T -n -- "$tree" "$dest" 2>/dev/null || true
-    fi
-    [[ ! -e $tree && -d $dest ]] ||
+    pull_move_in "$tree" "$dest" ||
         die "$dest was made by something else during the pull: not replaced (the copy pulled beside it is removed); run the recover again"
     rmdir -- "$pull_staged"
     pull_staged=""
@@ -568,7 +571,7 @@ pull_unstage_left() {
         tree=$staging/${dest##*/}
         if [[ ! -e $tree && ! -L $tree ]]; then
             : # (moved into place already, by the pull itself)
-        elif [[ -d $tree && ! -L $tree && ! -e $dest && ! -L $dest ]] && mv -T -n -- "$tree" "$dest" 2>/dev/null && [[ ! -e $tree ]]; then
+        elif pull_move_in "$tree" "$dest"; then
             log "the pull into $dest was cut short: what it restored is in $dest; run the recover again to finish it"
         else
             rm -rf -- "$tree"
